@@ -1,0 +1,135 @@
+"""The array backend: NumPy on the CPU or CuPy on a GPU, chosen at run time and passed in.
+
+Every op in minispanbert takes the array module as an explicit keyword argument ``xp`` (the
+Chainer/DeZero idiom). This module is the only place that knows the two libraries differ; it
+exposes the array module and the handful of helpers whose spelling is not the same in both:
+
+    get_backend(name)          -> xp             ("numpy" or "cupy"; clear error, never a silent fallback)
+    backend_name(xp)           -> "numpy" | "cupy"
+    erf(x, *, xp)              the Gauss error function (scipy.special / cupyx.scipy.special)
+    scatter_add(a, idx, v, *, xp)  a[idx] += v with duplicate indices accumulated (np.add.at)
+    to_numpy(a)                device -> host copy (a no-op for NumPy arrays)
+    to_device(a, *, xp)        host -> device copy
+    synchronize(xp)            wait for queued GPU work (for honest timings)
+    make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
+
+Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+ENV_VAR = "MINISPANBERT_BACKEND"
+
+
+def get_backend(name: str | None = None):
+    """Return the array module for ``name`` ("numpy" or "cupy").
+
+    With ``name=None`` the environment variable ``MINISPANBERT_BACKEND`` decides, defaulting to
+    "numpy". Asking for CuPy where it is not installed, or where no CUDA device is visible, raises a
+    one-line ValueError that says how to fix it; there is no silent fallback to NumPy.
+    """
+    if name is None:
+        name = os.environ.get(ENV_VAR, "numpy")
+    if name == "numpy":
+        return np
+    if name != "cupy":
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    try:
+        import cupy
+    except ImportError:
+        raise ValueError(
+            "backend 'cupy' requested but CuPy is not installed: "
+            "pip install cupy-cuda12x (or cupy-cuda13x), or use --backend numpy"
+        ) from None
+    try:
+        device_count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise ValueError(
+            f"backend 'cupy' requested but no CUDA device is usable ({type(exc).__name__}): "
+            "use --backend numpy"
+        ) from None
+    if device_count == 0:
+        raise ValueError("backend 'cupy' requested but no CUDA device was found: use --backend numpy")
+    return cupy
+
+
+def backend_name(xp) -> str:
+    """"numpy" or "cupy" for an array module returned by :func:`get_backend`."""
+    return "numpy" if xp is np else "cupy"
+
+
+def is_cupy(xp) -> bool:
+    return xp is not np
+
+
+def erf(x, *, xp):
+    """The Gauss error function, elementwise, on the array's own device."""
+    if xp is np:
+        from scipy.special import erf as scipy_erf
+
+        return scipy_erf(x)
+    from cupyx.scipy.special import erf as cupy_erf
+
+    return cupy_erf(x)
+
+
+def scatter_add(a, indices, values, *, xp) -> None:
+    """In place ``a[indices] += values``, adding once per occurrence of a repeated index.
+
+    ``a[idx] += v`` is wrong when ``idx`` repeats (each duplicate overwrites instead of adding) on
+    NumPy and undefined on CuPy; ``np.add.at`` and ``cupyx.scatter_add`` accumulate. This matters
+    for the word-embedding gradient, where the same token id appears many times in a batch.
+    """
+    if xp is np:
+        np.add.at(a, indices, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(a, indices, values)
+
+
+def to_numpy(a):
+    """Copy an array to the host (a NumPy array passes through unchanged)."""
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return np.asarray(a)
+    return a.get()
+
+
+def to_device(a, *, xp):
+    """Copy a host array onto the backend's device (no copy for NumPy)."""
+    return xp.asarray(a)
+
+
+def synchronize(xp) -> None:
+    """Block until all queued device work is done; a no-op on NumPy."""
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
+
+
+def make_rng(seed, *, xp):
+    """A random generator on the backend's device, e.g. for dropout masks.
+
+    ``seed`` may be an int or a sequence of ints (NumPy SeedSequence entropy), so per-step streams
+    can be derived as ``make_rng((seed, step), xp=xp)``; that makes a resumed run draw exactly the
+    masks an uninterrupted one would. NumPy and CuPy generators are different algorithms, so the
+    two backends draw different masks from the same seed: parity tests run with dropout off.
+    """
+    if xp is np:
+        return np.random.default_rng(seed)
+    state = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return xp.random.default_rng(state)
+
+
+def check_dtype(dtype) -> np.dtype:
+    """Accept float32 or float64 (by name or dtype), else a clear ValueError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"unsupported dtype {dtype!r}: use float32 (training) or float64 (gradient checks)")
+    return resolved
