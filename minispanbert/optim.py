@@ -1,0 +1,239 @@
+"""AdamW, the linear warmup/decay learning-rate schedule, and global-norm gradient clipping.
+
+Written by hand on the array module ``xp`` (NumPy or CuPy). Parameters are one flat dict
+``params: dict[str, array]`` keyed by Hugging Face BERT names; gradients and optimizer moments are
+dicts with exactly the same keys. The SpanBERT recipe (paper §5 / spec §5): AdamW with betas
+(0.9, 0.999), eps 1e-8, weight decay 0.01, linear warmup then linear decay to 0, and the gradient
+clipped to global norm 1.0 before each update.
+
+One training step, in the order the trainer calls these::
+
+    grad_norm = clip_grad_norm(grads, 1.0, xp=xp)                # before the update
+    lr = linear_warmup_decay(step, peak_lr=1e-4, warmup_steps=10_000, total_steps=T)
+    adamw_update(params, grads, state, lr=lr, decay_mask=mask, xp=xp)   # mask = no_decay_mask(params)
+
+Every function here matches its PyTorch / Hugging Face counterpart exactly (torch.optim.AdamW,
+transformers' get_linear_schedule_with_warmup, torch.nn.utils.clip_grad_norm_), so PyTorch can
+serve as a test oracle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from minispanbert.backend import is_cupy
+
+# Added to the norm in the clipping coefficient, as in torch.nn.utils.clip_grad_norm_.
+CLIP_NORM_EPS = 1e-6
+
+
+@dataclass
+class AdamWState:
+    """AdamW's running state.
+
+    ``t``: number of updates done so far (0 after :func:`adamw_init`; the first update uses t=1).
+    ``m``, ``v``: first and second moment estimates, one array per parameter name, each with that
+    parameter's shape, dtype and device.
+    ``scratch``: one reusable work buffer per dtype (as long as the largest parameter) so that an
+    update allocates nothing; it is not optimizer state, checkpoints skip it, and it is rebuilt
+    on first use.
+    """
+
+    t: int
+    m: dict
+    v: dict
+    scratch: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def adamw_init(params: dict, *, xp) -> AdamWState:
+    """Zero moments for every parameter, step count 0."""
+    for name, w in params.items():
+        if w.dtype.kind != "f":
+            raise ValueError(f"parameter {name!r} has dtype {w.dtype}: AdamW needs float32 or float64 parameters")
+    return AdamWState(
+        t=0,
+        m={name: xp.zeros_like(w) for name, w in params.items()},
+        v={name: xp.zeros_like(w) for name, w in params.items()},
+    )
+
+
+def no_decay_mask(params: dict) -> dict[str, bool]:
+    """Which parameters get weight decay: True = decay, False = exempt.
+
+    As in BERT and the SpanBERT fine-tuning code, biases (names ending in ``.bias``, which includes
+    ``cls.predictions.bias``) and LayerNorm weights and biases (names containing ``LayerNorm``) are
+    exempt; every weight matrix and embedding table is decayed.
+    """
+    return {name: not (name.endswith(".bias") or "LayerNorm" in name) for name in params}
+
+
+def adamw_update(
+    params: dict,
+    grads: dict,
+    state: AdamWState,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    decay_mask: dict[str, bool] | None,
+    xp,
+) -> None:
+    """One AdamW step (Loshchilov & Hutter 2019), updating ``params`` and ``state`` in place.
+
+    Exactly torch.optim.AdamW (non-amsgrad): with t = state.t + 1 and g = grads[name],
+
+        w <- w * (1 - lr * wd)                   decoupled decay, applied first, to the old w
+        m <- b1 * m + (1 - b1) * g
+        v <- b2 * v + (1 - b2) * g**2
+        w <- w - lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1**t),  v_hat = v / (1 - b2**t)
+
+    so eps is added after the bias correction of v. wd is ``weight_decay`` where
+    ``decay_mask[name]`` is True and 0 where it is False; ``decay_mask=None`` decays every
+    parameter (PyTorch's single-group default); pass ``no_decay_mask(params)`` for BERT's recipe.
+
+    Where we differ from the authors' code: SpanBERT was pretrained with fairseq's Adam, which
+    adds eps to sqrt(v) *before* the bias correction (step lr * sqrt(1 - b2**t) / (1 - b1**t) * m /
+    (sqrt(v) + eps)); the two agree once 1 - b2**t is near 1, i.e. after a few thousand steps.
+
+    Cost: about a dozen elementwise passes, no allocation. ``lr`` is a Python float (host side),
+    so nothing here waits for the device. Gradients must match the parameters' dtype: a float64
+    gradient for a float32 weight is a bug upstream, not something to cast silently.
+    """
+    _check_hyperparameters(lr, betas, eps, weight_decay)
+    _check_same_names(params, grads, "grads")
+    _check_same_names(params, state.m, "optimizer state")
+    if decay_mask is not None:
+        _check_same_names(params, decay_mask, "decay_mask")
+    lr, eps, weight_decay = float(lr), float(eps), float(weight_decay)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+
+    state.t += 1
+    step_size = lr / (1.0 - beta1**state.t)
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2**state.t)
+
+    for name, w in params.items():
+        g, m, v = grads[name], state.m[name], state.v[name]
+        if g.shape != w.shape or g.dtype != w.dtype:
+            raise ValueError(
+                f"gradient {name!r} is {g.dtype}{list(g.shape)} but the parameter is "
+                f"{w.dtype}{list(w.shape)}: the backward pass must return grads shaped like the params"
+            )
+        if m.shape != w.shape or m.dtype != w.dtype:
+            raise ValueError(
+                f"optimizer state for {name!r} is {m.dtype}{list(m.shape)} but the parameter is "
+                f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
+            )
+        work = _scratch_like(state, params, w, xp)
+        decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
+        if decay != 0.0:
+            w *= 1.0 - lr * decay
+        # m = b1 m + (1 - b1) g
+        m *= beta1
+        xp.multiply(g, 1.0 - beta1, out=work)
+        m += work
+        # v = b2 v + (1 - b2) g^2
+        v *= beta2
+        xp.multiply(g, g, out=work)
+        work *= 1.0 - beta2
+        v += work
+        # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
+        xp.sqrt(v, out=work)
+        work /= bias_correction2_sqrt
+        work += eps
+        # w -= lr / (1 - b1^t) * m / (sqrt(v_hat) + eps)
+        xp.divide(m, work, out=work)
+        work *= -step_size
+        w += work
+
+
+def linear_warmup_decay(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate for 0-based optimizer step ``step``: linear warmup, then linear decay to 0.
+
+    The Hugging Face ``get_linear_schedule_with_warmup`` convention (fairseq's polynomial_decay
+    with power 1, as used to pretrain SpanBERT, has the same shape):
+
+        lr(step) = peak * step / warmup                                  for step < warmup
+        lr(step) = peak * max(0, (total - step) / max(1, total - warmup))  otherwise
+
+    so lr(0) = 0 (the very first update does not move the weights, only the moments), lr(warmup) =
+    peak, lr(total) = 0, and the rate stays 0 past ``total_steps``, never negative. With
+    ``warmup_steps=0`` the schedule starts at peak. When warmup == total the peak is never
+    reached: the rate climbs to peak * (total-1)/total and is 0 at step total.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}: pass the planned number of optimizer steps")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(
+            f"warmup_steps must be between 0 and total_steps={total_steps}, got {warmup_steps}: "
+            "shorten the warmup or train longer"
+        )
+    if step < 0:
+        raise ValueError(f"step must be >= 0 (0-based optimizer step), got {step}")
+    if peak_lr < 0:
+        raise ValueError(f"peak_lr must be >= 0, got {peak_lr}")
+    if step < warmup_steps:
+        return peak_lr * (step / warmup_steps)
+    return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def clip_grad_norm(grads: dict, max_norm: float, *, xp):
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
+
+    As torch.nn.utils.clip_grad_norm_: total = sqrt(sum over tensors of sum(g**2)), every g is
+    multiplied by min(1, max_norm / (total + 1e-6)), so a clipped gradient ends with norm
+    max_norm * total / (total + 1e-6), i.e. max_norm to within 1e-6 relative.
+
+    Returns the norm *before* clipping as a 0-d array on the backend, without a host sync: call
+    ``float()`` on it only when logging. A non-finite norm (inf/nan gradients) is returned as is
+    and the gradients become nan or 0; the caller decides whether to skip the step.
+    """
+    if not grads:
+        raise ValueError("clip_grad_norm got no gradients: pass the dict returned by the backward pass")
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}: use e.g. 1.0 (SpanBERT), or skip clipping")
+    sum_of_squares = None
+    for g in grads.values():
+        flat = g.reshape(-1)  # a view for contiguous arrays; vdot is one BLAS dot, no g**2 temporary
+        square = xp.vdot(flat, flat)
+        sum_of_squares = square if sum_of_squares is None else sum_of_squares + square
+    total_norm = xp.sqrt(sum_of_squares)
+    clip_coef = xp.minimum(max_norm / (total_norm + CLIP_NORM_EPS), 1.0)
+    # On CuPy, testing the coefficient would wait for the device, so scale unconditionally as
+    # torch does (x * 1.0 == x exactly). On NumPy the test is free and skips a pass over every
+    # gradient in the common unclipped case; `not >=` also routes a nan coefficient to the scaling.
+    if is_cupy(xp) or not clip_coef >= 1.0:
+        for g in grads.values():
+            g *= clip_coef
+    return xp.asarray(total_norm)
+
+
+def _check_hyperparameters(lr, betas, eps, weight_decay) -> None:
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"learning rate must be finite and >= 0, got {lr}")
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas}: SpanBERT uses (0.9, 0.999)")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}: SpanBERT uses 1e-8")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}: SpanBERT uses 0.01")
+
+
+def _check_same_names(params: dict, other: dict, what: str) -> None:
+    if params.keys() != other.keys():
+        missing = sorted(params.keys() - other.keys())
+        unexpected = sorted(other.keys() - params.keys())
+        raise ValueError(
+            f"{what} do not match the parameters (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            f"{what} must have exactly the parameter names"
+        )
+
+
+def _scratch_like(state: AdamWState, params: dict, w, xp):
+    """A work array shaped like ``w``: a view into the state's buffer for w's dtype, which is
+    allocated once, as long as the largest parameter of that dtype."""
+    buffer = state.scratch.get(w.dtype)
+    if buffer is None or buffer.size < w.size:
+        buffer = xp.empty(max(x.size for x in params.values() if x.dtype == w.dtype), dtype=w.dtype)
+        state.scratch[w.dtype] = buffer
+    return buffer[: w.size].reshape(w.shape)
