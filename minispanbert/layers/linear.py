@@ -10,9 +10,11 @@ from __future__ import annotations
 
 def linear_forward(x, weight, bias, *, xp):
     """x (..., IN), weight (OUT, IN), bias (OUT,) -> (y (..., OUT), cache)."""
-    y = x @ weight.T
+    # One 2-D GEMM over all leading positions: NumPy's stacked (3-D) matmul against a transposed
+    # weight does not reach BLAS as a single call and is many times slower.
+    y = x.reshape(-1, x.shape[-1]) @ weight.T
     y += bias
-    return y, (x, weight)
+    return y.reshape(*x.shape[:-1], weight.shape[0]), (x, weight)
 
 
 def linear_backward(dy, cache, *, xp):
@@ -21,5 +23,5 @@ def linear_backward(dy, cache, *, xp):
     dy2d = dy.reshape(-1, dy.shape[-1])
     dweight = dy2d.T @ x.reshape(-1, x.shape[-1])
     dbias = dy2d.sum(axis=0)
-    dx = dy @ weight
+    dx = (dy2d @ weight).reshape(x.shape)
     return dx, dweight, dbias
