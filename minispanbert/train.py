@@ -1,0 +1,437 @@
+"""Pretrain a small SpanBERT: ``python -m minispanbert.train [--backend cupy] [--preset tiny] ...``
+
+The loop is deliberately plain (nanoGPT style): read text, train a WordPiece tokenizer, pack
+blocks, then for each step mask a batch (fresh masks every step, so every epoch), run forward and
+backward by hand, clip, step AdamW, and now and then evaluate, plot and checkpoint.
+
+Reproducibility: every random stream is derived from (seed, step) -- the batch order from
+(seed, epoch), the masks from (seed, step), the dropout masks from (seed, step) -- so a run
+resumed from a checkpoint draws exactly what the uninterrupted run would have drawn, and its
+losses are bit-identical.
+
+With no data flag the run uses WikiText-2 from ``data/`` if it is there, else tries to download it,
+else trains on the Python documentation topics that ship with every Python (and says so).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, synchronize, to_numpy
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .config import PRESETS, ModelConfig, preset
+from .data import (
+    CLS_ID,
+    SEP_ID,
+    encode_documents,
+    load_tokenizer,
+    pack_blocks,
+    read_corpus,
+    resolve_default_corpus,
+    save_tokenizer,
+    split_documents,
+    train_tokenizer,
+    unigram_distribution,
+)
+from .data.atomic import write_text_atomic
+from .layers.cross_entropy import IGNORE_INDEX
+from .masking import make_pretraining_batch
+from .model.spanbert import SpanBertForPretraining
+from .optim import adamw_init, adamw_update, clip_grad_norm, linear_warmup_decay, no_decay_mask
+
+SCHEMES = ("span", "word", "token")
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+# Settings that must match for --resume to continue the same run bit for bit.
+RESUME_MUST_MATCH = ("preset", "dtype", "masking", "sbo_weight", "batch_size", "seq_len", "seed", "dropout",
+                     "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch", "steps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    backend: str = "numpy"
+    dtype: str = "float32"
+    masking: str = "span"
+    sbo_weight: float = 1.0
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 1e-3
+    warmup: int | None = None          # None: 10% of the steps
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    dropout: float | None = None       # None: the preset's 0.1 (0 with --overfit-batch)
+    seed: int = 0
+    data: str | None = None
+    data_dir: str = "data"
+    out: str = "runs/spanbert"
+    resume: str | None = None
+    eval_every: int = 100
+    eval_batches: int = 8
+    save_every: int = 100
+    valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
+    overfit_batch: bool = False
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else self.steps // 10
+
+    def model_config(self) -> ModelConfig:
+        base = preset(self.preset)
+        dropout = self.dropout if self.dropout is not None else (0.0 if self.overfit_batch else base.hidden_dropout_prob)
+        return base.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+
+    def validate(self) -> None:
+        """Every problem with the flags, one line each, before any work is done."""
+        preset(self.preset)
+        check_dtype(self.dtype)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.masking not in SCHEMES:
+            raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
+        for name in ("steps", "batch_size", "eval_every", "save_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        max_positions = preset(self.preset).max_position_embeddings
+        if not 3 <= self.seq_len <= max_positions:
+            raise ValueError(
+                f"--seq-len {self.seq_len} is outside [3, {max_positions}] for preset {self.preset!r}: "
+                f"lower it or choose a preset with more positions"
+            )
+        if self.lr <= 0 or self.sbo_weight < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ValueError("--lr and --max-grad-norm must be positive, --sbo-weight and --weight-decay non-negative")
+        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
+            raise ValueError(f"--warmup {self.warmup} must lie in [0, --steps {self.steps}]")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class PretrainingData:
+    tokenizer: object
+    train_blocks: list
+    train_word_starts: list
+    valid_blocks: list
+    valid_word_starts: list
+    unigram: np.ndarray
+    description: str
+
+
+def load_documents(cfg: TrainConfig, log):
+    """-> (train documents, validation documents, description)."""
+    if cfg.data is not None:
+        documents = read_corpus(cfg.data)
+        train_docs, valid_docs, description = documents, None, f"{cfg.data} ({len(documents)} documents)"
+    else:
+        train_docs, valid_docs, description = resolve_default_corpus(cfg.data_dir, log=log)
+    if not valid_docs:
+        if len(train_docs) >= 2 and cfg.valid_fraction > 0:
+            train_docs, valid_docs = split_documents(train_docs, cfg.valid_fraction, cfg.seed)
+            description += f"; {len(valid_docs)} documents held out for validation"
+        else:
+            valid_docs = []
+    return train_docs, valid_docs, description
+
+
+def prepare_data(cfg: TrainConfig, model_config: ModelConfig, tokenizer, log) -> PretrainingData:
+    """Read, tokenize and pack. ``tokenizer`` is None for a fresh run (then one is trained)."""
+    train_docs, valid_docs, description = load_documents(cfg, log)
+    if tokenizer is None:
+        tokenizer = train_tokenizer((line for doc in train_docs for line in doc), model_config.vocab_size)
+    if tokenizer.get_vocab_size() > model_config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.get_vocab_size()} tokens but preset {cfg.preset!r} has a vocabulary "
+            f"of {model_config.vocab_size}: use the tokenizer trained with this preset"
+        )
+    max_tokens = cfg.seq_len - 2
+    train_blocks, train_starts = pack_blocks(encode_documents(tokenizer, train_docs), max_tokens)
+    valid_blocks, valid_starts = pack_blocks(encode_documents(tokenizer, valid_docs), max_tokens) if valid_docs else ([], [])
+    if len(train_blocks) < cfg.batch_size:
+        raise ValueError(
+            f"the training corpus packs into {len(train_blocks)} blocks, fewer than --batch-size {cfg.batch_size}: "
+            "use more text or a smaller batch"
+        )
+    unigram = unigram_distribution(train_blocks, model_config.vocab_size)
+    return PretrainingData(tokenizer, train_blocks, train_starts, valid_blocks, valid_starts, unigram, description)
+
+
+def batch_indices(step: int, n_blocks: int, cfg: TrainConfig) -> np.ndarray:
+    """Blocks for ``step``: a fresh permutation each epoch, drawn from (seed, epoch); the last
+    partial batch of an epoch is dropped. ``--overfit-batch`` always returns the first batch."""
+    if cfg.overfit_batch:
+        return np.arange(cfg.batch_size)
+    steps_per_epoch = n_blocks // cfg.batch_size
+    epoch, index = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([cfg.seed, epoch, 0]).permutation(n_blocks)
+    return order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+
+
+def make_batch(data: PretrainingData, indices, rng, cfg: TrainConfig, model_config: ModelConfig, *, split="train"):
+    blocks = data.train_blocks if split == "train" else data.valid_blocks
+    starts = data.train_word_starts if split == "train" else data.valid_word_starts
+    return make_pretraining_batch(
+        [blocks[i] for i in indices], [starts[i] for i in indices], cfg.masking, rng,
+        seq_len=cfg.seq_len, vocab_size=model_config.vocab_size, cls_id=CLS_ID, sep_id=SEP_ID,
+        unigram=data.unigram, max_pair_targets=model_config.sbo_max_targets,
+    )
+
+
+# --------------------------------------------------------------------------- step and evaluation
+
+
+def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dropout_rng):
+    """forward -> backward -> clip -> AdamW. Returns (output, grad_norm, finite) with the loss and
+    norm still on the device; ``finite`` is checked BEFORE the update, so a NaN never reaches the
+    weights."""
+    xp = model.xp
+    out, cache = model.forward(batch, train=True, rng=dropout_rng)
+    loss_value = float(out.loss)  # one sync per step: needed to refuse a non-finite update
+    if not math.isfinite(loss_value):
+        return out, None, False
+    grads = model.backward(cache)
+    grad_norm = clip_grad_norm(grads, cfg.max_grad_norm, xp=xp)
+    adamw_update(model.params, grads, opt_state, lr=lr, weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
+    return out, grad_norm, True
+
+
+def evaluate(model, eval_batches) -> dict:
+    """Token-weighted MLM and SBO loss and accuracy over fixed (pre-masked) held-out batches."""
+    sums = dict(mlm_loss=0.0, mlm_correct=0.0, mlm_count=0, sbo_loss=0.0, sbo_correct=0.0, sbo_count=0)
+    for batch in eval_batches:
+        out, _ = model.forward(batch, train=False)
+        sums["mlm_loss"] += float(out.mlm_loss) * out.mlm_count
+        sums["mlm_correct"] += float(out.mlm_correct)
+        sums["mlm_count"] += out.mlm_count
+        sums["sbo_loss"] += float(out.sbo_loss) * out.sbo_count
+        sums["sbo_correct"] += float(out.sbo_correct)
+        sums["sbo_count"] += out.sbo_count
+    m, s = max(sums["mlm_count"], 1), max(sums["sbo_count"], 1)
+    return dict(mlm_loss=sums["mlm_loss"] / m, mlm_acc=sums["mlm_correct"] / m,
+                sbo_loss=sums["sbo_loss"] / s, sbo_acc=sums["sbo_correct"] / s,
+                mlm_targets=sums["mlm_count"], sbo_targets=sums["sbo_count"])
+
+
+def most_frequent_token_accuracy(eval_batches, unigram) -> float:
+    """Accuracy of always predicting the corpus's most frequent token: the floor a model must beat."""
+    top = int(np.argmax(unigram))
+    labels = np.concatenate([b.mlm_labels[b.mlm_labels != IGNORE_INDEX] for b in eval_batches])
+    return float(np.mean(labels == top)) if labels.size else 0.0
+
+
+# --------------------------------------------------------------------------- output
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_metrics(metrics_path: Path, plot_path: Path) -> None:
+    """Training and validation loss curves -> PNG (written atomically: temp file, then rename)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [r for r in records if r["split"] == "train"]
+    valid = [r for r in records if r["split"] == "valid"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("mlm_loss", "-"), ("sbo_loss", "--")):
+        axes[0].plot([r["step"] for r in train], [r[key] for r in train], style, label=f"train {key}", alpha=0.7)
+        if valid:
+            axes[0].plot([r["step"] for r in valid], [r[key] for r in valid], style + "o", label=f"valid {key}")
+    axes[0].set(xlabel="step", ylabel="cross-entropy (nats)", title="SpanBERT pretraining loss")
+    axes[0].legend()
+    if valid:
+        axes[1].plot([r["step"] for r in valid], [r["mlm_acc"] for r in valid], "o-", label="valid MLM accuracy")
+        axes[1].plot([r["step"] for r in valid], [r["sbo_acc"] for r in valid], "s-", label="valid SBO accuracy")
+        axes[1].axhline(valid[-1]["baseline_acc"], color="grey", ls=":", label="most frequent token")
+    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
+    axes[1].legend()
+    fig.tight_layout()
+    tmp = plot_path.with_name(f".{plot_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, plot_path)
+
+
+def ensure_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"output folder {directory} is not writable ({exc.strerror}): choose another --out") from None
+
+
+def device_description(xp) -> str:
+    if backend_name(xp) == "numpy":
+        return f"CPU via NumPy {np.__version__} ({os.cpu_count()} cores)"
+    props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return f"GPU {name} via CuPy {xp.__version__}"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: TrainConfig, log=print) -> dict:
+    """Train as ``cfg`` says; returns the last evaluation's metrics (and the train loss history)."""
+    cfg.validate()
+    xp = get_backend(cfg.backend)
+    out_dir = Path(cfg.out)
+    ensure_writable(out_dir)
+    model_config = cfg.model_config()
+
+    resumed = load_checkpoint(cfg.resume, xp=xp) if cfg.resume else None
+    if resumed is not None:
+        saved = resumed.config["train"]
+        check_compatible(saved, dataclasses.asdict(cfg), RESUME_MUST_MATCH)
+        check_compatible(resumed.config["model"], model_config.to_dict(), model_config.to_dict().keys())
+        tokenizer = load_tokenizer(Path(cfg.resume) / TOKENIZER_FILE)
+    else:
+        tokenizer = None
+
+    data = prepare_data(cfg, model_config, tokenizer, log)
+    save_tokenizer(data.tokenizer, out_dir / TOKENIZER_FILE)
+    if resumed is not None:
+        model = SpanBertForPretraining(model_config, resumed.params, xp=xp, sbo_weight=cfg.sbo_weight)
+        opt_state, start_step = resumed.optimizer_state, resumed.step
+    else:
+        model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
+                                                  sbo_weight=cfg.sbo_weight)
+        opt_state, start_step = adamw_init(model.params, xp=xp), 0
+    decay_mask = no_decay_mask(model.params)
+
+    eval_rng = np.random.default_rng([cfg.seed, 0, 2])  # fixed masks: evaluations are comparable
+    n_eval = min(len(data.valid_blocks), cfg.eval_batches * cfg.batch_size)
+    eval_batches = [make_batch(data, range(i, min(i + cfg.batch_size, n_eval)), eval_rng, cfg, model_config, split="valid")
+                    for i in range(0, n_eval, cfg.batch_size)]
+    baseline_acc = most_frequent_token_accuracy(eval_batches, data.unigram)
+
+    log(f"data: {data.description}")
+    log(f"blocks: {len(data.train_blocks)} train, {len(data.valid_blocks)} valid; tokenizer vocabulary "
+        f"{data.tokenizer.get_vocab_size()} (model {model_config.vocab_size})")
+    log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    log(f"model: {json.dumps(model_config.to_dict())}")
+    log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
+    log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
+        f"per objective ({2 * math.log(model_config.vocab_size):.3f} for MLM + SBO)")
+    if resumed is not None:
+        log(f"resuming from {cfg.resume} at step {start_step}")
+
+    metrics_path, plot_path = out_dir / METRICS_FILE, out_dir / PLOT_FILE
+    if resumed is None and metrics_path.exists():
+        metrics_path.unlink()
+    run_config = {"train": dataclasses.asdict(cfg), "model": model_config.to_dict()}
+
+    def save(step):
+        save_checkpoint(out_dir, params=model.params, optimizer_state=opt_state, step=step, config=run_config,
+                        extra={"last_eval": last_eval})
+
+    from tqdm.auto import tqdm
+
+    last_eval, history = {}, []
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    overfit_rng_seed = [cfg.seed, 0, 1]
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretraining",
+               dynamic_ncols=True, disable=None)
+    t_last = time.perf_counter()
+    for step in bar:
+        mask_rng = np.random.default_rng(overfit_rng_seed if cfg.overfit_batch else [cfg.seed, step, 1])
+        batch = make_batch(data, batch_indices(step, len(data.train_blocks), cfg), mask_rng, cfg, model_config)
+        lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
+        out, grad_norm, finite = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
+                                            dropout_rng=make_rng([cfg.seed, step, 3], xp=xp))
+        if not finite:
+            bar.close()
+            raise ValueError(
+                f"the loss became {float(out.loss)} at step {step}; nothing was updated and the last good "
+                f"checkpoint in {out_dir} is kept: lower --lr or train with --dtype float64"
+            )
+        synchronize(xp)
+        now = time.perf_counter()
+        record = dict(split="train", step=step + 1, loss=float(out.loss), mlm_loss=float(out.mlm_loss),
+                      sbo_loss=float(out.sbo_loss), lr=lr, grad_norm=float(grad_norm),
+                      tokens_per_s=tokens_per_step / max(now - t_last, 1e-9))
+        t_last = now
+        history.append(record["loss"])
+        append_metrics(metrics_path, record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        done = step + 1
+        if eval_batches and (done % cfg.eval_every == 0 or done == cfg.steps):
+            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches))
+            append_metrics(metrics_path, last_eval)
+            plot_metrics(metrics_path, plot_path)
+            bar.write(f"step {done}: valid MLM loss {last_eval['mlm_loss']:.3f} acc {last_eval['mlm_acc']:.3f} | "
+                      f"SBO loss {last_eval['sbo_loss']:.3f} acc {last_eval['sbo_acc']:.3f} | "
+                      f"most-frequent-token acc {baseline_acc:.3f}")
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save(done)
+    bar.close()
+    if not eval_batches:
+        plot_metrics(metrics_path, plot_path)
+    log(f"wrote checkpoint, {METRICS_FILE} and {PLOT_FILE} to {out_dir}")
+    return {"last_eval": last_eval, "train_losses": history}
+
+
+def parse_args(argv=None) -> TrainConfig:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m minispanbert.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help="array backend")
+    p.add_argument("--preset", choices=list(PRESETS), default=defaults.preset)
+    p.add_argument("--masking", choices=SCHEMES, default=defaults.masking,
+                   help="span = SpanBERT; word = whole words; token = BERT subword tokens")
+    p.add_argument("--sbo-weight", type=float, default=defaults.sbo_weight, help="0 switches the SBO off")
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--seq-len", type=int, default=defaults.seq_len)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 10%% of --steps)")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm)
+    p.add_argument("--dropout", type=float, default=None, help="default: the preset's 0.1 (0 with --overfit-batch)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
+    p.add_argument("--data", default=None, help="a WikiText .raw/.tokens file, a .txt file or a folder of .txt files")
+    p.add_argument("--data-dir", default=defaults.data_dir, help="where downloaded data sets live")
+    p.add_argument("--out", default=defaults.out, help="output folder: checkpoint, tokenizer, metrics, plot")
+    p.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    p.add_argument("--eval-batches", type=int, default=defaults.eval_batches)
+    p.add_argument("--save-every", type=int, default=defaults.save_every)
+    p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction)
+    p.add_argument("--overfit-batch", action="store_true", help="train on one fixed batch (a sanity check)")
+    args = p.parse_args(argv)
+    return TrainConfig(**{k: v for k, v in vars(args).items()})
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: the last checkpoint in {cfg.out} is intact (resume with --resume {cfg.out})")
+
+
+if __name__ == "__main__":
+    main()
