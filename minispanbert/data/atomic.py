@@ -1,0 +1,58 @@
+"""Atomic file writes: write a hidden temporary next to the target, then ``os.replace`` it.
+
+``os.replace`` within one file system is atomic, so a reader (or a crashed run) sees either the old
+file or the complete new one, never a half-written file. ``tempfile`` creates files 0600 and folders
+0700; we give them the ordinary umask-based permissions first, so the final files are not private.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CHUNK_BYTES = 1 << 20  # read, hash and copy 1 MiB at a time
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(directory: Path, label: str) -> tuple[int, Path]:
+    """Open a hidden temporary file ``directory/.label.XXXX.part`` -> (file descriptor, path)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{label}.", suffix=".part")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, Path(tmp)
+
+
+def temp_dir(directory: Path, label: str) -> Path:
+    """Create a hidden staging folder ``directory/.label.XXXX``."""
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{label}."))
+    staging.chmod(0o777 & ~_umask())
+    return staging
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    fd, tmp = temp_file(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def copy_atomic(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` atomically."""
+    fd, tmp = temp_file(dest.parent, dest.name)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, CHUNK_BYTES)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
