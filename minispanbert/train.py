@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, synchronize, to_numpy
+from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, synchronize
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, preset
 from .data import (
@@ -42,7 +42,6 @@ from .data import (
     train_tokenizer,
     unigram_distribution,
 )
-from .data.atomic import write_text_atomic
 from .layers.cross_entropy import IGNORE_INDEX
 from .masking import make_pretraining_batch
 from .model.spanbert import SpanBertForPretraining

@@ -4,34 +4,17 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, TOLERANCES
+from minispanbert.check_gradients import CHECK_CONFIG as TINY
+from minispanbert.check_gradients import MODEL_TOLERANCE, check_encoder, encoder_inputs
 from minispanbert.backend import get_backend, to_numpy
 from minispanbert.config import PRESETS, ModelConfig, preset
-from minispanbert.gradcheck import check_param_gradients, format_errors
+from minispanbert.gradcheck import format_errors
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
-from model_fixtures import TINY, encoder_inputs
-
-KEY_BIASES = {f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(TINY.num_hidden_layers)}
-
 
 def test_encoder_gradients_float64_every_parameter():
-    rng = np.random.default_rng(0)
-    params = init_encoder_params(TINY, rng)
-    params = {k: v * (10 if k.endswith(".weight") and "LayerNorm" not in k else 1) for k, v in params.items()}
-    ids, types, mask = encoder_inputs(rng)
-    dout = rng.normal(size=(2, 6, TINY.hidden_size))
-    h, cache = encoder_forward(params, ids, types, mask, TINY, xp=np)
-    grads = encoder_backward(dout, cache, xp=np)
-    assert set(grads) == set(params)
-
-    def loss():
-        return np.sum(encoder_forward(params, ids, types, mask, TINY, xp=np)[0] * dout)
-
-    errors = check_param_gradients(loss, params, grads)
-    for name in KEY_BIASES:  # exactly-zero true gradient: absolute check, see test_layers
-        assert np.max(np.abs(grads[name])) < 1e-10
-        errors.pop(name)
-    worst = max(errors.values())
-    assert worst < TOLERANCES["gradcheck_model"], format_errors(errors)
+    errors = check_encoder()
+    assert len(errors) == len(init_encoder_params(TINY, np.random.default_rng(0)))
+    assert max(errors.values()) < MODEL_TOLERANCE, format_errors(errors)
 
 
 def test_padded_positions_do_not_change_real_outputs():

@@ -1,10 +1,6 @@
-"""Every op: forward against a closed form, backward against centred differences (float64), and
-NumPy <-> CuPy parity on identical host-made inputs (float32 and float64).
-
-Each case is (inputs, forward, backward, differentiable input names). The gradient check walks
-every differentiable input of every op, weights and biases included, with a random upstream
-gradient ``dout`` so no op is only tested against an all-ones output gradient.
-"""
+"""Every op: forward against a closed form, backward against centred differences (float64, the
+cases of ``minispanbert.check_gradients``), and NumPy <-> CuPy parity on identical host-made inputs
+(float32 and float64)."""
 import math
 
 import numpy as np
@@ -13,113 +9,27 @@ from scipy.special import erf as scipy_erf
 
 from conftest import BACKENDS, TOLERANCES
 from minispanbert.backend import get_backend, to_numpy
-from minispanbert.gradcheck import numerical_gradient, rel_error
-from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from minispanbert.check_gradients import H, OP_TOLERANCE, check_op, op_cases
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.embedding import embedding_backward, embedding_forward
-from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
-from minispanbert.layers.gelu import gelu_backward, gelu_forward
-from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
-from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
-from minispanbert.layers.softmax import softmax_backward, softmax_forward
+from minispanbert.layers.gelu import gelu_forward
+from minispanbert.layers.layernorm import layernorm_forward
+from minispanbert.layers.linear import linear_forward
+from minispanbert.layers.softmax import softmax_forward
 
-B, T, H, NH, F, V = 2, 5, 8, 2, 12, 11
+OP_NAMES = list(op_cases(np.random.default_rng(0)))
 
 
-def make_cases(rng):
-    """name -> (inputs, forward(xp, **inputs) -> (out, cache), backward(xp, dout, cache) -> grads, diff_names)."""
-    x = rng.normal(size=(B, T, H))
-    attention_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    cases = {
-        "linear": (
-            dict(x=x, weight=rng.normal(size=(F, H)), bias=rng.normal(size=F)),
-            lambda xp, x, weight, bias: linear_forward(x, weight, bias, xp=xp),
-            lambda xp, d, c: linear_backward(d, c, xp=xp),
-            ("x", "weight", "bias"),
-        ),
-        "embedding": (
-            dict(ids=np.array([[1, 3, 3, 0, 10], [3, 1, 2, 2, 9]]), table=rng.normal(size=(V, H))),
-            lambda xp, ids, table: embedding_forward(ids, table, xp=xp),
-            lambda xp, d, c: (embedding_backward(d, c, xp=xp),),
-            ("table",),
-        ),
-        "layernorm": (
-            dict(x=x * 3 + 1, gamma=rng.normal(size=H), beta=rng.normal(size=H)),
-            lambda xp, x, gamma, beta: layernorm_forward(x, gamma, beta, xp=xp),
-            lambda xp, d, c: layernorm_backward(d, c, xp=xp),
-            ("x", "gamma", "beta"),
-        ),
-        "gelu": (
-            dict(x=x * 2),
-            lambda xp, x: gelu_forward(x, xp=xp),
-            lambda xp, d, c: (gelu_backward(d, c, xp=xp),),
-            ("x",),
-        ),
-        "softmax": (
-            dict(x=x * 2),
-            lambda xp, x: softmax_forward(x, xp=xp),
-            lambda xp, d, c: (softmax_backward(d, c, xp=xp),),
-            ("x",),
-        ),
-        "feedforward": (
-            dict(x=x, w1=rng.normal(size=(F, H)) * 0.3, b1=rng.normal(size=F), w2=rng.normal(size=(H, F)) * 0.3,
-                 b2=rng.normal(size=H)),
-            lambda xp, x, w1, b1, w2, b2: feedforward_forward(x, w1, b1, w2, b2, xp=xp),
-            lambda xp, d, c: feedforward_backward(d, c, xp=xp),
-            ("x", "w1", "b1", "w2", "b2"),
-        ),
-        "residual_layernorm": (
-            dict(x=x, s=rng.normal(size=(B, T, H)), gamma=rng.normal(size=H), beta=rng.normal(size=H)),
-            lambda xp, x, s, gamma, beta: residual_layernorm_forward(x, s, gamma, beta, xp=xp),
-            lambda xp, d, c: residual_layernorm_backward(d, c, xp=xp),
-            ("x", "s", "gamma", "beta"),
-        ),
-        "attention": (
-            dict(x=x, **{n: rng.normal(size=(H, H)) * 0.4 for n in ("wq", "wk", "wv", "wo")},
-                 **{n: rng.normal(size=H) * 0.4 for n in ("bq", "bk", "bv", "bo")}, attention_mask=attention_mask),
-            lambda xp, x, wq, bq, wk, bk, wv, bv, wo, bo, attention_mask: self_attention_forward(
-                x, wq, bq, wk, bk, wv, bv, wo, bo, padding_mask_bias(attention_mask, x.dtype, xp=xp), num_heads=NH, xp=xp),
-            lambda xp, d, c: self_attention_backward(d, c, xp=xp),
-            ("x", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"),
-        ),
-        "cross_entropy": (
-            dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),
-            lambda xp, logits, labels: cross_entropy_forward(logits, labels, xp=xp),
-            lambda xp, d, c: (cross_entropy_backward(d, c, xp=xp),),
-            ("logits",),
-        ),
-    }
-    return cases
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_op_gradients_float64(name):
+    """Every differentiable input of every op (the key bias is checked to be exactly zero)."""
+    errors = check_op(name)
+    assert max(errors.values()) < OP_TOLERANCE, f"{name}: {errors}"
 
 
 def _to(xp, inputs, dtype):
     return {k: xp.asarray(v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in inputs.items()}
-
-
-# The key bias's true gradient is exactly 0 (softmax ignores a constant shift of a score row), so
-# its centred difference is pure rounding noise: a relative error is meaningless there and it is
-# checked with an absolute bound instead.
-EXACTLY_ZERO_GRADIENTS = {("attention", "bk")}
-
-
-@pytest.mark.parametrize("name", list(make_cases(np.random.default_rng(0))))
-def test_op_gradients_float64(name):
-    rng = np.random.default_rng(42)
-    inputs, forward, backward, diff_names = make_cases(rng)[name]
-    inputs = _to(np, inputs, np.float64)
-    out, cache = forward(np, **inputs)
-    dout = rng.normal(size=np.shape(out))
-    grads = dict(zip(diff_names, backward(np, np.array(dout) if np.ndim(out) else float(dout), cache)))
-    worst = {}
-    for arg in diff_names:
-        numeric = numerical_gradient(lambda: forward(np, **inputs)[0], inputs[arg], dout)
-        if (name, arg) in EXACTLY_ZERO_GRADIENTS:
-            assert np.max(np.abs(grads[arg])) < 1e-12 and np.max(np.abs(numeric)) < 1e-8
-            continue
-        worst[arg] = rel_error(grads[arg], numeric)
-        assert worst[arg] < TOLERANCES["gradcheck_op"], f"{name}.{arg}: rel error {worst[arg]:.2e}"
 
 
 def test_linear_forward_closed_form(rng):
@@ -197,7 +107,7 @@ def test_dropout_rejects_bad_probability():
 
 
 def test_attention_ignores_padded_keys(rng):
-    inputs, forward, _, _ = make_cases(rng)["attention"]
+    inputs, forward, _, _ = op_cases(rng)["attention"]
     out, cache = forward(np, **inputs)
     probs = cache[7]  # the softmax cache: attention weights (B, NH, T, T)
     assert np.all(probs[1, :, :, 3:] == 0.0)
@@ -211,13 +121,13 @@ def test_attention_ignores_padded_keys(rng):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", list(make_cases(np.random.default_rng(0))))
+@pytest.mark.parametrize("name", OP_NAMES)
 def test_op_backend_parity(name, dtype, backend):
     """The same host inputs through NumPy and the backend give the same outputs and gradients."""
     xp = get_backend(backend)
     tol = TOLERANCES[f"parity_{dtype}"]
     rng = np.random.default_rng(7)
-    inputs, forward, backward, _ = make_cases(rng)[name]
+    inputs, forward, backward, _ = op_cases(rng)[name]
     results = []
     for module in (np, xp):
         arrays = _to(module, inputs, dtype)

@@ -7,60 +7,37 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, TOLERANCES
+from minispanbert.check_gradients import CHECK_CONFIG as TINY
+from minispanbert.check_gradients import (MODEL_TOLERANCE, OP_TOLERANCE, check_mlm_head, check_pretraining_loss,
+                                          check_sbo_head, hand_batch, scaled_model_params)
 from minispanbert.backend import get_backend, to_numpy
 from minispanbert.config import preset
-from minispanbert.gradcheck import check_param_gradients, format_errors, numerical_gradient, rel_error
+from minispanbert.gradcheck import format_errors
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from minispanbert.model.encoder import WORD_EMBEDDINGS, encoder_backward, encoder_forward
+from minispanbert.model.encoder import WORD_EMBEDDINGS, encoder_backward
 from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
 from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
 from minispanbert.model.spanbert import SpanBertForPretraining, init_pretraining_params, pretraining_backward, pretraining_forward
-from model_fixtures import TINY, hand_batch
-
-KEY_BIASES = {f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(TINY.num_hidden_layers)}
-
-
-def _head_params(init, rng):
-    params = init(TINY, rng)
-    params[WORD_EMBEDDINGS] = rng.normal(size=(TINY.vocab_size, TINY.hidden_size))
-    # non-trivial LayerNorm/bias values so their gradients are exercised away from the init point
-    return {k: v + 0.3 * rng.normal(size=v.shape) if ("LayerNorm" in k or k.endswith("bias")) else v * 20 if v.ndim == 2 and k != WORD_EMBEDDINGS else v
-            for k, v in params.items()}
-
 
 def test_mlm_head_gradients_float64():
+    errors = check_mlm_head()
+    assert "h (encoder output)" in errors and WORD_EMBEDDINGS in errors
+    assert max(errors.values()) < OP_TOLERANCE, format_errors(errors)
+
+
+def test_mlm_head_gives_unmasked_positions_no_gradient():
     rng = np.random.default_rng(0)
-    params = _head_params(init_mlm_head_params, rng)
-    h = rng.normal(size=(2, 5, TINY.hidden_size))
-    positions = np.array([1, 3, 7, 8])
-    logits, cache = mlm_head_forward(params, h, positions, xp=np)
-    dlogits = rng.normal(size=logits.shape)
-    dh, grads = mlm_head_backward(dlogits, cache, xp=np)
-
-    def f():
-        return mlm_head_forward(params, h, positions, xp=np)[0]
-
-    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
-    errors["h"] = rel_error(dh, numerical_gradient(f, h, dlogits))
-    assert max(errors.values()) < TOLERANCES["gradcheck_op"], format_errors(errors)
-    assert np.all(dh.reshape(10, -1)[[0, 2, 4, 5, 6, 9]] == 0)  # unmasked positions get nothing
+    params = init_mlm_head_params(TINY, rng)
+    params[WORD_EMBEDDINGS] = rng.normal(size=(TINY.vocab_size, TINY.hidden_size))
+    logits, cache = mlm_head_forward(params, rng.normal(size=(2, 5, TINY.hidden_size)), np.array([1, 3, 7, 8]), xp=np)
+    dh, _ = mlm_head_backward(rng.normal(size=logits.shape), cache, xp=np)
+    assert np.all(dh.reshape(10, -1)[[0, 2, 4, 5, 6, 9]] == 0)
 
 
 def test_sbo_head_gradients_float64():
-    rng = np.random.default_rng(1)
-    params = _head_params(init_sbo_head_params, rng)
-    h = rng.normal(size=(2, 6, TINY.hidden_size))
-    left, right, rel = np.array([1, 1, 1, 7]), np.array([5, 5, 5, 10]), np.array([0, 1, 2, 0])  # shared boundaries
-    logits, cache = sbo_head_forward(params, h, left, right, rel, xp=np)
-    dlogits = rng.normal(size=logits.shape)
-    dh, grads = sbo_head_backward(dlogits, cache, xp=np)
-
-    def f():
-        return sbo_head_forward(params, h, left, right, rel, xp=np)[0]
-
-    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
-    errors["h"] = rel_error(dh, numerical_gradient(f, h, dlogits))
-    assert max(errors.values()) < TOLERANCES["gradcheck_op"], format_errors(errors)
+    errors = check_sbo_head()
+    assert "h (encoder output)" in errors and "cls.sbo.position_embeddings.weight" in errors
+    assert max(errors.values()) < OP_TOLERANCE, format_errors(errors)
 
 
 def test_sbo_reads_only_the_external_boundaries():
@@ -83,35 +60,16 @@ def test_sbo_reads_only_the_external_boundaries():
     assert not np.allclose(base[0], base[1])
 
 
-def _float64_model_params(seed=0):
-    params = init_pretraining_params(TINY, seed, xp=np, dtype="float64")
-    rng = np.random.default_rng(seed + 100)
-    # scale up so the model is far from its near-linear init and every path carries signal
-    return {k: v * 15 if v.ndim == 2 else v + 0.2 * rng.normal(size=v.shape) for k, v in params.items()}
-
-
 def test_full_pretraining_loss_gradients_float64_every_parameter():
-    rng = np.random.default_rng(3)
-    params = _float64_model_params()
-    batch = hand_batch(rng)
-    out, cache = pretraining_forward(params, batch, TINY, xp=np)
-    assert out.sbo_count == 3 and out.mlm_count == 4
-    grads = pretraining_backward(cache, xp=np)
-    assert set(grads) == set(params)
-    errors = check_param_gradients(lambda: float(pretraining_forward(params, batch, TINY, xp=np)[0].loss), params, grads)
-    for name in KEY_BIASES:
-        assert np.max(np.abs(grads[name])) < 1e-10
-        errors.pop(name)
-    assert max(errors.values()) < TOLERANCES["gradcheck_model"], format_errors(errors)
-    assert errors[WORD_EMBEDDINGS] < TOLERANCES["gradcheck_model"]
+    errors = check_pretraining_loss()
+    assert set(errors) == set(init_pretraining_params(TINY, 0, xp=np))
+    assert max(errors.values()) < MODEL_TOLERANCE, format_errors(errors)
 
 
 def test_word_embedding_gradient_is_the_sum_of_three_sources():
-    rng = np.random.default_rng(4)
-    params = _float64_model_params(1)
-    batch = hand_batch(rng)
-    out, cache = pretraining_forward(params, batch, TINY, xp=np)
-    total = pretraining_backward(cache, xp=np)[WORD_EMBEDDINGS]
+    params = scaled_model_params(1)
+    batch = hand_batch()
+    total = pretraining_backward(pretraining_forward(params, batch, TINY, xp=np)[1], xp=np)[WORD_EMBEDDINGS]
     # recompute each source on its own
     encoder_cache, mlm_cache, mlm_ce_cache, sbo_cache, sbo_ce_cache, *_ = pretraining_forward(params, batch, TINY, xp=np)[1]
     dh_mlm, mlm_grads = mlm_head_backward(cross_entropy_backward(1.0, mlm_ce_cache, xp=np), mlm_cache, xp=np)
@@ -126,7 +84,7 @@ def test_gathered_logits_equal_logits_at_every_position():
     rng = np.random.default_rng(5)
     params = init_pretraining_params(TINY, 2, xp=np, dtype="float64")
     h = rng.normal(size=(2, 7, TINY.hidden_size))
-    labels = hand_batch(rng).mlm_labels.reshape(-1)
+    labels = hand_batch().mlm_labels.reshape(-1)
     masked = np.flatnonzero(labels != IGNORE_INDEX)
     results = []
     for positions, targets in ((masked, labels[masked]), (np.arange(14), labels)):
@@ -141,9 +99,8 @@ def test_gathered_logits_equal_logits_at_every_position():
 
 
 def test_sbo_weight_zero_switches_sbo_off():
-    rng = np.random.default_rng(6)
-    params = _float64_model_params()
-    batch = hand_batch(rng)
+    params = scaled_model_params()
+    batch = hand_batch()
     model = SpanBertForPretraining(TINY, params, xp=np, sbo_weight=0.0)
     out, cache = model.forward(batch)
     grads = model.backward(cache)
@@ -174,7 +131,7 @@ def test_initial_losses_are_about_ln_vocab():
 
 
 def test_sbo_position_out_of_table_is_a_clear_error():
-    batch = hand_batch(np.random.default_rng(0))
+    batch = hand_batch()
     batch.sbo_rel_pos = np.array([0, 1, TINY.sbo_max_targets])
     with pytest.raises(ValueError, match="max_pair_targets"):
         pretraining_forward(init_pretraining_params(TINY, 0, xp=np, dtype="float64"), batch, TINY, xp=np)
@@ -184,7 +141,7 @@ def test_sbo_position_out_of_table_is_a_clear_error():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_pretraining_backend_parity(backend, dtype):
     xp = get_backend(backend)
-    batch = hand_batch(np.random.default_rng(8))
+    batch = hand_batch()
     results = []
     for module in (np, xp):
         params = init_pretraining_params(TINY, 3, xp=module, dtype=dtype)

@@ -1,0 +1,293 @@
+"""``python -m minispanbert.check_gradients``: every hand-written backward pass against centred
+differences in float64, one table.
+
+Each op is checked against every differentiable input (weights and biases included) with a random
+upstream gradient ``dout``, so no backward is only tried with an all-ones output gradient. Then the
+whole encoder, the MLM and SBO heads and the full SpanBERT loss are checked against every
+parameter, the tied word embedding included. The tests (``tests/test_layers.py``,
+``tests/test_encoder.py``, ``tests/test_spanbert_model.py``) assert on the same checks, and
+coursework can point this command at a student's version of the layers.
+
+Score: rel_error = max|analytic - numeric| / max(|analytic| + |numeric|) per tensor
+(``minispanbert.gradcheck.rel_error``). Parameters whose true gradient is exactly zero -- the
+attention key bias, since softmax ignores a constant shift of a score row -- have no meaningful
+relative error; they are reported as "exact zero" after an absolute check.
+"""
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import numpy as np
+
+from .config import ModelConfig
+from .gradcheck import check_param_gradients, numerical_gradient, rel_error
+from .layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from .layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from .layers.embedding import embedding_backward, embedding_forward
+from .layers.feedforward import feedforward_backward, feedforward_forward
+from .layers.gelu import gelu_backward, gelu_forward
+from .layers.layernorm import layernorm_backward, layernorm_forward
+from .layers.linear import linear_backward, linear_forward
+from .layers.residual import residual_layernorm_backward, residual_layernorm_forward
+from .layers.softmax import softmax_backward, softmax_forward
+from .model.encoder import WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params
+from .model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
+from .model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
+from .model.spanbert import init_pretraining_params, pretraining_backward, pretraining_forward
+
+# Tolerances (float64). A single smooth op: CS231n sees 1e-8 .. 1e-13. A model: errors grow with depth.
+OP_TOLERANCE = 1e-7
+MODEL_TOLERANCE = 1e-6
+EXACT_ZERO = 0.0  # marker in the results for an exactly-zero true gradient
+
+B, T, H, NH, F, V = 2, 5, 8, 2, 12, 11
+
+# A model small enough that every element of every parameter can be perturbed twice in seconds.
+CHECK_CONFIG = ModelConfig(vocab_size=13, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=12, max_position_embeddings=8, hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0, sbo_max_targets=4, sbo_position_dim=3)
+KEY_BIASES = {f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(CHECK_CONFIG.num_hidden_layers)}
+
+
+def op_cases(rng):
+    """name -> (inputs, forward(xp, **inputs) -> (out, cache), backward(xp, dout, cache) -> grads,
+    names of the differentiable inputs, in the order backward returns their gradients)."""
+    x = rng.normal(size=(B, T, H))
+    attention_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    return {
+        "linear": (
+            dict(x=x, weight=rng.normal(size=(F, H)), bias=rng.normal(size=F)),
+            lambda xp, x, weight, bias: linear_forward(x, weight, bias, xp=xp),
+            lambda xp, d, c: linear_backward(d, c, xp=xp),
+            ("x", "weight", "bias"),
+        ),
+        "embedding": (
+            dict(ids=np.array([[1, 3, 3, 0, 10], [3, 1, 2, 2, 9]]), table=rng.normal(size=(V, H))),
+            lambda xp, ids, table: embedding_forward(ids, table, xp=xp),
+            lambda xp, d, c: (embedding_backward(d, c, xp=xp),),
+            ("table",),
+        ),
+        "layernorm": (
+            dict(x=x * 3 + 1, gamma=rng.normal(size=H), beta=rng.normal(size=H)),
+            lambda xp, x, gamma, beta: layernorm_forward(x, gamma, beta, xp=xp),
+            lambda xp, d, c: layernorm_backward(d, c, xp=xp),
+            ("x", "gamma", "beta"),
+        ),
+        "gelu": (
+            dict(x=x * 2),
+            lambda xp, x: gelu_forward(x, xp=xp),
+            lambda xp, d, c: (gelu_backward(d, c, xp=xp),),
+            ("x",),
+        ),
+        "softmax": (
+            dict(x=x * 2),
+            lambda xp, x: softmax_forward(x, xp=xp),
+            lambda xp, d, c: (softmax_backward(d, c, xp=xp),),
+            ("x",),
+        ),
+        "feedforward": (
+            dict(x=x, w1=rng.normal(size=(F, H)) * 0.3, b1=rng.normal(size=F), w2=rng.normal(size=(H, F)) * 0.3,
+                 b2=rng.normal(size=H)),
+            lambda xp, x, w1, b1, w2, b2: feedforward_forward(x, w1, b1, w2, b2, xp=xp),
+            lambda xp, d, c: feedforward_backward(d, c, xp=xp),
+            ("x", "w1", "b1", "w2", "b2"),
+        ),
+        "residual_layernorm": (
+            dict(x=x, s=rng.normal(size=(B, T, H)), gamma=rng.normal(size=H), beta=rng.normal(size=H)),
+            lambda xp, x, s, gamma, beta: residual_layernorm_forward(x, s, gamma, beta, xp=xp),
+            lambda xp, d, c: residual_layernorm_backward(d, c, xp=xp),
+            ("x", "s", "gamma", "beta"),
+        ),
+        "attention": (
+            dict(x=x, **{n: rng.normal(size=(H, H)) * 0.4 for n in ("wq", "wk", "wv", "wo")},
+                 **{n: rng.normal(size=H) * 0.4 for n in ("bq", "bk", "bv", "bo")}, attention_mask=attention_mask),
+            lambda xp, x, wq, bq, wk, bk, wv, bv, wo, bo, attention_mask: self_attention_forward(
+                x, wq, bq, wk, bk, wv, bv, wo, bo, padding_mask_bias(attention_mask, x.dtype, xp=xp), num_heads=NH, xp=xp),
+            lambda xp, d, c: self_attention_backward(d, c, xp=xp),
+            ("x", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"),
+        ),
+        "cross_entropy": (
+            dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),
+            lambda xp, logits, labels: cross_entropy_forward(logits, labels, xp=xp),
+            lambda xp, d, c: (cross_entropy_backward(d, c, xp=xp),),
+            ("logits",),
+        ),
+    }
+
+
+EXACTLY_ZERO_OP_GRADIENTS = {("attention", "bk")}
+
+
+def _exact_zero(analytic, numeric) -> float:
+    """The key-bias check: the analytic gradient is (near) exactly zero and the numeric one is
+    rounding noise. Returns EXACT_ZERO, or raises when either is not."""
+    if np.max(np.abs(analytic)) > 1e-10 or np.max(np.abs(numeric)) > 1e-7:
+        raise AssertionError(f"expected an exactly-zero gradient, got |analytic| {np.max(np.abs(analytic)):.1e}, "
+                             f"|numeric| {np.max(np.abs(numeric)):.1e}")
+    return EXACT_ZERO
+
+
+def check_op(name, seed=42) -> dict:
+    """{input name: rel error} for one op in float64 with a random upstream gradient."""
+    rng = np.random.default_rng(seed)
+    inputs, forward, backward, diff_names = op_cases(rng)[name]
+    out, cache = forward(np, **inputs)
+    dout = rng.normal(size=np.shape(out))
+    grads = dict(zip(diff_names, backward(np, dout if np.ndim(out) else float(dout), cache)))
+    errors = {}
+    for arg in diff_names:
+        numeric = numerical_gradient(lambda: forward(np, **inputs)[0], inputs[arg], dout)
+        if (name, arg) in EXACTLY_ZERO_OP_GRADIENTS:
+            errors[arg] = _exact_zero(grads[arg], numeric)
+        else:
+            errors[arg] = rel_error(grads[arg], numeric)
+    return errors
+
+
+def encoder_inputs(rng, B=2, T=6, config=CHECK_CONFIG):
+    """Ids, token types (0 then 1 in row 0) and a mask with two padded positions in row 1."""
+    input_ids = rng.integers(5, config.vocab_size, size=(B, T))
+    attention_mask = np.ones((B, T), dtype=np.int64)
+    attention_mask[1, 4:] = 0
+    input_ids[1, 4:] = 0
+    token_type_ids = np.zeros((B, T), dtype=np.int64)
+    token_type_ids[0, 3:] = 1
+    return input_ids, token_type_ids, attention_mask
+
+
+def hand_batch():
+    """Two sequences of 7: [CLS] a b c d e [SEP] and [CLS] f g h [SEP] pad pad, with a two-token span
+    in row 0 (positions 2-3, boundaries 1 and 4), a one-token span in row 1 (position 2, boundaries
+    1 and 3) and one MLM-only target. Token 9 appears twice, so embedding rows get duplicate updates."""
+    input_ids = np.array([[2, 9, 4, 4, 9, 7, 3], [2, 6, 4, 8, 3, 0, 0]])
+    attention_mask = (np.arange(7) < np.array([[7], [5]])).astype(np.int64)
+    mlm_labels = np.full((2, 7), IGNORE_INDEX)
+    mlm_labels[0, 2], mlm_labels[0, 3], mlm_labels[1, 2], mlm_labels[0, 5] = 11, 12, 5, 7
+    return SimpleNamespace(
+        input_ids=input_ids, attention_mask=attention_mask, token_type_ids=np.zeros((2, 7), dtype=np.int64),
+        mlm_labels=mlm_labels,
+        sbo_batch=np.array([0, 0, 1]), sbo_left=np.array([1, 1, 1]), sbo_right=np.array([4, 4, 3]),
+        sbo_rel_pos=np.array([0, 1, 0]), sbo_target=np.array([11, 12, 5]),
+    )
+
+
+def _pop_key_biases(errors, grads):
+    for name in KEY_BIASES & set(errors):
+        errors[name] = _exact_zero(grads[name], np.zeros(1))
+    return errors
+
+
+def check_encoder(seed=0) -> dict:
+    """Every encoder parameter, against sum(h * dout) for a random dout. Weights are scaled up so
+    the model is far from its near-linear initialisation and every path carries signal."""
+    rng = np.random.default_rng(seed)
+    params = {k: v * 10 if k.endswith(".weight") and "LayerNorm" not in k else v
+              for k, v in init_encoder_params(CHECK_CONFIG, rng).items()}
+    ids, types, mask = encoder_inputs(rng)
+    dout = rng.normal(size=(*ids.shape, CHECK_CONFIG.hidden_size))
+    _, cache = encoder_forward(params, ids, types, mask, CHECK_CONFIG, xp=np)
+    grads = encoder_backward(dout, cache, xp=np)
+    errors = check_param_gradients(lambda: np.sum(encoder_forward(params, ids, types, mask, CHECK_CONFIG, xp=np)[0] * dout),
+                                   params, grads)
+    return _pop_key_biases(errors, grads)
+
+
+def _head_params(init, rng):
+    """Head parameters with non-trivial LayerNorm/bias values and large weights, plus a random E."""
+    params = init(CHECK_CONFIG, rng)
+    params[WORD_EMBEDDINGS] = rng.normal(size=(CHECK_CONFIG.vocab_size, CHECK_CONFIG.hidden_size))
+    return {k: v + 0.3 * rng.normal(size=v.shape) if ("LayerNorm" in k or k.endswith("bias"))
+            else v * 20 if v.ndim == 2 and k != WORD_EMBEDDINGS else v
+            for k, v in params.items()}
+
+
+def check_mlm_head(seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    params = _head_params(init_mlm_head_params, rng)
+    h = rng.normal(size=(2, 5, CHECK_CONFIG.hidden_size))
+    positions = np.array([1, 3, 7, 8])
+    logits, cache = mlm_head_forward(params, h, positions, xp=np)
+    dlogits = rng.normal(size=logits.shape)
+    dh, grads = mlm_head_backward(dlogits, cache, xp=np)
+
+    def f():
+        return mlm_head_forward(params, h, positions, xp=np)[0]
+
+    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
+    errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dlogits))
+    return errors
+
+
+def check_sbo_head(seed=1) -> dict:
+    rng = np.random.default_rng(seed)
+    params = _head_params(init_sbo_head_params, rng)
+    h = rng.normal(size=(2, 6, CHECK_CONFIG.hidden_size))
+    # three targets share the boundaries 1 and 5: the scatter-add in backward must accumulate them
+    left, right, rel = np.array([1, 1, 1, 7]), np.array([5, 5, 5, 10]), np.array([0, 1, 2, 0])
+    logits, cache = sbo_head_forward(params, h, left, right, rel, xp=np)
+    dlogits = rng.normal(size=logits.shape)
+    dh, grads = sbo_head_backward(dlogits, cache, xp=np)
+
+    def f():
+        return sbo_head_forward(params, h, left, right, rel, xp=np)[0]
+
+    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
+    errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dlogits))
+    return errors
+
+
+def scaled_model_params(seed=0) -> dict:
+    """float64 pretraining parameters scaled away from the near-linear initialisation."""
+    params = init_pretraining_params(CHECK_CONFIG, seed, xp=np, dtype="float64")
+    rng = np.random.default_rng(seed + 100)
+    return {k: v * 15 if v.ndim == 2 else v + 0.2 * rng.normal(size=v.shape) for k, v in params.items()}
+
+
+def check_pretraining_loss(seed=0) -> dict:
+    """The full loss L = MLM + SBO against every parameter (tied word embedding included)."""
+    params = scaled_model_params(seed)
+    batch = hand_batch()
+    _, cache = pretraining_forward(params, batch, CHECK_CONFIG, xp=np)
+    grads = pretraining_backward(cache, xp=np)
+    errors = check_param_gradients(lambda: float(pretraining_forward(params, batch, CHECK_CONFIG, xp=np)[0].loss),
+                                   params, grads)
+    return _pop_key_biases(errors, grads)
+
+
+MODEL_CHECKS = {
+    "encoder": check_encoder,
+    "mlm_head": check_mlm_head,
+    "sbo_head": check_sbo_head,
+    "pretraining_loss": check_pretraining_loss,
+}
+
+
+def report() -> list[tuple[str, str, float, float]]:
+    """(group, worst tensor, worst rel error, tolerance) for every op and model check."""
+    rows = []
+    for name in op_cases(np.random.default_rng(0)):
+        errors = check_op(name)
+        worst = max(errors, key=errors.get)
+        rows.append((f"op {name}", worst, errors[worst], OP_TOLERANCE))
+    for name, check in MODEL_CHECKS.items():
+        errors = check()
+        worst = max(errors, key=errors.get)
+        tol = OP_TOLERANCE if name.endswith("head") else MODEL_TOLERANCE
+        rows.append((f"model {name} ({len(errors)} tensors)", worst, errors[worst], tol))
+    return rows
+
+
+def main(argv=None) -> None:
+    argparse.ArgumentParser(prog="python -m minispanbert.check_gradients", description=__doc__.split("\n\n")[0]).parse_args(argv)
+    rows = report()
+    print(f"{'check':<38} {'worst tensor':<52} {'rel error':>9}  {'tolerance':>9}")
+    for group, worst, err, tol in rows:
+        print(f"{group:<38} {worst:<52} {err:9.1e}  {tol:9.0e}  {'ok' if err < tol else 'FAIL'}")
+    failed = [r for r in rows if r[2] >= r[3]]
+    if failed:
+        raise SystemExit(f"error: {len(failed)} gradient check(s) above tolerance")
+
+
+if __name__ == "__main__":
+    main()
