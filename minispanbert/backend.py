@@ -7,7 +7,7 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     get_backend(name)          -> xp             ("numpy" or "cupy"; clear error, never a silent fallback)
     backend_name(xp)           -> "numpy" | "cupy"
     erf(x, *, xp)              the Gauss error function (scipy.special / cupyx.scipy.special)
-    scatter_add(a, idx, v, *, xp)  a[idx] += v with duplicate indices accumulated (np.add.at)
+    scatter_add(a, idx, v, *, xp)  a[idx] += v with duplicate indices accumulated (add.at)
     to_numpy(a)                device -> host copy (a no-op for NumPy arrays)
     to_device(a, *, xp)        host -> device copy
     synchronize(xp)            wait for queued GPU work (for honest timings)
@@ -81,15 +81,11 @@ def scatter_add(a, indices, values, *, xp) -> None:
     """In place ``a[indices] += values``, adding once per occurrence of a repeated index.
 
     ``a[idx] += v`` is wrong when ``idx`` repeats (each duplicate overwrites instead of adding) on
-    NumPy and undefined on CuPy; ``np.add.at`` and ``cupyx.scatter_add`` accumulate. This matters
-    for the word-embedding gradient, where the same token id appears many times in a batch.
+    NumPy and undefined on CuPy; the ufunc method ``add.at`` accumulates on both (CuPy >= 13; it
+    replaces the older ``cupyx.scatter_add``). This matters for the word-embedding gradient, where
+    the same token id appears many times in a batch.
     """
-    if xp is np:
-        np.add.at(a, indices, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(a, indices, values)
+    xp.add.at(a, indices, values)
 
 
 def to_numpy(a):
