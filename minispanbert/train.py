@@ -63,7 +63,7 @@ class TrainConfig:
     dtype: str = "float32"
     masking: str = "span"
     sbo_weight: float = 1.0
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 1e-3
@@ -76,9 +76,9 @@ class TrainConfig:
     data_dir: str = "data"
     out: str = "runs/spanbert"
     resume: str | None = None
-    eval_every: int = 100
+    eval_every: int = 200
     eval_batches: int = 8
-    save_every: int = 100
+    save_every: int = 200
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
 
