@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from minispanbert.backend import to_numpy
-from minispanbert.optim import AdamWState
+from .atomic import temp_file
+from .backend import to_numpy
+from .optim import AdamWState
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -267,13 +267,9 @@ def _make_writable_directory(directory: Path) -> None:
         )
 
 
-def _temporary_file(directory: Path, final_name: str) -> tuple[int, str]:
-    return tempfile.mkstemp(dir=directory, prefix=f".{final_name}.", suffix=".tmp")
-
-
 def _stage_safetensors(directory: Path, final_name: str, tensors: dict, metadata: dict) -> str:
     """Write ``tensors`` to a fsynced temporary file next to ``final_name``; return its path."""
-    fd, temporary = _temporary_file(directory, final_name)
+    fd, temporary = temp_file(directory, final_name)
     os.close(fd)
     try:
         safetensors.numpy.save_file(tensors, temporary, metadata=metadata)
@@ -286,7 +282,7 @@ def _stage_safetensors(directory: Path, final_name: str, tensors: dict, metadata
 
 
 def _stage_text(directory: Path, final_name: str, text: str) -> str:
-    fd, temporary = _temporary_file(directory, final_name)
+    fd, temporary = temp_file(directory, final_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

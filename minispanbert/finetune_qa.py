@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +49,8 @@ from .squad import (
     split_by_article,
     write_predictions,
 )
-from .train import METRICS_FILE, TOKENIZER_FILE, append_metrics, device_description, ensure_writable
+from .runlog import append_metrics, new_figure, read_metrics, save_figure
+from .train import METRICS_FILE, TOKENIZER_FILE, device_description, ensure_writable
 
 PREDICTIONS_FILE = "predictions.json"
 PLOT_FILE = "finetune.png"
@@ -213,16 +213,11 @@ def evaluate_model(params, model_config, eval_examples, eval_features, eval_arra
 
 
 def plot_metrics(metrics_path: Path, plot_path: Path, eval_label: str) -> None:
-    """Training loss and held-out EM / F1 against the step -> PNG (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Training loss and held-out EM / F1 against the step -> PNG."""
+    records = read_metrics(metrics_path)
     train = [r for r in records if r["split"] == "train"]
     scores = [r for r in records if r["split"] == eval_label]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = new_figure(2, (11, 4))
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], alpha=0.7,
                  label="train (CE_start + CE_end) / 2")
     axes[0].set(xlabel="step", ylabel="cross-entropy (nats)", title="QA fine-tuning loss")
@@ -231,11 +226,7 @@ def plot_metrics(metrics_path: Path, plot_path: Path, eval_label: str) -> None:
         axes[1].plot([r["step"] for r in scores], [r[key] for r in scores], style, label=f"{eval_label} {key}")
     axes[1].set(xlabel="step", ylabel="score (0-100)", title=f"SQuAD v1.1 official metric, {eval_label}")
     axes[1].legend()
-    fig.tight_layout()
-    tmp = plot_path.with_name(f".{plot_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, plot_path)
+    save_figure(fig, plot_path)
 
 
 def rounded(scores: dict) -> dict:

@@ -36,13 +36,13 @@ import os
 import re
 import string
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from minispanbert.data.tokenizer import CLS_ID, PAD_ID, SEP_ID, _check_special_ids
+from .atomic import write_text_atomic
+from .data.tokenizer import CLS_ID, PAD_ID, SEP_ID, check_special_ids
 
 # The [CLS] + [SEP] + [SEP] that every window adds around question and passage.
 SPECIALS_PER_WINDOW = 3
@@ -310,7 +310,7 @@ def make_features(
 
 def _without_truncation_or_padding(tokenizer):
     """A copy of ``tokenizer`` that never truncates or pads (windows do that), after checking its ids."""
-    _check_special_ids(tokenizer, "make_features tokenizer")
+    check_special_ids(tokenizer, "make_features tokenizer")
     if tokenizer.truncation is None and tokenizer.padding is None:
         return tokenizer
     plain = type(tokenizer).from_str(tokenizer.to_str())
@@ -450,17 +450,7 @@ def decode_predictions(
 def write_predictions(predictions: dict[str, str], path) -> None:
     """Write ``{qid: answer text}`` as JSON atomically (temporary file in the same folder, then rename)."""
     _check_predictions(predictions, "predictions")
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".predictions-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(predictions, f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(predictions, ensure_ascii=False))
 
 
 def read_predictions(path) -> dict[str, str]:

@@ -45,6 +45,7 @@ from .data import (
 from .layers.cross_entropy import IGNORE_INDEX
 from .masking import make_pretraining_batch
 from .model.spanbert import SpanBertForPretraining
+from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from .optim import adamw_init, adamw_update, clip_grad_norm, linear_warmup_decay, no_decay_mask
 
 SCHEMES = ("span", "word", "token")
@@ -234,22 +235,12 @@ def most_frequent_token_accuracy(eval_batches, unigram) -> float:
 # --------------------------------------------------------------------------- output
 
 
-def append_metrics(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def plot_metrics(metrics_path: Path, plot_path: Path) -> None:
-    """Training and validation loss curves -> PNG (written atomically: temp file, then rename)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Training and validation loss curves and held-out accuracies -> PNG."""
+    records = read_metrics(metrics_path)
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = new_figure(2, (11, 4))
     for key, style in (("mlm_loss", "-"), ("sbo_loss", "--")):
         axes[0].plot([r["step"] for r in train], [r[key] for r in train], style, label=f"train {key}", alpha=0.7)
         if valid:
@@ -262,11 +253,7 @@ def plot_metrics(metrics_path: Path, plot_path: Path) -> None:
         axes[1].axhline(valid[-1]["baseline_acc"], color="grey", ls=":", label="most frequent token")
     axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
     axes[1].legend()
-    fig.tight_layout()
-    tmp = plot_path.with_name(f".{plot_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, plot_path)
+    save_figure(fig, plot_path)
 
 
 def ensure_writable(directory: Path) -> None:
@@ -336,8 +323,7 @@ def run(cfg: TrainConfig, log=print) -> dict:
         log(f"resuming from {cfg.resume} at step {start_step}")
 
     metrics_path, plot_path = out_dir / METRICS_FILE, out_dir / PLOT_FILE
-    if resumed is None and metrics_path.exists():
-        metrics_path.unlink()
+    truncate_metrics(metrics_path, start_step)
     run_config = {"train": dataclasses.asdict(cfg), "model": model_config.to_dict()}
 
     def save(step):

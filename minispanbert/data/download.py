@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import CHUNK_BYTES, copy_atomic, temp_dir, temp_file
+from ..atomic import CHUNK_BYTES, copy_atomic, temp_dir, temp_file
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_TIMEOUT_S = 60.0

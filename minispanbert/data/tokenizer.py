@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -71,7 +71,8 @@ def _empty_tokenizer() -> Tokenizer:
     return tok
 
 
-def _check_special_ids(tok: Tokenizer, source: str) -> None:
+def check_special_ids(tok: Tokenizer, source: str) -> None:
+    """Refuse a tokenizer whose special tokens do not sit at the project's fixed ids 0..4."""
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(token) != expected_id:
             raise ValueError(
@@ -110,7 +111,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tok.train_from_iterator(prepared(), trainer)
     if not seen_text:
         raise ValueError("train_tokenizer got no text: pass a non-empty corpus")
-    _check_special_ids(tok, "trained tokenizer")
+    check_special_ids(tok, "trained tokenizer")
     return tok
 
 
@@ -132,7 +133,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     except Exception as exc:  # tokenizers raises its own Exception type for bad JSON or schema
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"tokenizer file {path} is corrupt ({first_line}): delete it and retrain") from None
-    _check_special_ids(tok, str(path))
+    check_special_ids(tok, str(path))
     return tok
 
 

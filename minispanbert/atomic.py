@@ -1,4 +1,5 @@
-"""Atomic file writes: write a hidden temporary next to the target, then ``os.replace`` it.
+"""Atomic file writes, shared by every writer in the package (checkpoints, tokenizer, downloads,
+predictions, plots): write a hidden temporary next to the target, then ``os.replace`` it.
 
 ``os.replace`` within one file system is atomic, so a reader (or a crashed run) sees either the old
 file or the complete new one, never a half-written file. ``tempfile`` creates files 0600 and folders
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20  # read, hash and copy 1 MiB at a time
@@ -36,10 +38,28 @@ def temp_dir(directory: Path, label: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
+    path = Path(path)
     fd, tmp = temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path`` for a writer that wants a file name (e.g.
+    matplotlib's ``savefig``); it replaces ``path`` only if the block finishes without error."""
+    path = Path(path)
+    fd, tmp = temp_file(path.parent, path.name)
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

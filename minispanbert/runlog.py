@@ -1,0 +1,45 @@
+"""What a run leaves behind besides its checkpoint: ``metrics.jsonl`` (one JSON record per line,
+each with a ``split`` and a ``step``) and PNG plots, shared by pretraining and fine-tuning."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .atomic import atomic_path, write_text_atomic
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records up to ``last_step``: a fresh run starts an empty log, and a resumed run
+    drops what the interrupted run logged after its last checkpoint (it will log those steps again)."""
+    if Path(path).exists():
+        kept = [r for r in read_metrics(path) if r["step"] <= last_step]
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def new_figure(ncols: int, figsize):
+    """A matplotlib figure on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=figsize)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save as PNG atomically (a reader never sees a half-written plot) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
