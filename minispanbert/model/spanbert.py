@@ -6,7 +6,7 @@
 This is the authors' code (``spanbert_loss.py``: each term normalised by its own count). The paper
 writes L(x_i) = L_MLM(x_i) + L_SBO(x_i) summed over masked tokens; both push in the same direction,
 and SBO is never the only objective. ``sbo_weight = 0`` switches the SBO head off (the paper's
-"span masking without SBO" ablation, Table 6).
+"span masking without SBO" row of the auxiliary-objective ablation, Table 7).
 
 The tied word embedding E collects gradient from three places, added here: the input lookup
 (encoder), the MLM decoder and the SBO decoder.
