@@ -6,7 +6,8 @@ exposes the array module and the handful of helpers whose spelling is not the sa
 
     get_backend(name)          -> xp             ("numpy" or "cupy"; clear error, never a silent fallback)
     backend_name(xp)           -> "numpy" | "cupy"
-    erf(x, *, xp)              the Gauss error function (scipy.special / cupyx.scipy.special)
+    erf(x, *, xp)              the Gauss error function (scipy.special / cupyx.scipy.special; a
+                               fast rational approximation for NumPy float32)
     scatter_add(a, idx, v, *, xp)  a[idx] += v with duplicate indices accumulated (add.at)
     to_numpy(a)                device -> host copy (a no-op for NumPy arrays)
     to_device(a, *, xp)        host -> device copy
@@ -66,9 +67,60 @@ def is_cupy(xp) -> bool:
     return xp is not np
 
 
+# erf(x) ~ x P(x^2) / Q(x^2) on |x| <= 3.9 (beyond it float32 erf rounds to +-1), coefficients in
+# increasing powers of x^2. Fitted for this project (weighted least squares, Sanathanan-Koerner
+# iteration then Lawson reweighting toward minimax) to scipy's float64 erf on [0, 3.9]: relative
+# error 2.6e-8 in exact arithmetic; evaluated in float32, at most 4.2e-7 absolute (7 ulp).
+_ERF_CLAMP = 3.9
+_ERF_P = (1.1283791374788605, 0.18865599059232804, 0.05136891210701422, 0.0035400518991406814,
+          0.00023000286551358486)
+_ERF_Q = (1.0, 0.50052450154821715, 0.11237050823477725, 0.014341891034612456, 0.0010451755975760652,
+          2.3241822706068666e-05, -1.1347439039398177e-07)
+
+
+def _polynomial(z, coefficients):
+    """c0 + c1 z + c2 z^2 + ... by Horner's rule, in z's dtype (Python-float coefficients do not
+    upcast a float32 array)."""
+    acc = z * coefficients[-1]
+    acc += coefficients[-2]
+    for c in reversed(coefficients[:-2]):
+        acc *= z
+        acc += c
+    return acc
+
+
+_ERF_BLOCK = 1 << 15  # elements: the few live 128 KiB temporaries of one block stay in a 1 MiB L2 cache
+
+
+def _erf_float32(x):
+    """erf for float32 NumPy arrays: the rational approximation above, ~5x faster than scipy's
+    float32 erf (which computes in double precision one element at a time). It costs ~25 array
+    passes, so it runs block by block: each block's passes then hit the cache, not memory
+    (another ~1.6x on a (2048, 512) GeLU input)."""
+    out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_x.size, _ERF_BLOCK):
+        block = np.clip(flat_x[start:start + _ERF_BLOCK], -_ERF_CLAMP, _ERF_CLAMP)
+        z = block * block
+        result = _polynomial(z, _ERF_P)
+        result *= block
+        result /= _polynomial(z, _ERF_Q)
+        # rounding may overshoot 1 by an ulp or two
+        np.clip(result, -1.0, 1.0, out=flat_out[start:start + _ERF_BLOCK])
+    return out
+
+
 def erf(x, *, xp):
-    """The Gauss error function, elementwise, on the array's own device."""
+    """The Gauss error function, elementwise, on the array's own device.
+
+    float64 (gradient checks) and CuPy use the libraries' erf (scipy.special /
+    cupyx.scipy.special), correct to the last bit or so; NumPy float32 (training) uses a rational
+    approximation good to 4.2e-7 absolute, far below float32 training noise, because scipy's
+    float32 erf was a tenth of the tiny preset's step time.
+    """
     if xp is np:
+        if x.dtype == np.float32:
+            return _erf_float32(x)
         from scipy.special import erf as scipy_erf
 
         return scipy_erf(x)
@@ -84,7 +136,20 @@ def scatter_add(a, indices, values, *, xp) -> None:
     NumPy and undefined on CuPy; the ufunc method ``add.at`` accumulates on both (CuPy >= 13; it
     replaces the older ``cupyx.scatter_add``). This matters for the word-embedding gradient, where
     the same token id appears many times in a batch.
+
+    NumPy's ``add.at`` is a slow element-by-element loop, so for the common case of rows (``a``
+    (R, H), ``indices`` (N,), ``values`` (N, H)) NumPy sums the duplicates with a sparse product:
+    with u the distinct indices and S (len(u), N) the 0/1 matrix S[r, n] = [indices[n] == u[r]],
+    ``a[u] += S @ values`` (10x faster for a batch's 2048 token ids).
     """
+    if xp is np and a.ndim == 2 and indices.ndim == 1 and values.shape == (indices.size, a.shape[1]):
+        from scipy.sparse import csr_matrix
+
+        rows, row_of_value = np.unique(indices, return_inverse=True)
+        selector = csr_matrix((np.ones(indices.size, dtype=values.dtype), (row_of_value, np.arange(indices.size))),
+                              shape=(rows.size, indices.size))
+        a[rows] += selector @ values  # rows are distinct here, so plain fancy-index += is exact
+        return
     xp.add.at(a, indices, values)
 
 
