@@ -1,4 +1,5 @@
-"""The masked-language-model head (BERT's ``cls.predictions``), evaluated at masked positions only.
+"""The masked-language-model head (BERT §3.1, ``cls.predictions``; SpanBERT §3.3 keeps it and adds
+the SBO), evaluated at masked positions only.
 
 For the final encoder states h (B, T, H) and the flat indices M of the N masked positions:
     h_M    = h.reshape(B*T, H)[M]                                  (N, H)   gather first
