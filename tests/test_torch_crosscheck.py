@@ -22,7 +22,7 @@ from minispanbert.torch_reference import (
 
 torch = pytest.importorskip("torch")  # torch_reference itself never imports it
 
-# Larger than model_fixtures.TINY: 4 heads of size 4, and a batch of three rows of different lengths.
+# Larger than check_gradients.CHECK_CONFIG: 4 heads of size 4, and a batch of three rows of different lengths.
 SMALL = ModelConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
                     attention_probs_dropout_prob=0.0, sbo_max_targets=5, sbo_position_dim=6)
