@@ -53,8 +53,10 @@ TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 # Settings that must match for --resume to continue the same run bit for bit.
+# --steps may change: training then continues (or stops earlier) with the schedule recomputed for
+# the new total, which is no longer bit-identical to a straight run of either length.
 RESUME_MUST_MATCH = ("preset", "dtype", "masking", "sbo_weight", "batch_size", "seq_len", "seed", "dropout",
-                     "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch", "steps")
+                     "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch")
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,9 @@ def run(cfg: TrainConfig, log=print) -> dict:
     if resumed is not None:
         model = SpanBertForPretraining(model_config, resumed.params, xp=xp, sbo_weight=cfg.sbo_weight)
         opt_state, start_step = resumed.optimizer_state, resumed.step
+        if start_step >= cfg.steps:
+            raise ValueError(f"the checkpoint in {cfg.resume} is already at step {start_step}: "
+                             f"ask for more --steps than that to continue training")
     else:
         model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
                                                   sbo_weight=cfg.sbo_weight)
@@ -321,6 +326,9 @@ def run(cfg: TrainConfig, log=print) -> dict:
         f"per objective ({2 * math.log(model_config.vocab_size):.3f} for MLM + SBO)")
     if resumed is not None:
         log(f"resuming from {cfg.resume} at step {start_step}")
+        if resumed.config["train"]["steps"] != cfg.steps:
+            log(f"--steps changed from {resumed.config['train']['steps']} to {cfg.steps}: the learning-rate "
+                f"schedule is recomputed for {cfg.steps} steps")
 
     metrics_path, plot_path = out_dir / METRICS_FILE, out_dir / PLOT_FILE
     truncate_metrics(metrics_path, start_step)

@@ -86,6 +86,16 @@ def test_resume_with_different_settings_is_refused(corpus, tmp_path):
     tiny_run(corpus, out)
     with pytest.raises(ValueError, match="batch_size"):
         tiny_run(corpus, out, resume=str(out), batch_size=8, steps=8)
+    with pytest.raises(ValueError, match="already at step 6"):
+        tiny_run(corpus, out, resume=str(out), steps=6)
+
+
+def test_resume_can_extend_training(corpus, tmp_path):
+    out = tmp_path / "run"
+    tiny_run(corpus, out, steps=4, save_every=4)
+    extended = tiny_run(corpus, out, resume=str(out), steps=7, save_every=7)
+    assert len(extended["train_losses"]) == 3
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == list(range(1, 8))
 
 
 def test_batch_order_is_a_fresh_permutation_each_epoch():
