@@ -80,19 +80,20 @@ def read_squad(path) -> list[SquadExample]:
     SQuAD v2.0 unanswerable questions (`is_impossible: true`), which are not supported.
     """
     path = os.fspath(path)
+    return parse_squad(_read_json(path, "SQuAD file", "; expected the official SQuAD v1.1 format"), source=path)
+
+
+def _read_json(path: str, what: str, hint: str = ""):
+    """Load a JSON file, turning unreadable files and malformed JSON into one-line ValueErrors."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read SQuAD file ({e}); check the path") from None
+        raise ValueError(f"{path}: cannot read {what} ({e}); check the path") from None
     try:
-        dataset = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{path}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg}); "
-            "expected the official SQuAD v1.1 format"
-        ) from None
-    return parse_squad(dataset, source=path)
+        raise ValueError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg}){hint}") from None
 
 
 def parse_squad(dataset, source: str = "<dataset>") -> list[SquadExample]:
@@ -456,15 +457,7 @@ def write_predictions(predictions: dict[str, str], path) -> None:
 def read_predictions(path) -> dict[str, str]:
     """Read an official-format predictions file ``{qid: answer text}``, with one-line ValueErrors."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read predictions file ({e}); check the path") from None
-    try:
-        predictions = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
+    predictions = _read_json(path, "predictions file")
     _check_predictions(predictions, path)
     return predictions
 
