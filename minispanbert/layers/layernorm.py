@@ -14,12 +14,22 @@ two mean terms (differentiate xhat_i = (x_i - mu) rstd through mu and through va
 
 Cache: xhat and rstd (xhat is kept rather than recomputed from x: it costs one array of memory
 and saves two passes in backward).
+
+``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/layernorm.py``
+when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
+the notebooks and gradient checks use and that the fused kernel is tested against. Pass the same ``fused`` to
+backward as to forward.
 """
 from __future__ import annotations
 
+from ..backend import is_cupy
+from ..fused import layernorm as fused_layernorm
 
-def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12):
+
+def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12, fused=True):
     """x (..., H), gamma (H,), beta (H,) -> (y (..., H), cache)."""
+    if fused and is_cupy(xp):
+        return fused_layernorm.layernorm_forward(x, gamma, beta, xp=xp, eps=eps)
     mu = x.mean(axis=-1, keepdims=True)
     centred = x - mu
     var = xp.mean(centred * centred, axis=-1, keepdims=True)
@@ -31,8 +41,10 @@ def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12):
     return y, (xhat, rstd, gamma)
 
 
-def layernorm_backward(dy, cache, *, xp):
+def layernorm_backward(dy, cache, *, xp, fused=True):
     """dy (..., H) -> (dx (..., H), dgamma (H,), dbeta (H,))."""
+    if fused and is_cupy(xp):
+        return fused_layernorm.layernorm_backward(dy, cache, xp=xp)
     xhat, rstd, gamma = cache
     lead = tuple(range(dy.ndim - 1))
     dbeta = dy.sum(axis=lead)

@@ -6,20 +6,32 @@ Backward:  the full Jacobian dy_i/dx_j = y_i (delta_ij - y_j) contracted with dy
            dx = y * (dy - sum_j(y_j dy_j))
 Dropping the sum term (treating softmax as elementwise) is a bug seen in peers; the gradient check
 catches it. Cache: y.
+
+``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/softmax.py``
+when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
+the notebooks and gradient checks use and that the fused kernel is tested against. Pass the same ``fused`` to
+backward as to forward.
 """
 from __future__ import annotations
 
+from ..backend import is_cupy
+from ..fused import softmax as fused_softmax
 
-def softmax_forward(x, *, xp):
+
+def softmax_forward(x, *, xp, fused=True):
     """x (..., N) -> (y (..., N), cache)."""
+    if fused and is_cupy(xp):
+        return fused_softmax.softmax_forward(x, xp=xp)
     y = x - x.max(axis=-1, keepdims=True)
     xp.exp(y, out=y)
     y /= y.sum(axis=-1, keepdims=True)
     return y, y
 
 
-def softmax_backward(dy, cache, *, xp):
+def softmax_backward(dy, cache, *, xp, fused=True):
     """dy (..., N) -> dx (..., N)."""
+    if fused and is_cupy(xp):
+        return fused_softmax.softmax_backward(dy, cache, xp=xp)
     y = cache
     dx = dy - (y * dy).sum(axis=-1, keepdims=True)
     dx *= y

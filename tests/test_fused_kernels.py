@@ -1,0 +1,183 @@
+"""The fused CuPy kernels (minispanbert/fused) against the plain reference ops (minispanbert/layers).
+
+Every test runs twice: on a real GPU through CuPy (skipped without one), and on the CPU through
+``tests/cuda_emulator.py``, which compiles the same CUDA source with g++ and OpenMP (skipped
+without a compiler). The reference is always the plain NumPy code (``fused=False``), itself
+gradient-checked in float64 in test_layers.py. Shapes are chosen to hit the kernels' edge cases:
+rows shorter than a warp, rows longer than the block (the threads' stride loops), a last column
+block only partly inside the row, a last chunk of rows shorter than the others, empty batches.
+"""
+import numpy as np
+import pytest
+
+from minispanbert import fused
+from minispanbert.check_gradients import CHECK_CONFIG, hand_batch, scaled_model_params
+from minispanbert.fused import layernorm as fused_layernorm
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.gelu import gelu_backward, gelu_forward
+from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers.softmax import softmax_backward, softmax_forward
+from minispanbert.model.spanbert import pretraining_backward, pretraining_forward
+
+from conftest import CUPY_SKIP_REASON
+from cuda_emulator import EmulatedCuPy, compiler_missing_reason
+
+EMULATOR_SKIP_REASON = compiler_missing_reason()
+EMULATED = EmulatedCuPy()
+
+# float32: the reference's NumPy erf approximation (4e-7) and different summation orders;
+# float64: summation order only.
+TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
+
+
+class Device:
+    """Where the fused kernels run: ``xp`` for the layer functions and the host<->device copies."""
+
+    def __init__(self, xp, to_device, to_host):
+        self.xp, self.to_device, self.to_host = xp, to_device, to_host
+
+    def put(self, *arrays):
+        return tuple(self.to_device(a) for a in arrays)
+
+
+@pytest.fixture(params=["emulated", "cupy"])
+def device(request, monkeypatch):
+    if request.param == "cupy":
+        if CUPY_SKIP_REASON is not None:
+            pytest.skip(CUPY_SKIP_REASON)
+        import cupy
+
+        return Device(cupy, cupy.asarray, cupy.asnumpy)
+    if EMULATOR_SKIP_REASON is not None:
+        pytest.skip(EMULATOR_SKIP_REASON)
+    # Small blocks: an OpenMP team per block on two cores, and rows longer than a block to stride over.
+    monkeypatch.setattr(fused, "MAX_ROW_BLOCK", 64)
+    monkeypatch.setattr(fused_layernorm, "PARAM_GRAD_BLOCK", 32)
+    return Device(EMULATED, np.asarray, np.asarray)
+
+
+DTYPES = [np.float32, np.float64]
+
+
+def assert_close(actual, expected, dtype, what):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    np.testing.assert_allclose(actual, expected, err_msg=what, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 2, 7), (5, 100)], ids=["short-rows", "rows-longer-than-block"])
+def test_softmax_matches_reference(device, dtype, shape, rng):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, ..., 0] += 1000.0                       # stability: exp must not overflow
+    x[-1, ..., -1] = np.finfo(dtype).min / 2     # a padded key, as the attention mask makes it
+    dy = rng.standard_normal(shape).astype(dtype)
+    y_ref, cache_ref = softmax_forward(x, xp=np, fused=False)
+    dx_ref = softmax_backward(dy, cache_ref, xp=np, fused=False)
+
+    (x_dev, dy_dev) = device.put(x, dy)
+    y, cache = softmax_forward(x_dev, xp=device.xp)
+    dx = softmax_backward(dy_dev, cache, xp=device.xp)
+    assert_close(device.to_host(y), y_ref, dtype, "softmax forward")
+    assert_close(device.to_host(dx), dx_ref, dtype, "softmax backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 20), (10, 70)], ids=["short-rows", "rows-longer-than-block"])
+def test_layernorm_matches_reference(device, dtype, shape, rng, monkeypatch):
+    # 4 chunks for 10 rows -> chunks of 3, 3, 3 and 1 rows; 70 columns -> column blocks of 32, 32, 6
+    monkeypatch.setattr(fused_layernorm, "PARAM_GRAD_CHUNKS", 4)
+    n_cols = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    gamma = rng.standard_normal(n_cols).astype(dtype)
+    beta = rng.standard_normal(n_cols).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y_ref, cache_ref = layernorm_forward(x, gamma, beta, xp=np, fused=False)
+    grads_ref = layernorm_backward(dy, cache_ref, xp=np, fused=False)
+
+    x_dev, gamma_dev, beta_dev, dy_dev = device.put(x, gamma, beta, dy)
+    y, cache = layernorm_forward(x_dev, gamma_dev, beta_dev, xp=device.xp)
+    grads = layernorm_backward(dy_dev, cache, xp=device.xp)
+    assert_close(device.to_host(y), y_ref, dtype, "LayerNorm forward")
+    assert_close(device.to_host(cache[0]), cache_ref[0], dtype, "LayerNorm cached xhat")
+    assert_close(device.to_host(cache[1]), cache_ref[1], dtype, "LayerNorm cached rstd")
+    for name, got, want in zip(("dx", "dgamma", "dbeta"), grads, grads_ref):
+        assert_close(device.to_host(got), want, dtype, f"LayerNorm {name}")
+
+
+def test_layernorm_variance_does_not_cancel_when_the_mean_dwarfs_the_spread(device, rng):
+    """Rows of mean 1000 and std 1 in float32: E[x^2] - mu^2 would lose most of the variance (x^2 ~ 1e6
+    has a float32 spacing of 0.06), the two-pass variance the kernel computes does not."""
+    x = (rng.standard_normal((4, 300)) + 1000).astype(np.float32)
+    gamma, beta = np.ones(300, np.float32), np.zeros(300, np.float32)
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=-1, keepdims=True)
+    exact = centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + 1e-12)
+    y, _ = layernorm_forward(*device.put(x, gamma, beta), xp=device.xp)
+    np.testing.assert_allclose(device.to_host(y), exact, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_matches_reference(device, dtype, rng):
+    x = np.concatenate([rng.standard_normal(200) * 3, [-12.0, -5.0, 0.0, 5.0, 12.0]]).astype(dtype).reshape(5, 41)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y_ref, cache_ref = gelu_forward(x, xp=np, fused=False)
+    dx_ref = gelu_backward(dy, cache_ref, xp=np, fused=False)
+
+    x_dev, dy_dev = device.put(x, dy)
+    y, cache = gelu_forward(x_dev, xp=device.xp)
+    dx = gelu_backward(dy_dev, cache, xp=device.xp)
+    assert_close(device.to_host(y), y_ref, dtype, "GeLU forward")
+    assert_close(device.to_host(dx), dx_ref, dtype, "GeLU backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("labels", [
+    [3, IGNORE_INDEX, 0, 149, 77, IGNORE_INDEX],      # some rows ignored, first and last class
+    [IGNORE_INDEX] * 4,                                # nothing counts: loss and gradient 0
+    [],                                                # no rows at all (a batch without SBO targets)
+], ids=["mixed", "all-ignored", "empty"])
+def test_cross_entropy_matches_reference(device, dtype, labels, rng):
+    labels = np.array(labels, dtype=np.int64)
+    logits = (rng.standard_normal((labels.size, 150)) * 5).astype(dtype)
+    if labels.size:
+        logits[0] += 500.0  # stability
+    dloss = 0.7
+    loss_ref, cache_ref = cross_entropy_forward(logits, labels, xp=np, fused=False)
+    dlogits_ref = cross_entropy_backward(dloss, cache_ref, xp=np, fused=False)
+
+    logits_dev, labels_dev = device.put(logits, labels)
+    loss, cache = cross_entropy_forward(logits_dev, labels_dev, xp=device.xp)
+    dlogits = cross_entropy_backward(dloss, cache, xp=device.xp)
+    assert_close(device.to_host(loss), loss_ref, dtype, "cross-entropy loss")
+    assert_close(device.to_host(dlogits), dlogits_ref, dtype, "cross-entropy dlogits")
+    ignored = labels == IGNORE_INDEX
+    assert not np.asarray(device.to_host(dlogits))[ignored].any(), "ignored rows must get exactly zero gradient"
+
+
+def test_fused_kernels_refuse_other_dtypes():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fused.ctype(np.float16)
+
+
+def test_row_block_size_is_a_power_of_two_within_limits():
+    for n_cols, block in [(1, 32), (32, 32), (33, 64), (128, 128), (768, 1024), (30522, 1024)]:
+        assert fused.row_block_size(n_cols) == block
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_whole_pretraining_step_with_fused_kernels_matches_the_plain_model(dtype):
+    """The model wired to the fused kernels (as on CuPy) gives the plain model's loss and every
+    gradient: checks that each call site hands the kernels the right arrays and caches."""
+    if EMULATOR_SKIP_REASON is not None:
+        pytest.skip(EMULATOR_SKIP_REASON)
+    params = {name: value.astype(dtype) for name, value in scaled_model_params(seed=4).items()}
+    batch = hand_batch()
+    results = []
+    for xp in (np, EMULATED):
+        out, cache = pretraining_forward(dict(params), batch, CHECK_CONFIG, xp=xp)
+        grads = pretraining_backward(cache, xp=xp)
+        results.append({"loss": np.asarray(out.loss), **grads})
+    assert results[0].keys() == results[1].keys()
+    for name, expected in results[0].items():
+        np.testing.assert_allclose(results[1][name], expected, err_msg=name, **TOLERANCE[dtype])
