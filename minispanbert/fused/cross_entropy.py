@@ -25,7 +25,7 @@ __global__ void cross_entropy_forward(const T* __restrict__ logits, const long l
                                       T* __restrict__ row_loss, T* __restrict__ row_lse,
                                       const int n_cols, const long long ignore_index) {
     __shared__ T scratch[MAX_ROW_BLOCK];
-    const T* z = logits + (size_t)blockIdx.x * n_cols;
+    const T* z = logits + (long long)blockIdx.x * n_cols;
 
     T row_max = z[0];
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) row_max = z[c] > row_max ? z[c] : row_max;
@@ -47,7 +47,7 @@ template <typename T>
 __global__ void cross_entropy_backward(const T* __restrict__ logits, const long long* __restrict__ labels,
                                        const T* __restrict__ row_lse, const T* __restrict__ row_weight,
                                        T* __restrict__ dlogits, const int n_cols) {
-    const size_t offset = (size_t)blockIdx.x * n_cols;
+    const long long offset = (long long)blockIdx.x * n_cols;
     const T lse = row_lse[blockIdx.x];
     const T weight = row_weight[blockIdx.x];
     const long long label = labels[blockIdx.x];  // an ignored row has weight 0: its gradient is 0

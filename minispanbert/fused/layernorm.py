@@ -30,7 +30,7 @@ __global__ void layernorm_forward(const T* __restrict__ x, const T* __restrict__
                                   T* __restrict__ y, T* __restrict__ xhat, T* __restrict__ rstd,
                                   const int n_cols, const T eps) {
     __shared__ T scratch[MAX_ROW_BLOCK];
-    const size_t offset = (size_t)blockIdx.x * n_cols;
+    const long long offset = (long long)blockIdx.x * n_cols;
     const T* row_x = x + offset;
 
     T sum = 0;
@@ -57,7 +57,7 @@ __global__ void layernorm_backward_input(const T* __restrict__ dy, const T* __re
                                          const T* __restrict__ gamma, const T* __restrict__ rstd,
                                          T* __restrict__ dx, const int n_cols) {
     __shared__ T scratch[MAX_ROW_BLOCK];
-    const size_t offset = (size_t)blockIdx.x * n_cols;
+    const long long offset = (long long)blockIdx.x * n_cols;
 
     T sum_g = 0, sum_g_xhat = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
@@ -86,12 +86,12 @@ __global__ void layernorm_backward_params(const T* __restrict__ dy, const T* __r
     const int last = first + rows_per_chunk < n_rows ? first + rows_per_chunk : n_rows;
     T dgamma = 0, dbeta = 0;
     for (int r = first; r < last; ++r) {
-        const size_t i = (size_t)r * n_cols + c;
+        const long long i = (long long)r * n_cols + c;
         dgamma += dy[i] * xhat[i];
         dbeta += dy[i];
     }
-    dgamma_partial[(size_t)blockIdx.y * n_cols + c] = dgamma;
-    dbeta_partial[(size_t)blockIdx.y * n_cols + c] = dbeta;
+    dgamma_partial[(long long)blockIdx.y * n_cols + c] = dgamma;
+    dbeta_partial[(long long)blockIdx.y * n_cols + c] = dbeta;
 }
 """
 

@@ -18,7 +18,7 @@ SOURCE = ROW_REDUCTIONS + r"""
 template <typename T>
 __global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, const int n_cols) {
     __shared__ T scratch[MAX_ROW_BLOCK];
-    const size_t offset = (size_t)blockIdx.x * n_cols;
+    const long long offset = (long long)blockIdx.x * n_cols;
     const T* row_x = x + offset;
     T* row_y = y + offset;
 
@@ -40,7 +40,7 @@ template <typename T>
 __global__ void softmax_backward(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
                                  const int n_cols) {
     __shared__ T scratch[MAX_ROW_BLOCK];
-    const size_t offset = (size_t)blockIdx.x * n_cols;
+    const long long offset = (long long)blockIdx.x * n_cols;
     const T* row_y = y + offset;
     const T* row_dy = dy + offset;
     T* row_dx = dx + offset;
