@@ -39,7 +39,7 @@ from .checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import load_tokenizer, save_tokenizer
 from .model.qa_head import init_qa_params, qa_backward, qa_forward, qa_params_from_pretrained
-from .optim import adamw_init, adamw_update, clip_grad_norm, linear_warmup_decay, no_decay_mask
+from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 from .squad import (
     decode_predictions,
     evaluate,
@@ -302,8 +302,8 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
             raise ValueError(f"the loss became {loss} at step {step}; no fine-tuned weights were saved: "
                              "lower --lr or use --dtype float64")
         grads = qa_backward(cache, xp=xp)
-        grad_norm = clip_grad_norm(grads, cfg.max_grad_norm, xp=xp)
-        adamw_update(params, grads, opt_state, lr=lr, weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
+        grad_norm = clip_and_step(params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
+                                  weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
         history.append(loss)
         append_metrics(metrics_path, dict(split="train", step=step + 1, loss=loss, lr=lr, grad_norm=float(grad_norm)))
         bar.set_postfix(loss=f"{loss:.3f}")

@@ -8,9 +8,12 @@ clipped to global norm 1.0 before each update.
 
 One training step, in the order the trainer calls these::
 
-    grad_norm = clip_grad_norm(grads, 1.0, xp=xp)                # before the update
     lr = linear_warmup_decay(step, peak_lr=1e-4, warmup_steps=10_000, total_steps=T)
-    adamw_update(params, grads, state, lr=lr, decay_mask=mask, xp=xp)   # mask = no_decay_mask(params)
+    grad_norm = clip_and_step(params, grads, state, lr=lr, max_grad_norm=1.0, weight_decay=0.01,
+                              decay_mask=mask, xp=xp)            # mask = no_decay_mask(params)
+
+where :func:`clip_and_step` is :func:`clip_grad_norm` (before the update) then :func:`adamw_update`;
+pretraining and fine-tuning both step through it, so the sequence is written once.
 
 Every function here matches its PyTorch / Hugging Face counterpart exactly (torch.optim.AdamW,
 transformers' get_linear_schedule_with_warmup, torch.nn.utils.clip_grad_norm_), so PyTorch can
@@ -206,6 +209,21 @@ def clip_grad_norm(grads: dict, max_norm: float, *, xp):
         for g in grads.values():
             g *= clip_coef
     return xp.asarray(total_norm)
+
+
+def clip_and_step(params: dict, grads: dict, state: AdamWState, *, lr: float, max_grad_norm: float,
+                  weight_decay: float, decay_mask: dict[str, bool] | None, xp):
+    """One optimizer step of the recipe: clip ``grads`` to global norm ``max_grad_norm``
+    (:func:`clip_grad_norm`, in place), then :func:`adamw_update` ``params`` and ``state`` in place
+    with its default betas (0.9, 0.999) and eps 1e-8.
+
+    Returns the norm before clipping as a 0-d array on the device. Nothing here waits for the
+    device, so the caller decides when to read the norm (and the loss) back; a non-finite gradient
+    turns the updated weights into nan, so a caller must read them before it saves the weights.
+    """
+    grad_norm = clip_grad_norm(grads, max_grad_norm, xp=xp)
+    adamw_update(params, grads, state, lr=lr, weight_decay=weight_decay, decay_mask=decay_mask, xp=xp)
+    return grad_norm
 
 
 def _check_hyperparameters(lr, betas, eps, weight_decay) -> None:

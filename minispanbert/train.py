@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, synchronize
+from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, preset
 from .data import (
@@ -46,7 +46,7 @@ from .layers.cross_entropy import IGNORE_INDEX
 from .masking import make_pretraining_batch
 from .model.spanbert import SpanBertForPretraining
 from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
-from .optim import adamw_init, adamw_update, clip_grad_norm, linear_warmup_decay, no_decay_mask
+from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 
 SCHEMES = ("span", "word", "token")
 TOKENIZER_FILE = "tokenizer.json"
@@ -61,6 +61,18 @@ RESUME_MUST_MATCH = ("preset", "dtype", "masking", "sbo_weight", "batch_size", "
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The settings of one pretraining run, one field per flag of ``python -m minispanbert.train``
+    (``--help`` describes them).
+
+    ``log_every``: each step's losses and gradient norm stay on the device and are read back all
+    at once every ``log_every`` steps, and always before an evaluation, before a checkpoint is
+    saved and at the last step. metrics.jsonl still gets one record per step, the same whatever the
+    value, except ``tokens_per_s``, which is the average over the steps read together. On a GPU
+    every read waits for the device to finish all queued work, so N > 1 lets the host prepare the
+    next batches while the device computes; the non-finite check runs at each read, so still before
+    every save. It changes no number, so a resumed run may change it.
+    """
+
     preset: str = "tiny"
     backend: str = "numpy"
     dtype: str = "float32"
@@ -82,6 +94,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_batches: int = 8
     save_every: int = 200
+    log_every: int = 1
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
 
@@ -102,7 +115,7 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.masking not in SCHEMES:
             raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
-        for name in ("steps", "batch_size", "eval_every", "save_every", "eval_batches"):
+        for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         max_positions = preset(self.preset).max_position_embeddings
@@ -196,18 +209,50 @@ def make_batch(data: PretrainingData, indices, rng, cfg: TrainConfig, model_conf
 
 
 def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dropout_rng):
-    """forward -> backward -> clip -> AdamW. Returns (output, grad_norm, finite) with the loss and
-    norm still on the device; ``finite`` is checked BEFORE the update, so a NaN never reaches the
-    weights."""
-    xp = model.xp
+    """forward -> backward -> clip -> AdamW (:func:`optim.clip_and_step`). Returns (output,
+    grad_norm) with the losses and the norm still on the device.
+
+    Nothing here reads a value back to the host. On a GPU each such read waits for the device's
+    queue to drain, so a read per step would leave the host idle while step s runs and the device
+    idle while the host masks batch s+1; without one, the host prepares batch s+1 while the device
+    still computes step s. A non-finite loss or gradient therefore does update the weights in
+    memory: :func:`run` reads the values every ``--log-every`` steps and always before it saves, and
+    stops at the first non-finite one, so such weights are never written.
+    """
     out, cache = model.forward(batch, train=True, rng=dropout_rng)
-    loss_value = float(out.loss)  # one sync per step: needed to refuse a non-finite update
-    if not math.isfinite(loss_value):
-        return out, None, False
     grads = model.backward(cache)
-    grad_norm = clip_grad_norm(grads, cfg.max_grad_norm, xp=xp)
-    adamw_update(model.params, grads, opt_state, lr=lr, weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
-    return out, grad_norm, True
+    grad_norm = clip_and_step(model.params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
+                              weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp)
+    return out, grad_norm
+
+
+def read_train_records(pending, *, xp, since: float, tokens_per_step: int) -> list[dict]:
+    """metrics.jsonl records for the steps not yet read back, with ONE device -> host copy.
+
+    ``pending``: one (step, lr, output, grad_norm) per step, step counted from 1 (updates done, as
+    in the checkpoints), lr a host float, the rest as :func:`train_step` returned them. ``since``:
+    when this interval's first step began; each record gets the interval's average tokens/s.
+    """
+    stacked = xp.stack([value for _, _, out, grad_norm in pending
+                        for value in (out.loss, out.mlm_loss, out.sbo_loss, grad_norm)])
+    values = to_numpy(stacked).reshape(len(pending), 4).tolist()  # waits for the device, then Python floats
+    tokens_per_s = tokens_per_step * len(pending) / max(time.perf_counter() - since, 1e-9)
+    return [dict(split="train", step=step, loss=loss, mlm_loss=mlm_loss, sbo_loss=sbo_loss, lr=lr,
+                 grad_norm=grad_norm, tokens_per_s=tokens_per_s)
+            for (step, lr, _, _), (loss, mlm_loss, sbo_loss, grad_norm) in zip(pending, values)]
+
+
+def non_finite_error(record: dict, last_saved) -> ValueError:
+    """The one-line error for the first step whose loss or gradient norm is not finite.
+    ``last_saved``: (folder, step) of the newest checkpoint the run can go back to, or None."""
+    if math.isfinite(record["loss"]):
+        what, value = "gradient norm", record["grad_norm"]
+    else:
+        what, value = "loss", record["loss"]
+    kept = ("no checkpoint was written yet" if last_saved is None
+            else f"the last good checkpoint in {last_saved[0]} (step {last_saved[1]}) is kept")
+    return ValueError(f"the {what} became {value} at step {record['step']}; {kept}: "
+                      "lower --lr or train with --dtype float64")
 
 
 def evaluate(model, eval_batches) -> dict:
@@ -280,7 +325,15 @@ def device_description(xp) -> str:
 
 
 def run(cfg: TrainConfig, log=print) -> dict:
-    """Train as ``cfg`` says; returns the last evaluation's metrics (and the train loss history)."""
+    """Train as ``cfg`` says; returns the last evaluation's metrics (and the train loss history).
+
+    The device values of each step (losses, gradient norm) wait in a list and are read back
+    together every ``--log-every`` steps, and always before an evaluation, a save and the last
+    step: on a GPU each read waits for the queue to drain, so reading every N steps lets the host
+    prepare batch s+1 while the device still computes step s. Each read writes one metrics record
+    per step and stops the run at the first non-finite loss or gradient norm; since it precedes
+    every save, no checkpoint ever holds weights that a non-finite step updated.
+    """
     cfg.validate()
     xp = get_backend(cfg.backend)
     out_dir = Path(cfg.out)
@@ -341,42 +394,46 @@ def run(cfg: TrainConfig, log=print) -> dict:
     from tqdm.auto import tqdm
 
     last_eval, history = {}, []
+    last_saved = (cfg.resume, start_step) if resumed is not None else None  # where a non-finite step falls back to
+    pending = []  # (step, lr, output, grad_norm) of the steps not yet read back from the device
     tokens_per_step = cfg.batch_size * cfg.seq_len
     overfit_rng_seed = [cfg.seed, 0, 1]
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretraining",
                dynamic_ncols=True, disable=None)
-    t_last = time.perf_counter()
+    t_interval = time.perf_counter()
     for step in bar:
         mask_rng = np.random.default_rng(overfit_rng_seed if cfg.overfit_batch else [cfg.seed, step, 1])
         batch = make_batch(data, batch_indices(step, len(data.train_blocks), cfg), mask_rng, cfg, model_config)
         lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
-        out, grad_norm, finite = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
-                                            dropout_rng=make_rng([cfg.seed, step, 3], xp=xp))
-        if not finite:
-            bar.close()
-            raise ValueError(
-                f"the loss became {float(out.loss)} at step {step}; nothing was updated and the last good "
-                f"checkpoint in {out_dir} is kept: lower --lr or train with --dtype float64"
-            )
-        synchronize(xp)
-        now = time.perf_counter()
-        record = dict(split="train", step=step + 1, loss=float(out.loss), mlm_loss=float(out.mlm_loss),
-                      sbo_loss=float(out.sbo_loss), lr=lr, grad_norm=float(grad_norm),
-                      tokens_per_s=tokens_per_step / max(now - t_last, 1e-9))
-        t_last = now
-        history.append(record["loss"])
-        append_metrics(metrics_path, record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        out, grad_norm = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
+                                    dropout_rng=make_rng([cfg.seed, step, 3], xp=xp))
         done = step + 1
-        if eval_batches and (done % cfg.eval_every == 0 or done == cfg.steps):
+        pending.append((done, lr, out, grad_norm))
+        evaluate_now = bool(eval_batches) and (done % cfg.eval_every == 0 or done == cfg.steps)
+        save_now = done % cfg.save_every == 0 or done == cfg.steps
+        if not (evaluate_now or save_now or done % cfg.log_every == 0):
+            continue
+        # Read back before evaluating or saving: a non-finite step must stop the run before its weights are written.
+        records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step)
+        pending.clear()
+        for record in records:
+            if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+                bar.close()
+                raise non_finite_error(record, last_saved)
+            history.append(record["loss"])
+            append_metrics(metrics_path, record)
+        bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", tok_s=f"{records[-1]['tokens_per_s']:.0f}")
+        if evaluate_now:
             last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches))
             append_metrics(metrics_path, last_eval)
             plot_metrics(metrics_path, plot_path)
             bar.write(f"step {done}: valid MLM loss {last_eval['mlm_loss']:.3f} acc {last_eval['mlm_acc']:.3f} | "
                       f"SBO loss {last_eval['sbo_loss']:.3f} acc {last_eval['sbo_acc']:.3f} | "
                       f"most-frequent-token acc {baseline_acc:.3f}")
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if save_now:
             save(done)
+            last_saved = (out_dir, done)
+        t_interval = time.perf_counter()  # evaluating and saving are not training throughput
     bar.close()
     if not eval_batches:
         plot_metrics(metrics_path, plot_path)
@@ -410,6 +467,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--eval-every", type=int, default=defaults.eval_every)
     p.add_argument("--eval-batches", type=int, default=defaults.eval_batches)
     p.add_argument("--save-every", type=int, default=defaults.save_every)
+    p.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N",
+                   help="read the losses back from the device every N steps (and before every evaluation and "
+                        "save); N > 1 lets a GPU run ahead of the host. metrics.jsonl still has every step")
     p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction)
     p.add_argument("--overfit-batch", action="store_true", help="train on one fixed batch (a sanity check)")
     args = p.parse_args(argv)

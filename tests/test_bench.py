@@ -1,7 +1,7 @@
 """The benchmark CLI: a smoke run on CPU with its report and JSON fields, the FLOP formula against a
-hand count, the per-op profiler's bookkeeping, one-line errors, (if PyTorch is installed) the
---compare-torch run whose first-step losses must agree, and the accuracy of the fast float32 erf
-that the speed work put into backend.erf."""
+hand count, the per-op profiler's bookkeeping, one-line errors (a nan loss among them), (if PyTorch
+is installed) the --compare-torch run whose first-step losses must agree, and the accuracy of the
+fast float32 erf that the speed work put into backend.erf."""
 import json
 
 import numpy as np
@@ -54,6 +54,8 @@ def test_profile_counts_every_linear_call_and_restores_the_functions(smoke):
     assert rows["linear_forward"]["calls"] == 6 * layers + 5
     assert rows["linear_backward"]["calls"] == 6 * layers + 5
     assert sum(row["ms"] for row in saved["profile"]) <= saved["profile_step_ms"] * 1.001
+    # the optimizer is timed where train_step reaches it (optim.clip_and_step), not lost in "outside"
+    assert rows["adamw_update"]["calls"] == 1  # a quarter of this tiny step: always in the top 10
     # the timers are gone after the profiled step
     assert attention.linear_forward is linear.linear_forward
     assert not hasattr(attention.self_attention_forward, "__wrapped__")
@@ -100,6 +102,21 @@ def test_bad_flags_are_one_line_errors():
         bench.main(SMALL_RUN + ["--compare-torch", "--dropout", "0.1"])
     with pytest.raises(SystemExit, match="error: --seq-len 1000"):
         bench.main(["--seq-len", "1000"])
+
+
+def test_a_non_finite_loss_stops_the_bench_with_one_line(monkeypatch):
+    """train_step no longer checks the loss; the bench reads it after the step and refuses nan."""
+    real_forward = bench.SpanBertForPretraining.forward
+
+    def poisoned(self, batch, **kwargs):
+        out, cache = real_forward(self, batch, **kwargs)
+        out.loss = out.loss * np.nan
+        return out, cache
+
+    monkeypatch.setattr(bench.SpanBertForPretraining, "forward", poisoned)
+    with pytest.raises(SystemExit, match=r"^error: the loss became nan at benchmark step 0: this is a bug") as exc:
+        bench.main(SMALL_RUN)
+    assert "\n" not in str(exc.value)
 
 
 def test_compare_torch_without_torch_says_skipped(monkeypatch, capsys):

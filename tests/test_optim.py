@@ -7,6 +7,7 @@ import pytest
 from minispanbert.optim import (
     adamw_init,
     adamw_update,
+    clip_and_step,
     clip_grad_norm,
     linear_warmup_decay,
     no_decay_mask,
@@ -236,3 +237,29 @@ def test_clip_matches_torch():
     assert float(norm) == pytest.approx(float(torch_norm), rel=1e-14)
     for tensor, g in zip(tensors, grads.values()):
         np.testing.assert_allclose(g, tensor.grad.numpy(), rtol=1e-14)
+
+
+def test_clip_and_step_is_clip_then_adamw_bit_for_bit():
+    """The shared optimizer step against the two calls it replaces, done by hand on copies: two
+    float32 steps, the first clipped (norm above max) and the second not, BERT's decay mask."""
+    rng = np.random.default_rng(3)
+    shapes = {"dense.weight": (4, 3), "dense.bias": (3,), "LayerNorm.weight": (3,)}
+    params = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    by_hand = {name: w.copy() for name, w in params.items()}
+    mask = no_decay_mask(params)
+    state, hand_state = adamw_init(params, xp=np), adamw_init(by_hand, xp=np)
+    for scale in (10.0, 0.01):
+        grads = {name: (scale * rng.standard_normal(w.shape)).astype(np.float32) for name, w in params.items()}
+        hand_grads = {name: g.copy() for name, g in grads.items()}
+        norm = clip_and_step(params, grads, state, lr=1e-2, max_grad_norm=1.0, weight_decay=0.1, decay_mask=mask,
+                             xp=np)
+        hand_norm = clip_grad_norm(hand_grads, 1.0, xp=np)
+        adamw_update(by_hand, hand_grads, hand_state, lr=1e-2, weight_decay=0.1, decay_mask=mask, xp=np)
+        assert isinstance(norm, np.ndarray) and norm.ndim == 0
+        assert norm == hand_norm and (norm > 1.0) == (scale == 10.0)
+        assert state.t == hand_state.t
+        for name in params:
+            np.testing.assert_array_equal(grads[name], hand_grads[name])  # clipped in place, as by hand
+            np.testing.assert_array_equal(params[name], by_hand[name])
+            np.testing.assert_array_equal(state.m[name], hand_state.m[name])
+            np.testing.assert_array_equal(state.v[name], hand_state.v[name])

@@ -1,14 +1,18 @@
 """The pretraining CLI end to end on tiny data: overfitting one batch, bit-identical resume,
-outputs written, and one-line errors for bad input."""
+outputs written, one-line errors for bad input, a train step that never reads the device, and
+--log-every: the same metrics, one copy per read-back, and a nan stopped before it is saved."""
 import importlib.util
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from minispanbert import train
-from minispanbert.train import TrainConfig, batch_indices, run
+from minispanbert.checkpoint import load_checkpoint
+from minispanbert.optim import adamw_init
+from minispanbert.train import TrainConfig, batch_indices, run, train_step
 
 WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
          "slowly through heavy rain under grey skies near old stone bridges").split()
@@ -93,7 +97,7 @@ def test_resume_with_different_settings_is_refused(corpus, tmp_path):
 def test_resume_can_extend_training(corpus, tmp_path):
     out = tmp_path / "run"
     tiny_run(corpus, out, steps=4, save_every=4)
-    extended = tiny_run(corpus, out, resume=str(out), steps=7, save_every=7)
+    extended = tiny_run(corpus, out, resume=str(out), steps=7, save_every=7, log_every=2)  # --log-every may change
     assert len(extended["train_losses"]) == 3
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == list(range(1, 8))
 
@@ -113,6 +117,7 @@ def test_batch_order_is_a_fresh_permutation_each_epoch():
     (dict(backend="tpu"), "unknown backend"),
     (dict(batch_size=1000), "fewer than --batch-size"),
     (dict(steps=0), "--steps must be at least 1"),
+    (dict(log_every=0), "--log-every must be at least 1"),
 ])
 def test_bad_settings_are_one_line_errors(corpus, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -157,9 +162,95 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
         return result, cache
 
     monkeypatch.setattr(train.SpanBertForPretraining, "forward", poisoned)
-    with pytest.raises(ValueError, match="loss became nan at step 0"):
+    with pytest.raises(ValueError, match="loss became nan at step 1; no checkpoint was written yet"):
         tiny_run(corpus, out, steps=6, save_every=3)
     assert (out / "model.safetensors").read_bytes() == before
+
+
+class UnreadableLoss:
+    """Stands in for a device scalar: reading it on the host (float, bool, isfinite) fails the test."""
+
+    def __float__(self):
+        raise AssertionError("train_step read the loss back to the host")
+
+    __bool__ = __float__
+
+
+def test_train_step_never_reads_the_loss_back():
+    params = {"dense.weight": np.ones(3)}
+    model = SimpleNamespace(xp=np, params=params,
+                            forward=lambda batch, train, rng: (SimpleNamespace(loss=UnreadableLoss()), "cache"),
+                            backward=lambda cache: {"dense.weight": np.array([3.0, 0.0, 4.0])})
+    out, grad_norm = train_step(model, None, adamw_init(params, xp=np), lr=0.1, cfg=TrainConfig(max_grad_norm=1.0),
+                                decay_mask=None, dropout_rng=None)
+    assert isinstance(out.loss, UnreadableLoss)
+    assert isinstance(grad_norm, np.ndarray) and grad_norm.ndim == 0 and grad_norm == 5.0  # the norm before clipping
+    assert not np.array_equal(params["dense.weight"], np.ones(3))  # the update was applied
+
+
+@pytest.mark.parametrize("poison,message", [
+    ("forward", r"the loss became nan at step 7; the last good checkpoint in \S+ \(step 4\) is kept: lower --lr"),
+    ("backward", r"the gradient norm became nan at step 7; the last good checkpoint in \S+ \(step 4\) is kept"),
+], ids=["loss", "gradient"])
+def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(corpus, tmp_path, monkeypatch,
+                                                                                 poison, message):
+    """--log-every 5 with saves every 4 steps reads back at steps 4 (save), 5 (log), 8 (save) and 10,
+    so steps 6-8 are read together just before the step-8 save, which is not a log step. Step 7
+    alone is poisoned: in its loss, or in a gradient (which turns every weight nan)."""
+    out, train_calls, saved = tmp_path / "run", [], {}
+    real = getattr(train.SpanBertForPretraining, poison)
+    real_save = train.save_checkpoint
+
+    def poisoned(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        if poison == "forward" and not kwargs.get("train"):
+            return result  # an evaluation batch
+        train_calls.append(None)
+        if len(train_calls) == 7:
+            if poison == "forward":
+                result[0].loss = result[0].loss * np.nan
+            else:
+                next(iter(result.values())).fill(np.nan)
+        return result
+
+    def save_and_keep(directory, **kwargs):
+        real_save(directory, **kwargs)
+        saved[kwargs["step"]] = (directory / "model.safetensors").read_bytes()
+
+    monkeypatch.setattr(train.SpanBertForPretraining, poison, poisoned)
+    monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
+    with pytest.raises(ValueError, match=message) as exc:
+        tiny_run(corpus, out, steps=10, save_every=4, eval_every=100, log_every=5)
+    assert "\n" not in str(exc.value)
+    assert len(train_calls) == 8  # steps 7 and 8 ran before the read-back caught step 7
+    assert list(saved) == [4]  # the read-back before the step-8 save stopped the run
+    assert (out / "model.safetensors").read_bytes() == saved[4]
+    checkpoint = load_checkpoint(out, xp=np)
+    assert checkpoint.step == 4 and all(np.isfinite(w).all() for w in checkpoint.params.values())
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == list(range(1, 7))
+
+
+def test_metrics_do_not_depend_on_log_every(corpus, tmp_path, monkeypatch):
+    """Reading back every 3 steps logs exactly the values of reading back every step, and does it
+    with one device -> host copy per read: at steps 3, 6 and 7 (the last) instead of 7 times."""
+    copies = []
+    real_to_numpy = train.to_numpy
+
+    def counted_to_numpy(array):
+        copies.append(array.shape)
+        return real_to_numpy(array)
+
+    monkeypatch.setattr(train, "to_numpy", counted_to_numpy)
+    runs = {}
+    for log_every in (1, 3):
+        copies.clear()
+        tiny_run(corpus, tmp_path / str(log_every), steps=7, eval_every=100, save_every=100, log_every=log_every,
+                 dtype="float64")
+        runs[log_every] = [{k: v for k, v in r.items() if k != "tokens_per_s"}
+                           for r in read_metrics(tmp_path / str(log_every) / "metrics.jsonl")]
+        assert copies == ([(4,)] * 7 if log_every == 1 else [(12,), (12,), (4,)])
+    assert [r["step"] for r in runs[1] if r["split"] == "train"] == list(range(1, 8))
+    assert runs[3] == runs[1]  # every loss, grad norm and lr exactly equal, and the final evaluation too
 
 
 def test_main_turns_errors_into_one_line_exit(corpus, tmp_path, capsys):
