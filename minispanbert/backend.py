@@ -13,12 +13,16 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     to_device(a, *, xp)        host -> device copy
     synchronize(xp)            wait for queued GPU work (for honest timings)
     make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
+    cpu_threads()              how many threads NumPy's BLAS runs (and parallel_for uses)
+    parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads (NumPy)
 
 Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
 """
 from __future__ import annotations
 
+import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -89,24 +93,28 @@ def _polynomial(z, coefficients):
     return acc
 
 
-_ERF_BLOCK = 1 << 15  # elements: the few live 128 KiB temporaries of one block stay in a 1 MiB L2 cache
+# elements per block, measured on a 2-core EPYC with 1 and 2 threads: smaller blocks pay Python and GIL
+# overhead on each of the ~25 ufunc calls, larger ones spill the cache
+_ERF_BLOCK = 1 << 18
 
 
 def _erf_float32(x):
     """erf for float32 NumPy arrays: the rational approximation above, ~5x faster than scipy's
     float32 erf (which computes in double precision one element at a time). It costs ~25 array
-    passes, so it runs block by block: each block's passes then hit the cache, not memory
-    (another ~1.6x on a (2048, 512) GeLU input)."""
+    passes, so it runs block by block, each block's passes hitting the cache rather than memory,
+    and the blocks are shared among the cores (1.5x with two)."""
     out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    for start in range(0, flat_x.size, _ERF_BLOCK):
-        block = np.clip(flat_x[start:start + _ERF_BLOCK], -_ERF_CLAMP, _ERF_CLAMP)
+
+    def erf_block(part):
+        block = np.clip(flat_x[part], -_ERF_CLAMP, _ERF_CLAMP)
         z = block * block
         result = _polynomial(z, _ERF_P)
         result *= block
         result /= _polynomial(z, _ERF_Q)
-        # rounding may overshoot 1 by an ulp or two
-        np.clip(result, -1.0, 1.0, out=flat_out[start:start + _ERF_BLOCK])
+        np.clip(result, -1.0, 1.0, out=flat_out[part])  # rounding may overshoot 1 by an ulp or two
+
+    parallel_for(erf_block, flat_x.size, chunk=_ERF_BLOCK, xp=np)
     return out
 
 
@@ -163,6 +171,50 @@ def to_numpy(a):
 def to_device(a, *, xp):
     """Copy a host array onto the backend's device (no copy for NumPy)."""
     return xp.asarray(a)
+
+
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
+
+
+def cpu_threads() -> int:
+    """NumPy's OpenBLAS thread count as OpenBLAS decides it at import: the first of
+    OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS set to a positive integer, else the
+    usable cores (capped by them either way). :func:`parallel_for` uses as many threads, so one
+    variable sets both."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for var in BLAS_THREAD_VARS:
+        value = os.environ.get(var, "")
+        if value.strip().isdigit() and int(value) > 0:
+            return min(int(value), cores)
+    return cores
+
+
+@functools.cache
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minispanbert")
+
+
+def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
+    """Call ``fn(part)`` for consecutive slices ``part`` of ``range(n)``, each at most ``chunk``
+    long, so that together they cover it once.
+
+    On NumPy the calls are shared among :func:`cpu_threads` threads. This pays because a NumPy
+    ufunc releases the GIL while it loops over the elements, and BLAS is the only other part of
+    NumPy that uses more than one core: without this, elementwise work (erf, AdamW) runs on one.
+    ``fn`` must write only to its own slice. On CuPy there is a single call with ``slice(0, n)``:
+    the GPU is parallel already, and the caller's code stays the same.
+    """
+    if xp is not np:
+        fn(slice(0, n))
+        return
+    parts = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    threads = min(cpu_threads(), len(parts))
+    if threads <= 1:
+        for part in parts:
+            fn(part)
+        return
+    for _ in _thread_pool(threads).map(fn, parts):  # iterating re-raises an exception from fn
+        pass
 
 
 def synchronize(xp) -> None:

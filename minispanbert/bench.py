@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, backend_name, get_backend, make_rng, synchronize, to_numpy
+from .backend import BACKENDS, backend_name, cpu_threads, get_backend, make_rng, synchronize, to_numpy
 from .config import PRESETS
 from .data import CLS_ID, SEP_ID, unigram_distribution
 from .atomic import write_text_atomic
@@ -69,7 +69,6 @@ from .train import SCHEMES, TrainConfig, device_description, train_step
 
 LEARNING_RATE = 1e-4                  # constant: the schedule costs nothing and would only blur the loss check
 WORD_PIECES_PMF = (0.72, 0.18, 0.07, 0.03)  # P(a word has 1, 2, 3, 4 pieces): ~1.4 pieces a word, as English WordPiece
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PEAK_GEMM_SIZE = {"numpy": 1024, "cupy": 8192}  # n of the n x n x n float32 GEMM that measures the peak
 PROFILE_TOP = 10
@@ -160,18 +159,6 @@ def measure_peak_gflops(xp, *, now=time.perf_counter, repeats: int = 5) -> float
 
 
 # --------------------------------------------------------------------------- threads and memory
-
-
-def blas_threads() -> int:
-    """NumPy's OpenBLAS thread count as OpenBLAS decides it at import: the first of
-    OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS set to a positive integer, else the
-    usable cores (capped by them either way)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    for var in BLAS_THREAD_VARS:
-        value = os.environ.get(var, "")
-        if value.strip().isdigit() and int(value) > 0:
-            return min(int(value), cores)
-    return cores
 
 
 def host_peak_rss_bytes() -> int | None:
@@ -406,7 +393,7 @@ def torch_yardstick(cfg: TrainConfig, model, model_config, batch, threads: int, 
 def run_benchmark(args) -> dict:
     """Run the benchmark described by the parsed flags; returns the report as a JSON-ready dict."""
     cfg = bench_config(args)
-    threads = blas_threads()
+    threads = cpu_threads()
     if args.threads is not None and args.backend == "numpy" and args.threads != threads:
         raise ValueError(
             f"NumPy's BLAS runs {threads} threads, fixed when NumPy was imported: start the bench as "

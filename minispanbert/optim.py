@@ -24,10 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from minispanbert.backend import is_cupy
+from minispanbert.backend import is_cupy, parallel_for
 
 # Added to the norm in the clipping coefficient, as in torch.nn.utils.clip_grad_norm_.
 CLIP_NORM_EPS = 1e-6
+ADAMW_CHUNK = 1 << 18  # elements per parallel_for slice: big enough that a thread's Python overhead is noise
 
 
 @dataclass
@@ -99,7 +100,8 @@ def adamw_update(
     adds eps to sqrt(v) *before* the bias correction (step lr * sqrt(1 - b2**t) / (1 - b1**t) * m /
     (sqrt(v) + eps)); the two agree once 1 - b2**t is near 1, i.e. after a few thousand steps.
 
-    Cost: about a dozen elementwise passes, no allocation. ``lr`` is a Python float (host side),
+    Cost: about a dozen elementwise passes, no allocation; on NumPy each parameter's passes are
+    split into slices shared among the cores (backend.parallel_for). ``lr`` is a Python float (host side),
     so nothing here waits for the device. Gradients must match the parameters' dtype: a float64
     gradient for a float32 weight is a bug upstream, not something to cast silently.
     """
@@ -127,27 +129,36 @@ def adamw_update(
                 f"optimizer state for {name!r} is {m.dtype}{list(m.shape)} but the parameter is "
                 f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
             )
-        work = _scratch_like(state, params, w, xp)
+        if not (w.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+            raise ValueError(f"parameter {name!r} or its optimizer state is not contiguous: AdamW updates them in "
+                             "place through flat views; build them with xp.ascontiguousarray")
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
-        if decay != 0.0:
-            w *= 1.0 - lr * decay
-        # m = b1 m + (1 - b1) g
-        m *= beta1
-        xp.multiply(g, 1.0 - beta1, out=work)
-        m += work
-        # v = b2 v + (1 - b2) g^2
-        v *= beta2
-        xp.multiply(g, g, out=work)
-        work *= 1.0 - beta2
-        v += work
-        # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
-        xp.sqrt(v, out=work)
-        work /= bias_correction2_sqrt
-        work += eps
-        # w -= lr / (1 - b1^t) * m / (sqrt(v_hat) + eps)
-        xp.divide(m, work, out=work)
-        work *= -step_size
-        w += work
+        flat_w, flat_g, flat_m, flat_v = (a.reshape(-1) for a in (w, g, m, v))  # views (g may be copied)
+        flat_work = _scratch_like(state, params, w, xp).reshape(-1)
+
+        def update(part):  # the update is elementwise, so each slice of the flat arrays is independent
+            w, g, m, v, work = flat_w[part], flat_g[part], flat_m[part], flat_v[part], flat_work[part]
+            if decay != 0.0:
+                w *= 1.0 - lr * decay
+            # m = b1 m + (1 - b1) g
+            m *= beta1
+            xp.multiply(g, 1.0 - beta1, out=work)
+            m += work
+            # v = b2 v + (1 - b2) g^2
+            v *= beta2
+            xp.multiply(g, g, out=work)
+            work *= 1.0 - beta2
+            v += work
+            # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
+            xp.sqrt(v, out=work)
+            work /= bias_correction2_sqrt
+            work += eps
+            # w -= lr / (1 - b1^t) * m / (sqrt(v_hat) + eps)
+            xp.divide(m, work, out=work)
+            work *= -step_size
+            w += work
+
+        parallel_for(update, w.size, chunk=ADAMW_CHUNK, xp=xp)
 
 
 def linear_warmup_decay(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int) -> float:

@@ -9,7 +9,7 @@ import pytest
 from scipy.special import erf as scipy_erf
 
 from minispanbert import bench
-from minispanbert.backend import erf
+from minispanbert.backend import cpu_threads, erf
 from minispanbert.config import ModelConfig
 from minispanbert.layers import attention, linear
 
@@ -92,7 +92,7 @@ def test_synthetic_blocks_look_like_wordpiece_text():
 
 
 def test_threads_that_numpy_does_not_run_are_refused(capsys):
-    wrong = bench.blas_threads() + 1
+    wrong = cpu_threads() + 1
     with pytest.raises(SystemExit, match="OMP_NUM_THREADS"):
         bench.main(SMALL_RUN + ["--threads", str(wrong)])
 

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from minispanbert import backend
 from minispanbert.optim import (
+    ADAMW_CHUNK,
     adamw_init,
     adamw_update,
     clip_and_step,
@@ -72,6 +74,36 @@ def test_zero_learning_rate_moves_only_the_moments():
     np.testing.assert_array_equal(params["w"], [1.0, 2.0])
     np.testing.assert_allclose(state.m["w"], [0.3, 0.3])
     assert state.t == 1
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_adamw_on_a_parameter_split_among_threads_updates_every_element_once(monkeypatch, threads):
+    """A weight of 2.5 slices (backend.parallel_for): each element follows the update rule, written
+    out here over whole arrays; a slice skipped or done twice would leave its elements off."""
+    monkeypatch.setattr(backend, "cpu_threads", lambda: threads)
+    rng = np.random.default_rng(7)
+    w0 = rng.normal(size=(5, ADAMW_CHUNK // 2))
+    params = {"big.weight": w0.copy()}
+    state = adamw_init(params, xp=np)
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    lr, wd, b1, b2 = 0.01, 0.1, 0.9, 0.999
+    for t in (1, 2):
+        g = rng.normal(size=w0.shape)
+        adamw_update(params, {"big.weight": g.copy()}, state, lr=lr, weight_decay=wd, decay_mask=None, xp=np)
+        w = w * (1 - lr * wd)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + EPS)
+    np.testing.assert_allclose(state.m["big.weight"], m, rtol=1e-12)
+    np.testing.assert_allclose(state.v["big.weight"], v, rtol=1e-12)
+    np.testing.assert_allclose(params["big.weight"], w, rtol=1e-12, atol=1e-15)
+
+
+def test_adamw_refuses_a_non_contiguous_parameter():
+    params = {"w": np.zeros((4, 6))[:, ::2]}
+    with pytest.raises(ValueError, match="not contiguous"):
+        adamw_update(params, {"w": np.ones((4, 3))}, adamw_init({"w": np.zeros((4, 3))}, xp=np), lr=0.1,
+                     decay_mask=None, xp=np)
 
 
 def test_adamw_matches_torch_over_five_steps():
