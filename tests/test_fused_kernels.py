@@ -12,7 +12,10 @@ import pytest
 
 from minispanbert import fused
 from minispanbert.check_gradients import CHECK_CONFIG, hand_batch, scaled_model_params
+from minispanbert.fused import cross_entropy as fused_cross_entropy
+from minispanbert.fused import gelu as fused_gelu
 from minispanbert.fused import layernorm as fused_layernorm
+from minispanbert.fused import softmax as fused_softmax
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minispanbert.layers.gelu import gelu_backward, gelu_forward
 from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
@@ -70,7 +73,7 @@ def assert_close(actual, expected, dtype, what):
 @pytest.mark.parametrize("shape", [(3, 2, 7), (5, 100)], ids=["short-rows", "rows-longer-than-block"])
 def test_softmax_matches_reference(device, dtype, shape, rng):
     x = (rng.standard_normal(shape) * 4).astype(dtype)
-    x[0, ..., 0] += 1000.0                       # stability: exp must not overflow
+    x[0, ..., shape[-1] // 2] += 1000.0          # exp(x - max) must not overflow: the max must be the true one
     x[-1, ..., -1] = np.finfo(dtype).min / 2     # a padded key, as the attention mask makes it
     dy = rng.standard_normal(shape).astype(dtype)
     y_ref, cache_ref = softmax_forward(x, xp=np, fused=False)
@@ -141,7 +144,7 @@ def test_cross_entropy_matches_reference(device, dtype, labels, rng):
     labels = np.array(labels, dtype=np.int64)
     logits = (rng.standard_normal((labels.size, 150)) * 5).astype(dtype)
     if labels.size:
-        logits[0] += 500.0  # stability
+        logits[0, 100] += 500.0  # exp(z - max) must not overflow: the max must be the true one
     dloss = 0.7
     loss_ref, cache_ref = cross_entropy_forward(logits, labels, xp=np, fused=False)
     dlogits_ref = cross_entropy_backward(dloss, cache_ref, xp=np, fused=False)
@@ -181,3 +184,45 @@ def test_whole_pretraining_step_with_fused_kernels_matches_the_plain_model(dtype
     assert results[0].keys() == results[1].keys()
     for name, expected in results[0].items():
         np.testing.assert_allclose(results[1][name], expected, err_msg=name, **TOLERANCE[dtype])
+
+
+def _elementwise_as_kernel(in_params, out_params, operation, name):
+    """A CUDA kernel equivalent to a cupy.ElementwiseKernel with same-shaped inputs (one thread
+    per element), so that nvcc can compile its operation as device code."""
+    inputs = [p.split()[1] for p in in_params.split(",")]
+    outputs = [p.split()[1] for p in out_params.split(",")]
+    params = ", ".join([f"const T* {n}_in" for n in inputs] + [f"T* {n}_out" for n in outputs])
+    body = ("".join(f"const T {n} = {n}_in[i]; " for n in inputs) + "".join(f"T {n}; " for n in outputs)
+            + operation + "".join(f" {n}_out[i] = {n};" for n in outputs))
+    return (f"template <typename T> __global__ void {name}({params}, const long long n) {{\n"
+            f"    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+            f"    if (i < n) {{ {body} }}\n}}\n"), (name,)
+
+
+def _kernel_sources():
+    yield "softmax", fused_softmax.SOURCE, fused_softmax.KERNELS
+    yield "layernorm", fused_layernorm.SOURCE, fused_layernorm.KERNELS
+    yield "cross_entropy", fused_cross_entropy.SOURCE, fused_cross_entropy.KERNELS
+    yield "gelu_forward", *_elementwise_as_kernel(*fused_gelu.FORWARD)
+    yield "gelu_backward", *_elementwise_as_kernel(*fused_gelu.BACKWARD)
+
+
+@pytest.mark.parametrize("source, kernels", [case[1:] for case in _kernel_sources()],
+                         ids=[case[0] for case in _kernel_sources()])
+def test_kernel_sources_compile_as_cuda_device_code(source, kernels, tmp_path):
+    """Where the CUDA compiler is installed (no GPU needed), every kernel compiles to PTX for an H100
+    (sm_90) in both float and double: the emulator's g++ is more lenient than NVRTC about device code."""
+    import shutil
+    import subprocess
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc (the CUDA toolkit) is not installed: compiling the kernels as device code is skipped")
+    # taking each template's address instantiates it (an explicit instantiation would need the signature)
+    addresses = "".join(f"void* address_{k}_{c} = (void*)&{k}<{c}>;\n" for k in kernels for c in fused.CTYPES.values())
+    (tmp_path / "kernels.cu").write_text(source + "\n" + addresses)
+    result = subprocess.run([nvcc, "-std=c++14", "-arch=sm_90", "-ptx", "kernels.cu", "-o", "kernels.ptx"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ptx = (tmp_path / "kernels.ptx").read_text()
+    assert ptx.count(".entry") == 2 * len(kernels)

@@ -15,7 +15,7 @@ as the plain ones except for cross-entropy, so pass the same ``fused`` to forwar
 
 Mechanics shared by the row-wise kernels (softmax, LayerNorm, cross-entropy): one thread block
 per row of the last axis. The block's threads stride over the row, each keeps a partial sum or
-max in a register, and ``block_sum`` / ``block_max`` combine the partials through shared memory
+max in a register, and ``block_reduce`` combines the partials through shared memory
 in log2(blockDim) halving steps. The block size is the row length rounded up to a power of two,
 at most ``MAX_ROW_BLOCK``. Kernels are C++ templates instantiated for float and double (float64
 is what the gradient checks use) and compiled once per process by CuPy's RawModule (NVRTC).
@@ -36,34 +36,23 @@ CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 ROW_REDUCTIONS = r"""
 #define MAX_ROW_BLOCK 1024
 
-// Sum of `value` over the threads of the block, returned to every thread. blockDim.x must be a
-// power of two; `scratch` is a __shared__ array with at least blockDim.x entries.
-template <typename T>
-__device__ T block_sum(T value, T* scratch) {
-    const unsigned int tid = threadIdx.x;
-    scratch[tid] = value;
-    __syncthreads();
-    for (unsigned int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (tid < stride) scratch[tid] += scratch[tid + stride];
-        __syncthreads();
-    }
-    const T total = scratch[0];
-    __syncthreads();  // everyone has read scratch[0] before the next reduction overwrites it
-    return total;
-}
+struct Add { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct Max { template <typename T> __device__ T operator()(T a, T b) const { return b > a ? b : a; } };
 
-// Maximum of `value` over the threads of the block, as block_sum.
-template <typename T>
-__device__ T block_max(T value, T* scratch) {
+// Combine `value` over the threads of the block (Add() for a sum, Max() for a maximum); every
+// thread gets the result. blockDim.x must be a power of two; `scratch` is a __shared__ array with at
+// least blockDim.x entries. Each halving step folds the upper half of the partials onto the lower.
+template <typename T, typename Combine>
+__device__ T block_reduce(T value, T* scratch, Combine combine) {
     const unsigned int tid = threadIdx.x;
     scratch[tid] = value;
     __syncthreads();
     for (unsigned int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (tid < stride && scratch[tid + stride] > scratch[tid]) scratch[tid] = scratch[tid + stride];
+        if (tid < stride) scratch[tid] = combine(scratch[tid], scratch[tid + stride]);
         __syncthreads();
     }
     const T result = scratch[0];
-    __syncthreads();
+    __syncthreads();  // everyone has read scratch[0] before the next reduction overwrites it
     return result;
 }
 """

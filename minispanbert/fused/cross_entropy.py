@@ -29,11 +29,11 @@ __global__ void cross_entropy_forward(const T* __restrict__ logits, const long l
 
     T row_max = z[0];
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) row_max = z[c] > row_max ? z[c] : row_max;
-    row_max = block_max(row_max, scratch);
+    row_max = block_reduce(row_max, scratch, Max());
 
     T sum = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) sum += exp(z[c] - row_max);
-    sum = block_sum(sum, scratch);
+    sum = block_reduce(sum, scratch, Add());
 
     if (threadIdx.x == 0) {
         const T lse = row_max + log(sum);

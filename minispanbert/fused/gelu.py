@@ -10,21 +10,21 @@ from __future__ import annotations
 
 from . import elementwise_kernel
 
-_FORWARD = ("T x", "T y, T cdf",
+FORWARD = ("T x", "T y, T cdf",
             "cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); y = x * cdf;",
             "minispanbert_gelu_forward")
-_BACKWARD = ("T dy, T x, T cdf", "T dx",
+BACKWARD = ("T dy, T x, T cdf", "T dx",
              "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));",
              "minispanbert_gelu_backward")
 
 
 def gelu_forward(x, *, xp):
     """x (...) -> (gelu(x) (...), cache (x, Phi(x)))."""
-    y, cdf = elementwise_kernel(xp, *_FORWARD)(x)
+    y, cdf = elementwise_kernel(xp, *FORWARD)(x)
     return y, (x, cdf)
 
 
 def gelu_backward(dy, cache, *, xp):
     """dy (...) -> dx (...)."""
     x, cdf = cache
-    return elementwise_kernel(xp, *_BACKWARD)(dy, x, cdf)
+    return elementwise_kernel(xp, *BACKWARD)(dy, x, cdf)

@@ -35,14 +35,14 @@ __global__ void layernorm_forward(const T* __restrict__ x, const T* __restrict__
 
     T sum = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) sum += row_x[c];
-    const T mean = block_sum(sum, scratch) / n_cols;
+    const T mean = block_reduce(sum, scratch, Add()) / n_cols;
 
     T squares = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
         const T centred = row_x[c] - mean;
         squares += centred * centred;
     }
-    const T row_rstd = (T)1 / sqrt(block_sum(squares, scratch) / n_cols + eps);
+    const T row_rstd = (T)1 / sqrt(block_reduce(squares, scratch, Add()) / n_cols + eps);
 
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
         const T normalised = (row_x[c] - mean) * row_rstd;
@@ -65,8 +65,8 @@ __global__ void layernorm_backward_input(const T* __restrict__ dy, const T* __re
         sum_g += g;
         sum_g_xhat += g * xhat[offset + c];
     }
-    const T mean_g = block_sum(sum_g, scratch) / n_cols;
-    const T mean_g_xhat = block_sum(sum_g_xhat, scratch) / n_cols;
+    const T mean_g = block_reduce(sum_g, scratch, Add()) / n_cols;
+    const T mean_g_xhat = block_reduce(sum_g_xhat, scratch, Add()) / n_cols;
     const T row_rstd = rstd[blockIdx.x];
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
         const T g = dy[offset + c] * gamma[c];

@@ -24,7 +24,7 @@ __global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, cons
 
     T row_max = row_x[0];  // any element of the row is a valid start for the max
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) row_max = row_x[c] > row_max ? row_x[c] : row_max;
-    row_max = block_max(row_max, scratch);
+    row_max = block_reduce(row_max, scratch, Max());
 
     T sum = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
@@ -32,7 +32,7 @@ __global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, cons
         row_y[c] = e;
         sum += e;
     }
-    const T inv_sum = (T)1 / block_sum(sum, scratch);
+    const T inv_sum = (T)1 / block_reduce(sum, scratch, Add());
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) row_y[c] *= inv_sum;  // each thread its own e_c
 }
 
@@ -47,7 +47,7 @@ __global__ void softmax_backward(const T* __restrict__ y, const T* __restrict__ 
 
     T dot = 0;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) dot += row_y[c] * row_dy[c];
-    dot = block_sum(dot, scratch);
+    dot = block_reduce(dot, scratch, Add());
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) row_dx[c] = row_y[c] * (row_dy[c] - dot);
 }
 """
