@@ -129,15 +129,10 @@ def adamw_update(
                 f"optimizer state for {name!r} is {m.dtype}{list(m.shape)} but the parameter is "
                 f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
             )
-        if not (w.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-            raise ValueError(f"parameter {name!r} or its optimizer state is not contiguous: AdamW updates them in "
-                             "place through flat views; build them with xp.ascontiguousarray")
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
-        flat_w, flat_g, flat_m, flat_v = (a.reshape(-1) for a in (w, g, m, v))  # views (g may be copied)
-        flat_work = _scratch_like(state, params, w, xp).reshape(-1)
+        work = _scratch_like(state, params, w, xp)
 
-        def update(part):  # the update is elementwise, so each slice of the flat arrays is independent
-            w, g, m, v, work = flat_w[part], flat_g[part], flat_m[part], flat_v[part], flat_work[part]
+        def update(w, g, m, v, work):
             if decay != 0.0:
                 w *= 1.0 - lr * decay
             # m = b1 m + (1 - b1) g
@@ -158,7 +153,12 @@ def adamw_update(
             work *= -step_size
             w += work
 
-        parallel_for(update, w.size, chunk=ADAMW_CHUNK, xp=xp)
+        if w.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
+            # the update is elementwise, so slices of the flat arrays are independent work items
+            flat = [a.reshape(-1) for a in (w, g, m, v, work)]  # views (g may be copied)
+            parallel_for(lambda part: update(*(a[part] for a in flat)), w.size, chunk=ADAMW_CHUNK, xp=xp)
+        else:  # a strided view (e.g. a transposed weight): one whole-array update, in place through it
+            update(w, g, m, v, work)
 
 
 def linear_warmup_decay(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
