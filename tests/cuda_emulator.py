@@ -167,12 +167,16 @@ class _EmulatedRawModule:
         return _EmulatedKernel(launcher)
 
 
+def param_names(params: str) -> list[str]:
+    """The names in an ElementwiseKernel parameter list: "T dy, T x" -> ["dy", "x"]."""
+    return [p.split()[-1] for p in params.split(",")]
+
+
 class _EmulatedElementwiseKernel:
     """cupy.ElementwiseKernel for same-shaped inputs with a type placeholder ``T``."""
 
     def __init__(self, in_params, out_params, operation, name):
-        self.inputs = [p.split()[1] for p in in_params.split(",")]
-        self.outputs = [p.split()[1] for p in out_params.split(",")]
+        self.inputs, self.outputs = param_names(in_params), param_names(out_params)
         self.operation = operation
 
     def __call__(self, *arrays):

@@ -7,6 +7,9 @@ gradient-checked in float64 in test_layers.py. Shapes are chosen to hit the kern
 rows shorter than a warp, rows longer than the block (the threads' stride loops), a last column
 block only partly inside the row, a last chunk of rows shorter than the others, empty batches.
 """
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -23,7 +26,7 @@ from minispanbert.layers.softmax import softmax_backward, softmax_forward
 from minispanbert.model.spanbert import pretraining_backward, pretraining_forward
 
 from conftest import CUPY_SKIP_REASON
-from cuda_emulator import EmulatedCuPy, compiler_missing_reason
+from cuda_emulator import EmulatedCuPy, compiler_missing_reason, param_names
 
 EMULATOR_SKIP_REASON = compiler_missing_reason()
 EMULATED = EmulatedCuPy()
@@ -189,8 +192,7 @@ def test_whole_pretraining_step_with_fused_kernels_matches_the_plain_model(dtype
 def _elementwise_as_kernel(in_params, out_params, operation, name):
     """A CUDA kernel equivalent to a cupy.ElementwiseKernel with same-shaped inputs (one thread
     per element), so that nvcc can compile its operation as device code."""
-    inputs = [p.split()[1] for p in in_params.split(",")]
-    outputs = [p.split()[1] for p in out_params.split(",")]
+    inputs, outputs = param_names(in_params), param_names(out_params)
     params = ", ".join([f"const T* {n}_in" for n in inputs] + [f"T* {n}_out" for n in outputs])
     body = ("".join(f"const T {n} = {n}_in[i]; " for n in inputs) + "".join(f"T {n}; " for n in outputs)
             + operation + "".join(f" {n}_out[i] = {n};" for n in outputs))
@@ -207,14 +209,14 @@ def _kernel_sources():
     yield "gelu_backward", *_elementwise_as_kernel(*fused_gelu.BACKWARD)
 
 
-@pytest.mark.parametrize("source, kernels", [case[1:] for case in _kernel_sources()],
-                         ids=[case[0] for case in _kernel_sources()])
+KERNEL_SOURCES = list(_kernel_sources())
+
+
+@pytest.mark.parametrize("source, kernels", [case[1:] for case in KERNEL_SOURCES],
+                         ids=[case[0] for case in KERNEL_SOURCES])
 def test_kernel_sources_compile_as_cuda_device_code(source, kernels, tmp_path):
     """Where the CUDA compiler is installed (no GPU needed), every kernel compiles to PTX for an H100
     (sm_90) in both float and double: the emulator's g++ is more lenient than NVRTC about device code."""
-    import shutil
-    import subprocess
-
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc (the CUDA toolkit) is not installed: compiling the kernels as device code is skipped")

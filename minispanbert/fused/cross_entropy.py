@@ -68,7 +68,8 @@ def cross_entropy_forward(logits, labels, *, xp, ignore_index):
     row_loss = xp.empty(n_rows, dtype=logits.dtype)
     row_lse = xp.empty(n_rows, dtype=logits.dtype)
     kernel = raw_kernel(xp, SOURCE, KERNELS, "cross_entropy_forward", logits.dtype)
-    launch_rows(kernel, n_rows, n_cols, (logits, labels, row_loss, row_lse, np.int32(n_cols), np.int64(ignore_index)))
+    launch_rows(kernel, n_rows, n_cols,
+                (logits, labels, row_loss, row_lse, np.int32(n_cols), np.int64(ignore_index)))
     keep = labels != ignore_index
     count = xp.maximum(keep.sum(), 1).astype(logits.dtype)
     loss = row_loss.sum() / count

@@ -15,10 +15,11 @@ backward forms softmax = e / s and the 1/|K| scaling in one pass over the (N, V)
 two (the logits are the largest arrays of a step). e is reused as the gradient's storage, so
 backward may be called once per forward.
 
-``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/cross_entropy.py``
-when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
-the notebooks and gradient checks use and that the fused kernel is tested against. The fused cache differs from the plain one: pass the
-same ``fused`` to backward as to forward.
+``fused=True`` (the default) runs the one-kernel CuPy version in
+``minispanbert/fused/cross_entropy.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+code below: the reference that the notebooks and gradient checks use and that the fused
+kernel is tested against. The fused cache differs from the plain one:
+pass the same ``fused`` to backward as to forward.
 """
 from __future__ import annotations
 

@@ -5,12 +5,14 @@ Backward:  gelu'(x) = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 
 Not the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): SpanBERT's code
 uses erf. (In float32 on NumPy, ``backend.erf`` evaluates erf by a rational approximation
-accurate to 4e-7 absolute, far below float32 training noise; float64 uses scipy's erf.) Cache: x and Phi(x) (Phi is reused by the derivative).
+accurate to 4e-7 absolute, far below float32 training noise; float64 uses scipy's erf.)
+Cache: x and Phi(x) (Phi is reused by the derivative).
 
-``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/gelu.py``
-when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
-the notebooks and gradient checks use and that the fused kernel is tested against. Pass the same ``fused`` to
-backward as to forward.
+``fused=True`` (the default) runs the one-kernel CuPy version in
+``minispanbert/fused/gelu.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+code below: the reference that the notebooks and gradient checks use and that the fused
+kernel is tested against. Pass the same ``fused``
+to backward as to forward.
 """
 from __future__ import annotations
 

@@ -15,10 +15,11 @@ two mean terms (differentiate xhat_i = (x_i - mu) rstd through mu and through va
 Cache: xhat and rstd (xhat is kept rather than recomputed from x: it costs one array of memory
 and saves two passes in backward).
 
-``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/layernorm.py``
-when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
-the notebooks and gradient checks use and that the fused kernel is tested against. Pass the same ``fused`` to
-backward as to forward.
+``fused=True`` (the default) runs the one-kernel CuPy version in
+``minispanbert/fused/layernorm.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+code below: the reference that the notebooks and gradient checks use and that the fused
+kernel is tested against. Pass the same ``fused``
+to backward as to forward.
 """
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ Backward:  the full Jacobian dy_i/dx_j = y_i (delta_ij - y_j) contracted with dy
 Dropping the sum term (treating softmax as elementwise) is a bug seen in peers; the gradient check
 catches it. Cache: y.
 
-``fused=True`` (the default) runs the one-kernel CuPy version in ``minispanbert/fused/softmax.py``
-when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain code below: the reference that
-the notebooks and gradient checks use and that the fused kernel is tested against. Pass the same ``fused`` to
-backward as to forward.
+``fused=True`` (the default) runs the one-kernel CuPy version in
+``minispanbert/fused/softmax.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+code below: the reference that the notebooks and gradient checks use and that the fused
+kernel is tested against. Pass the same ``fused``
+to backward as to forward.
 """
 from __future__ import annotations
 
