@@ -32,6 +32,7 @@ from .layers.linear import linear_backward, linear_forward
 from .layers.residual import residual_layernorm_backward, residual_layernorm_forward
 from .layers.softmax import softmax_backward, softmax_forward
 from .model.encoder import WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params
+from .model.pooler import pooler_backward, pooler_forward
 from .model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
 from .model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
 from .model.spanbert import init_pretraining_params, pretraining_backward, pretraining_forward
@@ -106,6 +107,12 @@ def op_cases(rng):
                 x, wq, bq, wk, bk, wv, bv, wo, bo, padding_mask_bias(attention_mask, x.dtype, xp=xp), num_heads=NH, xp=xp),
             lambda xp, d, c: self_attention_backward(d, c, xp=xp),
             ("x", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"),
+        ),
+        "pooler": (
+            dict(h=x, weight=rng.normal(size=(H, H)) * 0.4, bias=rng.normal(size=H) * 0.4),
+            lambda xp, h, weight, bias: pooler_forward(h, weight, bias, xp=xp),
+            lambda xp, d, c: pooler_backward(d, c, xp=xp),
+            ("h", "weight", "bias"),
         ),
         "cross_entropy": (
             dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),

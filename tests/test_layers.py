@@ -136,3 +136,17 @@ def test_op_backend_parity(name, dtype, backend):
         results.append([to_numpy(out)] + [to_numpy(g) for g in backward(module, dout, cache)])
     for ref, got in zip(*results):
         np.testing.assert_allclose(got, ref, **tol)
+
+
+def test_pooler_is_tanh_of_dense_on_the_first_token_only():
+    """Closed form on a hand-sized case: p = tanh(W h0 + b); later tokens neither change p nor get gradient."""
+    from minispanbert.model.pooler import pooler_backward, pooler_forward
+    h = np.zeros((1, 3, 2))
+    h[0, 0] = [1.0, -2.0]
+    h[0, 1:] = 7.0  # must not matter
+    weight, bias = np.array([[0.5, 0.0], [1.0, 1.0]]), np.array([0.0, 0.25])
+    pooled, cache = pooler_forward(h, weight, bias, xp=np)
+    np.testing.assert_allclose(pooled, [[np.tanh(0.5), np.tanh(-0.75)]], rtol=1e-15)
+    dh, _, _ = pooler_backward(np.ones((1, 2)), cache, xp=np)
+    assert np.all(dh[0, 1:] == 0.0)
+    np.testing.assert_allclose(dh[0, 0], (1 - pooled[0] ** 2) @ weight, rtol=1e-15)
