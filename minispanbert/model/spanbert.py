@@ -97,16 +97,22 @@ def pretraining_forward(params, batch, config, *, xp, sbo_weight=1.0, train=Fals
     return out, cache
 
 
-def pretraining_backward(cache, *, xp) -> dict:
+def pretraining_backward(cache, *, xp, term_scales=None) -> dict:
     """Gradients of the loss for every parameter, keyed like the parameters. Parameters the batch
-    did not reach (the SBO head when w = 0 or no span has two boundaries) get zero gradients."""
+    did not reach (the SBO head when w = 0 or no span has two boundaries) get zero gradients.
+
+    ``term_scales`` ({"mlm": a, "sbo": b}, default 1 each) multiplies each term's upstream
+    gradient: the gradient is then that of a * L_MLM + b * w * L_SBO. Data-parallel training
+    passes a = n_local / N_global per term, which turns a shard's own means into its share of the
+    global-batch means (:mod:`minispanbert.distributed`)."""
     encoder_cache, mlm_cache, mlm_ce_cache, sbo_cache, sbo_ce_cache, sbo_weight, params = cache
-    dmlm_logits = cross_entropy_backward(1.0, mlm_ce_cache, xp=xp)
+    scales = {"mlm": 1.0, "sbo": 1.0, **(term_scales or {})}
+    dmlm_logits = cross_entropy_backward(scales["mlm"], mlm_ce_cache, xp=xp)
     dh, head_grads = mlm_head_backward(dmlm_logits, mlm_cache, xp=xp)
     decoder_grad = head_grads.pop("bert.embeddings.word_embeddings.weight")
     grads = dict(head_grads)
     if sbo_cache is not None:
-        dsbo_logits = cross_entropy_backward(sbo_weight, sbo_ce_cache, xp=xp)
+        dsbo_logits = cross_entropy_backward(scales["sbo"] * sbo_weight, sbo_ce_cache, xp=xp)
         dh_sbo, sbo_grads = sbo_head_backward(dsbo_logits, sbo_cache, xp=xp)
         dh += dh_sbo
         decoder_grad += sbo_grads.pop("bert.embeddings.word_embeddings.weight")
@@ -135,8 +141,8 @@ class SpanBertForPretraining:
         return pretraining_forward(self.params, batch, self.config, xp=self.xp, sbo_weight=self.sbo_weight,
                                    train=train, rng=rng)
 
-    def backward(self, cache) -> dict:
-        return pretraining_backward(cache, xp=self.xp)
+    def backward(self, cache, term_scales=None) -> dict:
+        return pretraining_backward(cache, xp=self.xp, term_scales=term_scales)
 
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.params.values()))

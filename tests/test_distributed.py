@@ -1,0 +1,74 @@
+"""Data parallelism (minispanbert/distributed.py).
+
+Without MPI: the arithmetic that makes N shards equal one batch -- slicing a batch by rows (SBO
+pairs renumbered) and the global-count renormalisation of each loss term -- checked in one process
+against the full batch in float64. With mpi4py and an MPI (optional test dependencies; skipped
+without them): real ``mpiexec -n 2`` runs of ``python -m minispanbert.train`` against one process.
+"""
+import numpy as np
+import pytest
+
+from minispanbert.check_gradients import CHECK_CONFIG
+from minispanbert.distributed import World, shard_rows, slice_batch
+from minispanbert.masking import make_pretraining_batch
+from minispanbert.model.spanbert import SpanBertForPretraining
+
+
+CONFIG = CHECK_CONFIG.replace(max_position_embeddings=16)
+
+
+def _batch(rows=4, seq_len=16, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = [seq_len - 2, seq_len - 2, 3, seq_len - 3][:rows]  # unequal rows: shards hold different counts
+    blocks = [rng.integers(5, CONFIG.vocab_size, size=n) for n in lengths]
+    starts = [np.ones(n, dtype=bool) for n in lengths]
+    return make_pretraining_batch(blocks, starts, "span", np.random.default_rng([seed, 1]), seq_len=seq_len,
+                                  vocab_size=CONFIG.vocab_size, mask_ratio=0.4,
+                                  max_pair_targets=CONFIG.sbo_max_targets)
+
+
+def test_slice_batch_keeps_rows_and_renumbers_pair_targets():
+    batch = _batch()
+    assert batch.sbo_target.size and set(batch.sbo_batch) >= {0, 3}, "the test batch needs SBO pairs in rows 0 and 3"
+    part = slice_batch(batch, slice(2, 4))
+    np.testing.assert_array_equal(part.input_ids, batch.input_ids[2:4])
+    np.testing.assert_array_equal(part.mlm_labels, batch.mlm_labels[2:4])
+    in_rows = batch.sbo_batch >= 2
+    np.testing.assert_array_equal(part.sbo_batch, batch.sbo_batch[in_rows] - 2)
+    for name in ("sbo_left", "sbo_right", "sbo_rel_pos", "sbo_target"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(batch, name)[in_rows])
+
+
+def test_shard_rows_refuses_an_uneven_split():
+    assert shard_rows(8, World(rank=1, size=2)) == slice(4, 8)
+    with pytest.raises(ValueError, match="not divisible by the 3 ranks"):
+        shard_rows(8, World(rank=0, size=3))
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_shards_with_global_counts_sum_to_the_full_batch_gradient(scaled):
+    """sum_r (n_r / N) dL_r == dL for each loss term; the unscaled sum (the trap) is not."""
+    config = CONFIG
+    model = SpanBertForPretraining.initialise(config, seed=3, xp=np, dtype="float64")
+    batch = _batch(seed=5)
+    full_out, cache = model.forward(batch)
+    full = model.backward(cache)
+    shards = [slice_batch(batch, shard_rows(4, World(rank=r, size=2))) for r in range(2)]
+    outs = [model.forward(s) for s in shards]
+    totals = {"mlm": sum(o.mlm_count for o, _ in outs), "sbo": sum(o.sbo_count for o, _ in outs)}
+    assert all(o.mlm_count != totals["mlm"] / 2 for o, _ in outs), "pick a batch whose shards differ in counts"
+    summed, loss = None, 0.0
+    for out, shard_cache in outs:
+        scales = ({"mlm": out.mlm_count / totals["mlm"], "sbo": out.sbo_count / totals["sbo"]} if scaled
+                  else {"mlm": 0.5, "sbo": 0.5})
+        grads = model.backward(shard_cache, term_scales=scales)
+        summed = grads if summed is None else {k: summed[k] + grads[k] for k in grads}
+        loss += scales["mlm"] * float(out.mlm_loss) + scales["sbo"] * float(out.sbo_loss)
+    # relative to each tensor's scale; the attention key biases' true gradient is exactly zero
+    # (rounding noise ~1e-17), hence the absolute floor
+    worst = max(float(np.max(np.abs(summed[k] - full[k])) / max(np.max(np.abs(full[k])), 1e-6)) for k in full)
+    if scaled:
+        assert worst < 1e-12
+        assert loss == pytest.approx(float(full_out.loss), rel=1e-12)
+    else:
+        assert worst > 1e-3
