@@ -43,10 +43,10 @@ from ..backend import check_dtype
 from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from ..layers.linear import linear_backward, linear_forward
 from .encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
+from .pretrained_weights import load_encoder_weights
 
 QA = "qa_outputs."
 QA_WEIGHT, QA_BIAS = QA + "weight", QA + "bias"
-ENCODER_PREFIX = "bert."
 
 
 def init_qa_head_params(config, rng) -> dict:
@@ -73,23 +73,7 @@ def qa_params_from_pretrained(pretrained: dict, config, seed, *, xp, dtype="floa
     SBO heads ``cls.*``, or an earlier ``qa_outputs.*``). Raises a one-line ValueError when an
     encoder tensor is missing or has the wrong shape for ``config``.
     """
-    params = init_qa_params(config, seed, xp=xp, dtype=dtype)
-    missing = sorted(name for name in params if name.startswith(ENCODER_PREFIX) and name not in pretrained)
-    if missing:
-        raise ValueError(
-            f"the pretrained weights lack {len(missing)} encoder tensors (e.g. {missing[0]!r}): "
-            "pass a checkpoint written by python -m minispanbert.train"
-        )
-    for name in params:
-        if name.startswith(ENCODER_PREFIX):
-            if tuple(pretrained[name].shape) != tuple(params[name].shape):
-                raise ValueError(
-                    f"pretrained tensor {name!r} has shape {tuple(pretrained[name].shape)} but the model config "
-                    f"needs {tuple(params[name].shape)}: the checkpoint's weights and config disagree"
-                )
-            params[name] = xp.asarray(pretrained[name]).astype(params[name].dtype)
-    dropped = sorted(name for name in pretrained if name not in params or not name.startswith(ENCODER_PREFIX))
-    return params, dropped
+    return load_encoder_weights(init_qa_params(config, seed, xp=xp, dtype=dtype), pretrained, xp=xp)
 
 
 def qa_head_forward(params, h, *, xp):
