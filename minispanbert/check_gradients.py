@@ -8,10 +8,23 @@ parameter, the tied word embedding included. The tests (``tests/test_layers.py``
 ``tests/test_encoder.py``, ``tests/test_spanbert_model.py``) assert on the same checks, and
 coursework can point this command at a student's version of the layers.
 
+Every op and block that takes dropout is checked a second time with dropout ON (rows and checks
+named ``*_dropout``): the generator is re-created from the same seed for every evaluation of the
+loss (``fixed_dropout_rng``), so each evaluation draws the same masks and the loss is a smooth
+function of the inputs that centred differences can check. A backward pass that forgets to apply
+a mask fails only these rows. Backend-parity tests must leave them out (``RANDOM_OPS``): NumPy
+and CuPy generators draw different masks from one seed.
+
 Score: rel_error = max|analytic - numeric| / max(|analytic| + |numeric|) per tensor
-(``minispanbert.gradcheck.rel_error``). Parameters whose true gradient is exactly zero -- the
-attention key bias, since softmax ignores a constant shift of a score row -- have no meaningful
-relative error; they are reported as "exact zero" after an absolute check.
+(``minispanbert.gradcheck.rel_error``; inf for a non-finite value, so a NaN gradient fails).
+Parameters whose true gradient is exactly zero -- the attention key bias, since softmax ignores a
+constant shift of a score row -- have no meaningful relative error; they are reported as "exact
+zero" after an absolute check (``gradcheck.check_exact_zero``). The command exits non-zero when
+any check fails, a NaN included.
+
+The tables are data: a new op is one more entry in ``op_cases`` (its inputs, forward, backward,
+differentiable inputs), a new model part one more entry in ``MODEL_CHECKS``; the tests, this
+command and the coursework read them.
 """
 from __future__ import annotations
 
@@ -21,9 +34,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from .config import ModelConfig
-from .gradcheck import check_param_gradients, numerical_gradient, rel_error
+from .backend import make_rng
+from .gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
 from .layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
 from .layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from .layers.dropout import dropout_backward, dropout_forward
 from .layers.embedding import embedding_backward, embedding_forward
 from .layers.feedforward import feedforward_backward, feedforward_forward
 from .layers.gelu import gelu_backward, gelu_forward
@@ -49,6 +64,20 @@ CHECK_CONFIG = ModelConfig(vocab_size=13, hidden_size=8, num_hidden_layers=2, nu
                            intermediate_size=12, max_position_embeddings=8, hidden_dropout_prob=0.0,
                            attention_probs_dropout_prob=0.0, sbo_max_targets=4, sbo_position_dim=3)
 KEY_BIASES = {f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(CHECK_CONFIG.num_hidden_layers)}
+
+# Dropout-on checks: a probability high enough that every tensor loses a good share of its units.
+DROPOUT_P = 0.3
+DROPOUT_SEED = 1234
+DROPOUT_CONFIG = CHECK_CONFIG.replace(hidden_dropout_prob=DROPOUT_P, attention_probs_dropout_prob=DROPOUT_P)
+# Whole-model dropout checks perturb a sample of each tensor's elements (the masks make every
+# element's gradient depend on them, so a sample sees a missing mask); this keeps them ~5 s.
+DROPOUT_MAX_ELEMENTS = 24
+
+
+def fixed_dropout_rng(xp=np):
+    """A dropout generator that draws the same masks every time: call it once per evaluation of
+    the loss (``backend.make_rng`` from one fixed seed)."""
+    return make_rng(DROPOUT_SEED, xp=xp)
 
 
 def op_cases(rng):
@@ -114,6 +143,28 @@ def op_cases(rng):
             lambda xp, d, c: pooler_backward(d, c, xp=xp),
             ("h", "weight", "bias"),
         ),
+        "dropout": (
+            dict(x=x),
+            lambda xp, x: dropout_forward(x, DROPOUT_P, fixed_dropout_rng(xp), xp=xp, train=True),
+            lambda xp, d, c: (dropout_backward(d, c, xp=xp),),
+            ("x",),
+        ),
+        "residual_layernorm_dropout": (
+            dict(x=x, s=rng.normal(size=(B, T, H)), gamma=rng.normal(size=H), beta=rng.normal(size=H)),
+            lambda xp, x, s, gamma, beta: residual_layernorm_forward(
+                x, s, gamma, beta, xp=xp, dropout_p=DROPOUT_P, rng=fixed_dropout_rng(xp), train=True),
+            lambda xp, d, c: residual_layernorm_backward(d, c, xp=xp),
+            ("x", "s", "gamma", "beta"),
+        ),
+        "attention_dropout": (
+            dict(x=x, **{n: rng.normal(size=(H, H)) * 0.4 for n in ("wq", "wk", "wv", "wo")},
+                 **{n: rng.normal(size=H) * 0.4 for n in ("bq", "bk", "bv", "bo")}, attention_mask=attention_mask),
+            lambda xp, x, wq, bq, wk, bk, wv, bv, wo, bo, attention_mask: self_attention_forward(
+                x, wq, bq, wk, bk, wv, bv, wo, bo, padding_mask_bias(attention_mask, x.dtype, xp=xp), num_heads=NH, xp=xp,
+                dropout_p=DROPOUT_P, rng=fixed_dropout_rng(xp), train=True),
+            lambda xp, d, c: self_attention_backward(d, c, xp=xp),
+            ("x", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"),
+        ),
         "cross_entropy": (
             dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),
             lambda xp, logits, labels: cross_entropy_forward(logits, labels, xp=xp),
@@ -123,15 +174,16 @@ def op_cases(rng):
     }
 
 
-EXACTLY_ZERO_OP_GRADIENTS = {("attention", "bk")}
+EXACTLY_ZERO_OP_GRADIENTS = {("attention", "bk"), ("attention_dropout", "bk")}
+# Ops that draw random numbers (dropout masks): gradient-checked, but NumPy and CuPy draw different
+# masks, so backend-parity tests skip these rows.
+RANDOM_OPS = {"dropout", "residual_layernorm_dropout", "attention_dropout"}
 
 
 def _exact_zero(analytic, numeric) -> float:
     """The key-bias check: the analytic gradient is (near) exactly zero and the numeric one is
-    rounding noise. Returns EXACT_ZERO, or raises when either is not."""
-    if np.max(np.abs(analytic)) > 1e-10 or np.max(np.abs(numeric)) > 1e-7:
-        raise AssertionError(f"expected an exactly-zero gradient, got |analytic| {np.max(np.abs(analytic)):.1e}, "
-                             f"|numeric| {np.max(np.abs(numeric)):.1e}")
+    rounding noise. Returns EXACT_ZERO, or raises when either is not (or is not finite)."""
+    check_exact_zero(analytic, numeric, analytic_atol=1e-10, numeric_atol=1e-7)
     return EXACT_ZERO
 
 
@@ -185,18 +237,25 @@ def _pop_key_biases(errors, grads):
     return errors
 
 
-def check_encoder(seed=0) -> dict:
+def check_encoder(seed=0, *, dropout=False) -> dict:
     """Every encoder parameter, against sum(h * dout) for a random dout. Weights are scaled up so
-    the model is far from its near-linear initialisation and every path carries signal."""
+    the model is far from its near-linear initialisation and every path carries signal. With
+    ``dropout``, all four dropouts are on (embeddings, attention probabilities, both residuals),
+    with the same masks at every evaluation."""
     rng = np.random.default_rng(seed)
+    config = DROPOUT_CONFIG if dropout else CHECK_CONFIG
     params = {k: v * 10 if k.endswith(".weight") and "LayerNorm" not in k else v
-              for k, v in init_encoder_params(CHECK_CONFIG, rng).items()}
+              for k, v in init_encoder_params(config, rng).items()}
     ids, types, mask = encoder_inputs(rng)
-    dout = rng.normal(size=(*ids.shape, CHECK_CONFIG.hidden_size))
-    _, cache = encoder_forward(params, ids, types, mask, CHECK_CONFIG, xp=np)
-    grads = encoder_backward(dout, cache, xp=np)
-    errors = check_param_gradients(lambda: np.sum(encoder_forward(params, ids, types, mask, CHECK_CONFIG, xp=np)[0] * dout),
-                                   params, grads)
+    dout = rng.normal(size=(*ids.shape, config.hidden_size))
+
+    def forward():
+        return encoder_forward(params, ids, types, mask, config, xp=np, train=dropout,
+                               rng=fixed_dropout_rng() if dropout else None)
+
+    grads = encoder_backward(dout, forward()[1], xp=np)
+    errors = check_param_gradients(lambda: np.sum(forward()[0] * dout), params, grads,
+                                   max_elements=DROPOUT_MAX_ELEMENTS if dropout else None)
     return _pop_key_biases(errors, grads)
 
 
@@ -251,22 +310,30 @@ def scaled_model_params(seed=0) -> dict:
     return {k: v * 15 if v.ndim == 2 else v + 0.2 * rng.normal(size=v.shape) for k, v in params.items()}
 
 
-def check_pretraining_loss(seed=0) -> dict:
-    """The full loss L = MLM + SBO against every parameter (tied word embedding included)."""
+def check_pretraining_loss(seed=0, *, dropout=False) -> dict:
+    """The full loss L = MLM + SBO against every parameter (tied word embedding included); with
+    ``dropout``, as in training (every dropout on, the same masks at every evaluation)."""
     params = scaled_model_params(seed)
     batch = hand_batch()
-    _, cache = pretraining_forward(params, batch, CHECK_CONFIG, xp=np)
-    grads = pretraining_backward(cache, xp=np)
-    errors = check_param_gradients(lambda: float(pretraining_forward(params, batch, CHECK_CONFIG, xp=np)[0].loss),
-                                   params, grads)
+    config = DROPOUT_CONFIG if dropout else CHECK_CONFIG
+
+    def forward():
+        return pretraining_forward(params, batch, config, xp=np, train=dropout,
+                                   rng=fixed_dropout_rng() if dropout else None)
+
+    grads = pretraining_backward(forward()[1], xp=np)
+    errors = check_param_gradients(lambda: float(forward()[0].loss), params, grads,
+                                   max_elements=DROPOUT_MAX_ELEMENTS if dropout else None)
     return _pop_key_biases(errors, grads)
 
 
 MODEL_CHECKS = {
     "encoder": check_encoder,
+    "encoder_dropout": lambda: check_encoder(dropout=True),
     "mlm_head": check_mlm_head,
     "sbo_head": check_sbo_head,
     "pretraining_loss": check_pretraining_loss,
+    "pretraining_loss_dropout": lambda: check_pretraining_loss(dropout=True),
 }
 
 
@@ -274,26 +341,37 @@ def report() -> list[tuple[str, str, float, float]]:
     """(group, worst tensor, worst rel error, tolerance) for every op and model check."""
     rows = []
     for name in op_cases(np.random.default_rng(0)):
-        errors = check_op(name)
-        worst = max(errors, key=errors.get)
-        rows.append((f"op {name}", worst, errors[worst], OP_TOLERANCE))
+        worst, err = worst_error(check_op(name))
+        rows.append((f"op {name}", worst, err, OP_TOLERANCE))
     for name, check in MODEL_CHECKS.items():
         errors = check()
-        worst = max(errors, key=errors.get)
-        tol = OP_TOLERANCE if name.endswith("head") else MODEL_TOLERANCE
-        rows.append((f"model {name} ({len(errors)} tensors)", worst, errors[worst], tol))
+        worst, err = worst_error(errors)
+        rows.append((f"model {name} ({len(errors)} tensors)", worst, err, model_tolerance(name)))
     return rows
+
+
+def model_tolerance(name: str) -> float:
+    """A head is a few ops deep (OP_TOLERANCE); a whole model accumulates more rounding."""
+    return OP_TOLERANCE if name.endswith("head") else MODEL_TOLERANCE
+
+
+def passed(err: float, tol: float) -> bool:
+    """``err < tol`` and finite: a NaN or an infinity never passes (``nan >= tol`` is False too)."""
+    return bool(np.isfinite(err) and err < tol)
 
 
 def main(argv=None) -> None:
     argparse.ArgumentParser(prog="python -m minispanbert.check_gradients", description=__doc__.split("\n\n")[0]).parse_args(argv)
-    rows = report()
-    print(f"{'check':<38} {'worst tensor':<52} {'rel error':>9}  {'tolerance':>9}")
+    try:
+        rows = report()
+    except AssertionError as exc:  # an exactly-zero gradient that is not (or is NaN)
+        raise SystemExit(f"error: gradient check failed: {str(exc).splitlines()[0]}") from None
+    print(f"{'check':<44} {'worst tensor':<52} {'rel error':>9}  {'tolerance':>9}")
     for group, worst, err, tol in rows:
-        print(f"{group:<38} {worst:<52} {err:9.1e}  {tol:9.0e}  {'ok' if err < tol else 'FAIL'}")
-    failed = [r for r in rows if r[2] >= r[3]]
+        print(f"{group:<44} {worst:<52} {err:9.1e}  {tol:9.0e}  {'ok' if passed(err, tol) else 'FAIL'}")
+    failed = [r for r in rows if not passed(r[2], r[3])]
     if failed:
-        raise SystemExit(f"error: {len(failed)} gradient check(s) above tolerance")
+        raise SystemExit(f"error: {len(failed)} gradient check(s) above tolerance or not finite")
 
 
 if __name__ == "__main__":

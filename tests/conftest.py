@@ -1,8 +1,14 @@
 """Shared test fixtures: the backend parametrisation and the tolerance table.
 
 Gradient checks run in float64 on NumPy only (centred differences on a GPU would copy to the host
-once per element). Backend parity runs the same host-made inputs through NumPy and CuPy; the CuPy
-cases skip with a reason when CuPy or a CUDA device is missing.
+once per element). Backend parity runs the same host-made inputs through NumPy and a second
+backend: ``BACKENDS`` lists only the second backends (CuPy), which skip with the reason when CuPy or
+a CUDA device is missing. NumPy is the reference side of every parity test, so it is never a
+parametrisation of its own: comparing NumPy with NumPy would "pass" while checking nothing.
+
+``assert_allclose_finite`` is the comparison every numerical test should use: unlike
+``np.testing.assert_allclose`` it fails when either side holds a NaN or an infinity, instead of
+treating NaN on both sides as equal.
 """
 import numpy as np
 import pytest
@@ -28,9 +34,20 @@ def _cupy_skip_reason():
 CUPY_SKIP_REASON = _cupy_skip_reason()
 
 BACKENDS = [
-    "numpy",
-    pytest.param("cupy", marks=pytest.mark.skipif(CUPY_SKIP_REASON is not None, reason=f"{CUPY_SKIP_REASON}")),
+    pytest.param("cupy", marks=pytest.mark.skipif(CUPY_SKIP_REASON is not None,
+                                                  reason=f"parity needs a second backend: {CUPY_SKIP_REASON}")),
 ]
+
+
+def assert_allclose_finite(actual, expected, err_msg="", **tolerance):
+    """np.testing.assert_allclose, but a NaN or an infinity on either side is a failure (NumPy's own
+    treats NaN == NaN as a match)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    for side, value in (("actual", actual), ("expected", expected)):
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            raise AssertionError(f"{err_msg}: {side} has {np.size(value) - np.isfinite(value).sum()} "
+                                 f"non-finite element(s)")
+    np.testing.assert_allclose(actual, expected, err_msg=err_msg, equal_nan=False, **tolerance)
 
 
 @pytest.fixture
