@@ -7,8 +7,8 @@ compares ``outputs[key]`` with ``hf_output.key``.
     mlm      = LN(gelu(h W_t^T + b_t)) E^T + b_mlm             logits / prediction_logits (B, T, V)   model/mlm_head.py
     nsp      = p W_nsp^T + b_nsp                               seq_relationship_logits (B, 2)
     [s | e]  = h W_qa^T + b_qa                                 start_logits, end_logits (B, T)   model/qa_head.py
-    seq cls  = p W_c^T + b_c                                   logits (B, num_labels)
-    tok cls  = h W_c^T + b_c                                   logits (B, T, num_labels)
+    seq cls  = p W_c^T + b_c                                   logits (B, num_labels)       model/sequence_classification.py
+    tok cls  = h W_c^T + b_c                                   logits (B, T, num_labels)    model/token_classification.py
 (HF applies dropout before the classifiers and NSP only in training.) The backward passes of these
 pieces live with their forward functions; this module only runs a loaded model.
 """
@@ -19,7 +19,9 @@ from ..model.encoder import encoder_forward
 from ..model.mlm_head import mlm_head_forward
 from ..model.pooler import pooler_forward
 from ..model.qa_head import qa_head_forward
-from .huggingface import CLASSIFIER, NSP, POOLER
+from ..model.sequence_classification import POOLER, sequence_classification_head_forward
+from ..model.token_classification import token_classification_head_forward
+from .huggingface import NSP
 
 
 def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_positions=None) -> dict:
@@ -46,8 +48,7 @@ def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_po
     if "qa" in heads:
         out["start_logits"], out["end_logits"], _ = qa_head_forward(params, h, xp=xp)
     if model.architecture == "BertForSequenceClassification":
-        out["logits"], _ = linear_forward(out["pooler_output"], params[CLASSIFIER + "weight"],
-                                          params[CLASSIFIER + "bias"], xp=xp)
+        out["logits"], _ = sequence_classification_head_forward(params, h, xp=xp, dropout_p=0.0)
     elif model.architecture == "BertForTokenClassification":
-        out["logits"], _ = linear_forward(h, params[CLASSIFIER + "weight"], params[CLASSIFIER + "bias"], xp=xp)
+        out["logits"], _ = token_classification_head_forward(params, h, xp=xp, dropout_p=0.0)
     return out

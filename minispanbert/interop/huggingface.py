@@ -52,10 +52,12 @@ from ..atomic import write_text_atomic
 from ..backend import check_dtype
 from ..checkpoint import save_params
 from ..config import ModelConfig
-from ..model.encoder import init_encoder_params
+from ..model.encoder import init_encoder_params, linear_init
 from ..model.mlm_head import init_mlm_head_params
 from ..model.qa_head import init_qa_head_params
 from ..model.sbo_head import init_sbo_head_params
+from ..model.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
+from ..model.token_classification import init_token_classification_head_params
 from .tokenizer import load_bert_tokenizer, save_bert_tokenizer, special_token_ids
 
 CONFIG_FILE = "config.json"
@@ -83,9 +85,7 @@ UNPREFIXED = ("embeddings.", "encoder.", "pooler.")
 TIED_DECODER = "cls.predictions.decoder.weight"
 DECODER_BIAS_ALIAS = "cls.predictions.decoder.bias"
 IGNORED = ("bert.embeddings.position_ids",)
-POOLER = "bert.pooler.dense."
 NSP = "cls.seq_relationship."
-CLASSIFIER = "classifier."
 
 
 def conversion_command(directory) -> str:
@@ -230,22 +230,23 @@ class _ShapeOnly:
 
 def expected_shapes(config: ModelConfig, heads, num_labels: int = 2) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor the encoder plus ``heads`` need (our names)."""
-    rng, H = _ShapeOnly(), config.hidden_size
+    rng, H, std = _ShapeOnly(), config.hidden_size, config.initializer_range
     arrays = dict(init_encoder_params(config, rng))
+    if "pooler" in heads:
+        linear_init(arrays, POOLER, H, H, rng, std)
     if "mlm" in heads:
         arrays.update(init_mlm_head_params(config, rng))
+    if "nsp" in heads:
+        linear_init(arrays, NSP, 2, H, rng, std)
     if "qa" in heads:
         arrays.update(init_qa_head_params(config, rng))
+    if "sequence_classifier" in heads:
+        arrays.update(init_sequence_classification_head_params(config, num_labels, rng))
+    if "token_classifier" in heads:
+        arrays.update(init_token_classification_head_params(config, num_labels, rng))
     if "sbo" in heads:
         arrays.update(init_sbo_head_params(config, rng))
-    shapes = {name: tuple(a.shape) for name, a in arrays.items()}
-    if "pooler" in heads:
-        shapes.update({POOLER + "weight": (H, H), POOLER + "bias": (H,)})
-    if "nsp" in heads:
-        shapes.update({NSP + "weight": (2, H), NSP + "bias": (2,)})
-    if "sequence_classifier" in heads or "token_classifier" in heads:
-        shapes.update({CLASSIFIER + "weight": (num_labels, H), CLASSIFIER + "bias": (num_labels,)})
-    return shapes
+    return {name: tuple(a.shape) for name, a in arrays.items()}
 
 
 def canonical_name(name: str) -> str:
