@@ -1,0 +1,75 @@
+"""Coursework kit command line (thin: the work is in build.py, grade.py, submit.py).
+
+    python -m minispanbert.coursework build A1 --out DIR          instructor: student copy + autograder
+    python -m minispanbert.coursework grade SUBMISSION --assignment A1 [--out results.json]
+    python -m minispanbert.coursework grade SUBMISSION --autograder DIR/autograder [--out results.json]
+    python -m minispanbert.coursework submit [--root .] [--out FILE.zip]    student: zip to upload
+    python -m minispanbert.coursework list                         the shipped assignments
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minispanbert.coursework", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("build", help="build the student copy and the autograder of an assignment")
+    p.add_argument("assignment", help="assignment id, e.g. A1 (see `list`)")
+    p.add_argument("--out", required=True, help="new or empty folder to write student/, autograder/ and autograder.zip into")
+    p = commands.add_parser("grade", help="grade a submission (folder or zip) and write results.json")
+    p.add_argument("submission")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--autograder", help="a built DIR/autograder folder")
+    which.add_argument("--assignment", help="build this assignment's autograder from this checkout first")
+    p.add_argument("--out", help="where to write results.json (default: only the summary is printed)")
+    p = commands.add_parser("submit", help="check your assignment copy and write the zip to upload")
+    p.add_argument("--root", default=".", help="the assignment copy (default: the current folder)")
+    p.add_argument("--out", help="zip path (default: ROOT/submission-<id>.zip)")
+    commands.add_parser("list", help="list the shipped assignments")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "build":
+            from .build import build
+            out = build(args.assignment, args.out)
+            print(f"built {args.assignment}: {out / 'student'} (give to students), {out / 'autograder'} "
+                  f"and {out / 'autograder.zip'} (upload to Gradescope)")
+        elif args.command == "grade":
+            from .grade import grade, summary
+            if not Path(args.submission).exists():
+                raise ValueError(f"submission {args.submission} does not exist: pass a folder or a zip")
+            if args.autograder:
+                if not (Path(args.autograder) / "assignment.toml").is_file():
+                    raise ValueError(f"{args.autograder} is not a built autograder (no assignment.toml): pass "
+                                     "DIR/autograder from `build`")
+                report = grade(args.submission, args.autograder, out=args.out)
+            else:
+                from .build import build
+                with tempfile.TemporaryDirectory(prefix="coursework-build-") as tmp:
+                    built = build(args.assignment, Path(tmp) / "build")
+                    report = grade(args.submission, built / "autograder", out=args.out)
+            print(summary(report))
+        elif args.command == "submit":
+            from .submit import submit
+            out, warnings = submit(args.root, args.out)
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(f"wrote {out}: upload it to Gradescope")
+        else:
+            from .assignment import available, load
+            for name in available():
+                spec = load(name)
+                print(f"{spec.id}  {spec.title}  ({len(spec.functions)} functions, {len(spec.tests)} tests, "
+                      f"{spec.max_score:g} points)")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

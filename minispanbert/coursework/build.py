@@ -1,0 +1,202 @@
+"""Build an assignment: ``python -m minispanbert.coursework build A1 --out DIR`` writes
+
+    DIR/student/          the project's git-tracked files, listed functions stubbed (stubs.py),
+                          notebook solutions removed (notebooks.py), no graded tests, no assignment
+                          files, no git history, no bytecode; plus ASSIGNMENT.md and coursework.json
+    DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt,
+                          assignment.toml, references.npz (outputs of the solution, fixed seeds),
+                          grader/coursework_checks/ (the graded tests), base/minispanbert/ (the
+                          student copy of the package, onto which a submission's files are laid)
+    DIR/autograder.zip    the same files at the zip's root, to upload to Gradescope
+
+The references come from running every graded test on this checkout (the solution) in record mode,
+which also runs their gradient and statistical checks, so a build fails when the solution does not
+pass its own tests. Nothing in the autograder is solution code. DIR must be new or empty; the build
+is staged next to it and renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import temp_dir
+from . import assignment as assignments
+from .checks.harness import Check, Fail
+from .notebooks import release_notebook
+from .stubs import stub_message, stub_source
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Instructor material that never reaches students: the graded tests, the assignment files (they
+# name the hidden tests), the kit's own acceptance tests (they plant bugs into solution text) and CI.
+EXCLUDED_PREFIXES = ("minispanbert/coursework/checks/", "minispanbert/coursework/assignments/",
+                     "tests/test_coursework.py", ".ci/")
+REQUIREMENTS = ("numpy", "scipy", "tokenizers")
+CHECKS_PACKAGE = "coursework_checks"
+
+
+def project_root() -> Path:
+    return PACKAGE_DIR.parent.parent
+
+
+def tracked_files(root: Path) -> list[str]:
+    """The git-tracked files of the checkout (the student copy starts from these, never from a
+    folder walk, so build outputs, data and caches cannot leak in)."""
+    try:
+        listing = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError(f"{root} is not a git checkout of minispanbert: build copies the tracked files, "
+                         "so run it from a clone (git clone ...; cd minispanbert)") from None
+    return sorted(p for p in listing.stdout.decode().split("\0") if p)
+
+
+def is_excluded(path: str) -> bool:
+    return path.startswith(EXCLUDED_PREFIXES)
+
+
+def record_references(spec) -> dict:
+    """Run every graded test on this checkout in record mode -> {key: array}."""
+    tests = importlib.import_module(f"{__package__}.checks.{spec.checks}").TESTS
+    unknown = [t.name for t in spec.tests if t.name not in tests]
+    if unknown:
+        raise ValueError(f"assignment {spec.id} lists tests {unknown} that checks/{spec.checks}.py does not define")
+    refs: dict = {}
+    for t in spec.tests:
+        try:
+            tests[t.name](Check(t.name, refs, record=True))
+        except NotImplementedError as exc:
+            raise ValueError(f"graded test {t.name} hit a stub ({exc}): build from the instructor's "
+                             "checkout, not from a student copy") from None
+        except Fail as exc:
+            raise ValueError(f"the solution fails its own graded test {t.name}: {exc}") from None
+    return refs
+
+
+def _student_guide(spec) -> str:
+    lines = [f"# {spec.id}: {spec.title}", "", spec.summary, "", "## What to implement", ""]
+    for f in spec.functions:
+        lines.append(f"- `{f.path}`: `{f.function}` -- {f.task}")
+    if spec.notebooks:
+        lines += ["", "## Notebooks", "", "Work through these; their exercise cells say `# YOUR CODE HERE`:", ""]
+        lines += [f"- `{nb}`" for nb in spec.notebooks]
+    visible = [t for t in spec.tests if not t.hidden]
+    hidden = [t for t in spec.tests if t.hidden]
+    lines += ["", "## Check your work", "",
+              "Every docstring gives the equation, the shapes and the derivative. Check each backward",
+              "numerically with `minispanbert/gradcheck.py` (float64, tiny shapes) before you submit.", ""]
+    if spec.student_tests:
+        lines += ["```", f"PYTHONPATH=$PWD python -m pytest -q {' '.join(spec.student_tests)}", "```", ""]
+    lines += [f"The autograder runs {len(spec.tests)} tests worth {spec.max_score:g} points:", ""]
+    lines += [f"- `{t.name}` ({t.points:g} pt)" for t in visible]
+    if hidden:
+        lines.append(f"- and {len(hidden)} hidden tests worth {sum(t.points for t in hidden):g} points, "
+                     "shown after grades are published")
+    lines += ["", "Only NumPy (and the package itself) may be used: importing torch, jax or autograd scores 0",
+              "for the tests that touch that file.", "", "## Submit", "", "```",
+              "python -m minispanbert.coursework submit", "```", "",
+              f"writes `submission-{spec.id}.zip` with the files above; upload it to Gradescope.", ""]
+    return "\n".join(lines)
+
+
+def write_student(spec, root: Path, files: list[str], dest: Path) -> None:
+    stubs: dict[str, dict[str, str]] = {}
+    for f in spec.functions:
+        stubs.setdefault(f.path, {})[f.function] = stub_message(f.name, f.task)
+    missing = sorted(set(stubs) - set(files))
+    if missing:
+        raise ValueError(f"assignment {spec.id} lists functions in {missing[0]}, which git does not track")
+    for rel in files:
+        src = root / rel
+        if is_excluded(rel) or not src.is_file():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel in stubs:
+            target.write_text(stub_source(src.read_text(encoding="utf-8"), stubs[rel], filename=rel), encoding="utf-8")
+        elif rel.endswith(".ipynb"):
+            target.write_text(release_notebook(src.read_text(encoding="utf-8"), where=rel)[0], encoding="utf-8")
+        else:
+            shutil.copyfile(src, target)
+        shutil.copymode(src, target)
+    (dest / "ASSIGNMENT.md").write_text(_student_guide(spec), encoding="utf-8")
+    manifest = {"assignment": spec.id, "title": spec.title, "files": spec.files, "notebooks": list(spec.notebooks),
+                "functions": {f.name: stub_message(f.name, f.task) for f in spec.functions}}
+    (dest / "coursework.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for every submission (in /autograder); it always writes results.json.
+cd /autograder/source
+PYTHONPATH=/autograder/source/base python3 -m minispanbert.coursework grade /autograder/submission \\
+    --autograder /autograder/source --out /autograder/results/results.json
+"""
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, when it builds the autograder image.
+set -e
+apt-get install -y python3 python3-pip
+pip3 install -r /autograder/source/requirements.txt
+"""
+
+
+def write_autograder(spec, toml_path: Path, student: Path, dest: Path, refs: dict) -> None:
+    shutil.copytree(student / "minispanbert", dest / "base" / "minispanbert")
+    checks = dest / "grader" / CHECKS_PACKAGE
+    checks.mkdir(parents=True)
+    for source in sorted((PACKAGE_DIR / "checks").glob("*.py")):
+        shutil.copyfile(source, checks / source.name)
+    shutil.copyfile(toml_path, dest / "assignment.toml")
+    np.savez(dest / "references.npz", **refs)
+    versions = []
+    for name in REQUIREMENTS:  # the versions that produced the references
+        try:
+            versions.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(name)
+    (dest / "requirements.txt").write_text("\n".join(versions) + "\n", encoding="utf-8")
+    for name, text in (("run_autograder", RUN_AUTOGRADER), ("setup.sh", SETUP_SH)):
+        (dest / name).write_text(text, encoding="utf-8")
+        (dest / name).chmod(0o755)
+
+
+def zip_folder(folder: Path, zip_path: Path) -> None:
+    """Zip ``folder``'s contents at the archive's root (Gradescope looks for setup.sh there)."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(2020, 1, 1, 0, 0, 0))
+                info.external_attr = (path.stat().st_mode & 0o777) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
+
+
+def build(assignment_id: str, out) -> Path:
+    """Build ``assignment_id`` into the new or empty folder ``out``; returns ``out``."""
+    spec = assignments.load(assignment_id)
+    toml_path = assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} already exists and is not an empty folder: pick a new --out (build never overwrites)")
+    root = project_root()
+    files = tracked_files(root)
+    refs = record_references(spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_dir(out.parent, out.name)
+    try:
+        write_student(spec, root, files, staging / "student")
+        write_autograder(spec, toml_path, staging / "student", staging / "autograder", refs)
+        zip_folder(staging / "autograder", staging / "autograder.zip")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,262 @@
+"""A1 graded tests: backprop through a Transformer layer (linear, LayerNorm, GeLU, softmax,
+self-attention, cross-entropy). float64, tiny shapes, fixed seeds; every backward is compared with
+the reference and with centred differences of the submission's own forward."""
+from __future__ import annotations
+
+import numpy as np
+
+from .harness import Check, graded
+
+TESTS: dict = {}
+test = graded(TESTS)
+
+LINEAR = "minispanbert.layers.linear:"
+LAYERNORM = "minispanbert.layers.layernorm:"
+GELU = "minispanbert.layers.gelu:"
+SOFTMAX = "minispanbert.layers.softmax:"
+ATTENTION = "minispanbert.layers.attention:"
+CROSS_ENTROPY = "minispanbert.layers.cross_entropy:"
+
+LN_HINT = ("LayerNorm's mean and variance both depend on every input of the row, so dx has two "
+           "extra terms besides rstd * g (g = dy * gamma): one through the mean, one through the variance.")
+SOFTMAX_HINT = ("softmax is not elementwise: each output depends on every input of its row, so dx "
+                "must subtract sum_j(y_j dy_j) before multiplying by y (the Jacobian diag(y) - y y^T).")
+
+
+def _backward_tuple(check, result, names, function):
+    check.expect(isinstance(result, tuple) and len(result) == len(names),
+                 f"{function} must return a tuple ({', '.join(names)}), got {type(result).__name__}"
+                 + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
+    return result
+
+
+@test
+def linear_forward(check: Check):
+    rng = check.rng(101)
+    x, w, b = rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)
+    y, _ = check.function(LINEAR + "linear_forward")(x, w, b, xp=np)
+    check.close("y", y, hint="W is stored (OUT, IN) like torch.nn.Linear, so y = x W^T + b; the leading "
+                             "axes (2, 3) of x pass through unchanged.")
+
+
+@test
+def linear_backward(check: Check):
+    rng = check.rng(102)
+    x, w, b = rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)
+    dy = rng.normal(size=(2, 3, 5))
+    forward = check.function(LINEAR + "linear_forward")
+    _, cache = forward(x, w, b, xp=np)
+    dx, dw, db = _backward_tuple(check, check.function(LINEAR + "linear_backward")(dy, cache, xp=np),
+                                 ("dx", "dweight", "dbias"), "linear_backward")
+    hint = "dW and db sum over every leading position (here 2 x 3), not just the last one."
+    check.close("dx", dx, hint="dx = dy W has the shape of x.")
+    check.close("dweight", dw, hint=hint)
+    check.close("dbias", db, hint=hint)
+    for name, value, grad in (("dx", x, dx), ("dweight", w, dw), ("dbias", b, db)):
+        check.gradient(name, grad, lambda: forward(x, w, b, xp=np)[0], value, dy)
+
+
+def _layernorm_inputs(seed, shape, *, offset=1.0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape) * scale + offset  # a non-zero mean and a non-unit scale
+    gamma, beta = rng.normal(size=shape[-1:]), rng.normal(size=shape[-1:])
+    return x, gamma, beta, rng.normal(size=shape)
+
+
+@test
+def layernorm_forward(check: Check):
+    x, gamma, beta, _ = _layernorm_inputs(201, (4, 6))
+    y, _ = check.function(LAYERNORM + "layernorm_forward")(x, gamma, beta, xp=np, fused=False)
+    check.close("y", y, hint="normalise each row over its last axis with the biased variance "
+                             "mean((x - mu)^2) and eps inside the square root, then scale by gamma and shift by beta.")
+
+
+def _layernorm_backward(check, x, gamma, beta, dy):
+    forward = check.function(LAYERNORM + "layernorm_forward")
+    _, cache = forward(x, gamma, beta, xp=np, fused=False)
+    grads = _backward_tuple(check, check.function(LAYERNORM + "layernorm_backward")(dy.copy(), cache, xp=np, fused=False),
+                            ("dx", "dgamma", "dbeta"), "layernorm_backward")
+    return forward, grads
+
+
+@test
+def layernorm_backward_input(check: Check):
+    x, gamma, beta, dy = _layernorm_inputs(202, (4, 6))
+    forward, (dx, _, _) = _layernorm_backward(check, x, gamma, beta, dy)
+    check.close("dx", dx, hint=LN_HINT)
+    check.gradient("dx", dx, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], x, dy, hint=LN_HINT)
+
+
+@test
+def layernorm_backward_params(check: Check):
+    x, gamma, beta, dy = _layernorm_inputs(203, (4, 6))
+    forward, (_, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
+    hint = "dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy (one value per feature)."
+    check.close("dgamma", dgamma, hint=hint)
+    check.close("dbeta", dbeta, hint=hint)
+    check.gradient("dgamma", dgamma, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], gamma, dy)
+    check.gradient("dbeta", dbeta, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], beta, dy)
+
+
+@test
+def layernorm_backward_3d(check: Check):
+    """Hidden: three axes and a large offset (a (B, T, H) activation whose mean dwarfs its spread)."""
+    x, gamma, beta, dy = _layernorm_inputs(204, (2, 3, 5), offset=50.0, scale=0.5)
+    forward, (dx, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
+    hint = "reduce over the last axis only for dx, and over every leading axis for dgamma and dbeta. " + LN_HINT
+    check.close("dx", dx, rtol=1e-6, hint=hint)
+    check.close("dgamma", dgamma, rtol=1e-6, hint=hint)
+    check.close("dbeta", dbeta, rtol=1e-6, hint=hint)
+
+
+def _gelu_inputs():
+    rng = np.random.default_rng(301)
+    x = np.concatenate([np.linspace(-5, 5, 11), rng.normal(size=9) * 2]).reshape(4, 5)
+    return x, rng.normal(size=(4, 5))
+
+
+@test
+def gelu_forward(check: Check):
+    x, _ = _gelu_inputs()
+    y, _ = check.function(GELU + "gelu_forward")(x, xp=np, fused=False)
+    check.close("y", y, hint="the exact GeLU x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 (BERT's), "
+                             "not the tanh approximation.")
+
+
+@test
+def gelu_backward(check: Check):
+    x, dy = _gelu_inputs()
+    forward = check.function(GELU + "gelu_forward")
+    _, cache = forward(x, xp=np, fused=False)
+    dx = check.function(GELU + "gelu_backward")(dy.copy(), cache, xp=np, fused=False)
+    hint = "gelu'(x) = Phi(x) + x * phi(x): the product rule on x * Phi(x) gives two terms; multiply by dy."
+    check.close("dx", dx, hint=hint)
+    check.gradient("dx", dx, lambda: forward(x, xp=np, fused=False)[0], x, dy, hint=hint)
+
+
+@test
+def softmax_forward(check: Check):
+    rng = np.random.default_rng(401)
+    x = rng.normal(size=(3, 7)) * 2
+    forward = check.function(SOFTMAX + "softmax_forward")
+    y, _ = forward(x.copy(), xp=np, fused=False)
+    check.close("y", y, hint="exp(x - max) / sum(exp(x - max)) over the last axis.")
+    big, _ = forward(x + 1000.0, xp=np, fused=False)
+    check.close("y_shifted_by_1000", big, hint="softmax(x + 1000) must equal softmax(x): subtract each "
+                                              "row's max before exp, or exp overflows to inf.")
+
+
+@test
+def softmax_backward(check: Check):
+    rng = np.random.default_rng(402)
+    x, dy = rng.normal(size=(3, 7)) * 2, rng.normal(size=(3, 7))
+    forward = check.function(SOFTMAX + "softmax_forward")
+    _, cache = forward(x.copy(), xp=np, fused=False)
+    dx = check.function(SOFTMAX + "softmax_backward")(dy.copy(), cache, xp=np, fused=False)
+    check.close("dx", dx, hint=SOFTMAX_HINT)
+    check.gradient("dx", dx, lambda: forward(x.copy(), xp=np, fused=False)[0], x, dy, hint=SOFTMAX_HINT)
+
+
+def _attention_inputs():
+    rng = np.random.default_rng(501)
+    B, T, H = 2, 4, 6
+    x = rng.normal(size=(B, T, H))
+    weights = {}
+    for name in ("q", "k", "v", "o"):
+        weights["w" + name] = rng.normal(size=(H, H)) * 0.5
+        weights["b" + name] = rng.normal(size=H) * 0.1
+    attention_mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])  # sequence 2 has one padded key
+    return x, weights, attention_mask, rng.normal(size=(B, T, H))
+
+
+ATTENTION_HINT = ("scores = Q K^T / sqrt(D) with D = hidden / num_heads (per head, not the hidden size), "
+                  "plus mask_bias, softmax over the keys (last axis), then A V, merge the heads, project with Wo.")
+
+
+@test
+def attention_forward(check: Check):
+    x, w, attention_mask, _ = _attention_inputs()
+    mask_bias = check.function(ATTENTION + "padding_mask_bias")(attention_mask, np.float64, xp=np)
+    forward = check.function(ATTENTION + "self_attention_forward")
+    out, _ = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)
+    check.close("out", out, hint=ATTENTION_HINT)
+    x_changed = x.copy()
+    x_changed[1, 3] += 10.0  # the padded token of sequence 2
+    out_changed, _ = forward(x_changed, **w, mask_bias=mask_bias, num_heads=2, xp=np)
+    check.expect(np.allclose(out_changed[1, :3], out[1, :3], rtol=1e-9, atol=1e-12),
+                 "out: changing a padded token changed the outputs at real tokens of its sequence: add "
+                 "mask_bias to the scores before the softmax, so padded keys get weight exp(-huge) = 0.")
+
+
+@test
+def attention_backward(check: Check):
+    x, w, attention_mask, dout = _attention_inputs()
+    mask_bias = check.function(ATTENTION + "padding_mask_bias")(attention_mask, np.float64, xp=np)
+    forward = check.function(ATTENTION + "self_attention_forward")
+    _, cache = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)
+    names = ("dx", "dwq", "dbq", "dwk", "dbk", "dwv", "dbv", "dwo", "dbo")
+    grads = dict(zip(names, _backward_tuple(
+        check, check.function(ATTENTION + "self_attention_backward")(dout.copy(), cache, xp=np), names,
+        "self_attention_backward")))
+    check.expect(np.all(np.isfinite(np.asarray(grads["dbk"], dtype=float))) and np.abs(grads["dbk"]).max() < 1e-8,
+                 f"dbk: max |dbk| = {np.abs(grads['dbk']).max():.1e}, expected 0 (below 1e-8): adding bk to every "
+                 "key shifts each score row by the constant q.bk, and softmax ignores a constant shift "
+                 "(this test also runs your linear and softmax functions: if their tests fail, fix those first).")
+    inputs = {"dx": x, **{"d" + k: v for k, v in w.items()}}
+    hint = ("go through the forward in reverse: Wo, A V, the softmax Jacobian, the 1/sqrt(D) scale, "
+            "then Q, K and V (dx collects all three). This test also runs your linear and softmax "
+            "functions: if their tests fail, fix those first.")
+    for name in names:
+        if name == "dbk":
+            continue
+        check.close(name, grads[name], rtol=1e-6, hint=hint)
+        check.gradient(name, grads[name], lambda: forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)[0],
+                       inputs[name], dout, hint=hint)
+
+
+def _cross_entropy_inputs():
+    rng = np.random.default_rng(601)
+    logits = rng.normal(size=(6, 5)) * 2
+    labels = np.array([0, 4, -100, 2, 2, 1])  # one ignored row (IGNORE_INDEX = -100)
+    return logits, labels
+
+
+CE_HINT = ("average -log softmax(z_n)[y_n] over the rows whose label is not ignore_index (-100); compute "
+           "log softmax as z - max - log(sum(exp(z - max))).")
+
+
+@test
+def cross_entropy_forward(check: Check):
+    logits, labels = _cross_entropy_inputs()
+    loss, _ = check.function(CROSS_ENTROPY + "cross_entropy_forward")(logits.copy(), labels, xp=np, fused=False)
+    check.close("loss", loss, hint=CE_HINT)
+
+
+@test
+def cross_entropy_backward(check: Check):
+    logits, labels = _cross_entropy_inputs()
+    forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
+    _, cache = forward(logits.copy(), labels, xp=np, fused=False)
+    dlogits = check.function(CROSS_ENTROPY + "cross_entropy_backward")(0.7, cache, xp=np, fused=False)
+    hint = ("dz_n = dloss * (softmax(z_n) - onehot(y_n)) / (number of counted rows), and exactly 0 for an "
+            "ignored row.")
+    check.close("dlogits", dlogits, hint=hint)
+    check.gradient("dlogits", dlogits, lambda: forward(logits.copy(), labels, xp=np, fused=False)[0], logits,
+                   np.float64(0.7), hint=hint)
+
+
+@test
+def cross_entropy_edge_cases(check: Check):
+    """Hidden: huge logits stay finite; a batch with every label ignored gives loss 0 and gradient 0."""
+    logits, labels = _cross_entropy_inputs()
+    forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
+    backward = check.function(CROSS_ENTROPY + "cross_entropy_backward")
+    loss_big, _ = forward(logits * 500.0, labels, xp=np, fused=False)
+    check.close("loss_of_huge_logits", loss_big, hint="use the log-sum-exp with the row max subtracted: "
+                                                     "exp(1000) overflows.")
+    ignored = np.full(6, -100)
+    loss, cache = forward(logits.copy(), ignored, xp=np, fused=False)
+    dlogits = np.asarray(backward(1.0, cache, xp=np, fused=False))
+    check.expect(np.isfinite(float(loss)) and float(loss) == 0.0 and np.all(dlogits == 0),
+                 f"with every label ignored the loss must be 0 and the gradient 0 (got loss {float(loss)!r}): "
+                 "divide by max(count, 1), not by a count of 0.")

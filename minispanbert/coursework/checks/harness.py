@@ -1,0 +1,126 @@
+"""What a graded test can say: compare a value with its reference, compare an analytic gradient
+with centred differences, bound a statistic, or assert a property, each failing with a message a
+student can act on (which tensor, the relative error, the expected range, a hint).
+
+A test is a function ``test(check)`` registered with :func:`graded` in an assignment's checks
+module; ``check`` is a :class:`Check`. Reference keys are ``"<test name>/<what>"`` in one ``.npz``
+per assignment. In record mode (build time, on the solution) :meth:`Check.close` and
+:meth:`Check.equal` store the value and pass; :meth:`Check.gradient`, :meth:`Check.within` and
+:meth:`Check.expect` run as they do when grading, so a build fails if the solution does not pass.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+FORBIDDEN_MODULES = ("torch", "jax", "autograd")
+
+
+class Fail(AssertionError):
+    """A graded test failed; its message is what the student reads."""
+
+
+def graded(registry: dict):
+    """Decorator factory: ``tests = {}; @graded(tests) def name(check): ...`` registers by name."""
+    def register(fn):
+        registry[fn.__name__] = fn
+        return fn
+    return register
+
+
+def _as_array(value, what):
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        value = value.get()
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 -- any unconvertible object is the student's to fix
+        raise Fail(f"{what}: expected an array, got {type(value).__name__}") from None
+    if array.dtype == object:
+        raise Fail(f"{what}: expected an array of numbers, got {type(value).__name__} holding "
+                   "mixed objects (a tuple where one array was expected?)")
+    return array
+
+
+class Check:
+    """One graded test's view of the world: the submission's functions, seeded inputs, and the
+    comparisons. ``refs`` is the reference dict (filled in record mode, read otherwise)."""
+
+    def __init__(self, test_name: str, refs: dict, *, record: bool):
+        self.name, self.refs, self.record = test_name, refs, record
+
+    # --- inputs -----------------------------------------------------------------------------
+    @staticmethod
+    def function(spec: str):
+        """``"package.module:function"`` -> the submission's function."""
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    @staticmethod
+    def rng(seed: int) -> np.random.Generator:
+        return np.random.default_rng(seed)
+
+    # --- comparisons with the stored reference --------------------------------------------------
+    def _reference(self, what: str, value):
+        key = f"{self.name}/{what}"
+        if self.record:
+            self.refs[key] = np.array(value)  # a copy: later in-place work must not change it
+            return self.refs[key]
+        if key not in self.refs:
+            raise RuntimeError(f"the autograder has no reference {key!r}: rebuild it with "
+                               "python -m minispanbert.coursework build")
+        return self.refs[key]
+
+    def close(self, what: str, value, *, rtol: float = 1e-7, hint: str = "") -> None:
+        """``value`` must match the reference to a relative error (gradcheck.rel_error) below ``rtol``."""
+        from minispanbert.gradcheck import rel_error
+
+        actual = _as_array(value, what)
+        expected = self._reference(what, actual)
+        if actual.shape != expected.shape:
+            raise Fail(f"{what}: shape {actual.shape}, expected {expected.shape}. {hint}".rstrip())
+        if not np.all(np.isfinite(actual)):
+            bad = int(np.size(actual) - np.isfinite(actual).sum())
+            raise Fail(f"{what}: {bad} of {actual.size} entries are nan or inf (an overflow? a division "
+                       f"by zero?). {hint}".rstrip())
+        err = rel_error(actual, expected)
+        if err > rtol:
+            raise Fail(f"{what} {actual.shape}: relative error {err:.1e} against the reference, expected "
+                       f"below {rtol:.0e}. {hint}".rstrip())
+
+    def equal(self, what: str, value, *, hint: str = "") -> None:
+        """``value`` (ints, bools or strings) must equal the reference exactly."""
+        actual = _as_array(value, what)
+        expected = self._reference(what, actual)
+        if actual.shape != expected.shape or not np.array_equal(actual, expected):
+            shown = np.array2string(actual.ravel()[:12], threshold=12)
+            wanted = np.array2string(expected.ravel()[:12], threshold=12)
+            raise Fail(f"{what}: got {shown} (shape {actual.shape}), expected {wanted} "
+                       f"(shape {expected.shape}). {hint}".rstrip())
+
+    # --- checks that need no reference ------------------------------------------------------------
+    def gradient(self, what: str, analytic, f, x, dout=None, *, tol: float = 1e-6, hint: str = "") -> None:
+        """``analytic`` must match the centred-difference gradient of ``sum(f() * dout)`` w.r.t. ``x``
+        (float64, minispanbert.gradcheck) to a relative error below ``tol``."""
+        from minispanbert.gradcheck import numerical_gradient, rel_error
+
+        analytic = _as_array(analytic, what)
+        numeric = numerical_gradient(f, x, dout)
+        if analytic.shape != numeric.shape:
+            raise Fail(f"{what}: shape {analytic.shape}, expected {numeric.shape} (the shape of the "
+                       f"input it differentiates). {hint}".rstrip())
+        err = rel_error(analytic, numeric)
+        if not err <= tol:
+            raise Fail(f"{what} {analytic.shape}: your backward disagrees with the numerical gradient of your forward "
+                       f"(centred differences, float64): relative error {err:.1e}, expected below "
+                       f"{tol:.0e}. {hint}".rstrip())
+
+    def within(self, what: str, value: float, low: float, high: float, *, why: str, hint: str = "") -> None:
+        """A statistic must lie in [low, high]; ``why`` states where the tolerance comes from."""
+        if not low <= value <= high:
+            raise Fail(f"{what} = {value:.4f}, expected in [{low:.4f}, {high:.4f}] ({why}). {hint}".rstrip())
+
+    @staticmethod
+    def expect(condition, message: str) -> None:
+        if not condition:
+            raise Fail(message)

@@ -1,0 +1,191 @@
+"""Grade a submission against a built autograder and write Gradescope's ``results.json``.
+
+    python -m minispanbert.coursework grade SUBMISSION --autograder DIR/autograder [--out results.json]
+    python -m minispanbert.coursework grade SUBMISSION --assignment A1     (builds the autograder first)
+
+SUBMISSION is a folder (a student copy, Gradescope's /autograder/submission) or the zip that
+``submit`` writes. Only the assignment's source files are taken from it (found at their project
+path, under one top folder, or by file name alone), laid over the autograder's student copy
+``base/`` in a fresh temporary folder: the rest of the package is never the submission's.
+
+Tests run in one grading process that forks a child per graded function (the first entry of a
+test's ``covers``), each test under a time limit, with what it prints capped (checks/runner.py). A file that imports torch, jax or
+autograd scores 0 on every test covering it, a test whose process dies or hangs scores 0 with the
+reason, and results.json is written whatever happens.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ..atomic import write_text_atomic
+from . import assignment as assignments
+
+FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the runner blocks them too
+CHECKS_PACKAGE = "coursework_checks"
+PROCESS_SLACK_S = 30.0  # the grading process's start-up (NumPy import)
+STARTUP_OUTPUT_CAP = 2000
+
+
+def read_submission(submission: Path, wanted: list[str]) -> tuple[dict[str, bytes], list[str]]:
+    """{project path: bytes} for each wanted file found in ``submission`` (folder or zip), and
+    notes on what was missing or ambiguous."""
+    if submission.is_dir():
+        if all((submission / rel).is_file() for rel in wanted):  # a whole project copy: no folder walk
+            entries = {rel: submission / rel for rel in wanted}
+        else:
+            entries = {p.relative_to(submission).as_posix(): p for p in submission.rglob("*") if p.is_file()}
+        read = lambda key: entries[key].read_bytes()  # noqa: E731
+    elif zipfile.is_zipfile(submission):
+        archive = zipfile.ZipFile(submission)
+        entries = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+        read = lambda key: archive.read(entries[key])  # noqa: E731
+    else:
+        raise ValueError(f"{submission} is neither a folder nor a zip file: pass the student's folder or "
+                         "the zip that `python -m minispanbert.coursework submit` wrote")
+    found, notes = {}, []
+    for rel in wanted:
+        exact = [k for k in entries if k == rel or k.endswith("/" + rel) and k.count("/") == rel.count("/") + 1]
+        by_name = [k for k in entries if PurePosixPath(k).name == PurePosixPath(rel).name]
+        candidates = exact or (by_name if len(by_name) == 1 else [])
+        if candidates:
+            found[rel] = read(candidates[0])
+        elif by_name:
+            notes.append(f"{rel}: several files named {PurePosixPath(rel).name} and none at {rel}; graded as not implemented")
+        else:
+            notes.append(f"{rel}: not in the submission; graded as not implemented")
+    return found, notes
+
+
+def forbidden_imports(source: bytes) -> list[str]:
+    """Forbidden top-level modules a source file imports (``import torch``, ``from jax import ...``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # the test process reports the syntax error itself
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return sorted(names & set(FORBIDDEN_MODULES))
+
+
+def run_tests(groups, spec, *, project: Path, autograder: Path, work: Path) -> dict[str, dict]:
+    """Run the groups of tests (lists of names) in one grading process (checks/runner.py), which
+    forks a child per group; -> {test name: result}. A test without a result (the whole process
+    was stopped) fails with the reason."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(autograder / "grader")]),
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
+    names = [name for group in groups for name in group]
+    command = [sys.executable, "-m", f"{CHECKS_PACKAGE}.runner", "--module", spec.checks,
+               "--refs", str(autograder / "references.npz"), "--root", str(project), "--work", str(work),
+               "--time-limit", str(spec.time_limit), "--groups", json.dumps(groups)]
+    # each test's limit, a child's start-up per group, the process's own start-up
+    limit = spec.time_limit * len(names) + 10.0 * len(groups) + PROCESS_SLACK_S
+    log = work / "grader.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    results = {}
+    lines = work / "results.jsonl"
+    if lines.exists():
+        for line in lines.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("name") in names:
+                results[record["name"]] = record
+    tail = log.read_bytes()[-STARTUP_OUTPUT_CAP:].decode("utf-8", errors="replace")
+    for name in names:
+        if name not in results:
+            results[name] = {"name": name, "passed": False, "output": tail,
+                             "message": f"the grader stopped before this test finished (exit code {process.returncode}, "
+                                        f"limit {limit:g} s for the whole submission); see the output below"}
+    return results
+
+
+def grade(submission, autograder, *, out=None) -> dict:
+    """Grade ``submission`` with the built ``autograder`` folder -> the results.json dict (also
+    written to ``out`` when given)."""
+    started = time.monotonic()
+    autograder = Path(autograder)
+    spec = assignments.load(autograder / "assignment.toml")
+    with tempfile.TemporaryDirectory(prefix="coursework-grade-") as tmp:
+        work = Path(tmp)
+        project = work / "project"
+        shutil.copytree(autograder / "base", project)
+        files, notes = read_submission(Path(submission), spec.files)
+        blocked: dict[str, str] = {}  # function name -> why its tests score 0
+        for rel, data in files.items():
+            (project / rel).write_bytes(data)
+            bad = forbidden_imports(data)
+            if bad:
+                notes.append(f"{rel} imports {', '.join(bad)}, which this assignment forbids")
+                for f in spec.functions:
+                    if f.path == rel:
+                        blocked[f.name] = (f"{rel} imports {', '.join(bad)}: this assignment is NumPy only "
+                                           "(write the backward by hand); remove the import and resubmit")
+        results: dict[str, dict] = {}
+        groups: dict[str, list] = {}
+        for t in spec.tests:
+            why = next((blocked[c] for c in t.covers if c in blocked), None)
+            if why:
+                results[t.name] = {"name": t.name, "passed": False, "message": why, "output": ""}
+            else:
+                groups.setdefault(t.covers[0], []).append(t)
+        results.update(run_tests([[t.name for t in tests] for tests in groups.values()], spec,
+                                 project=project, autograder=autograder, work=work))
+    report = results_json(spec, results, notes, time.monotonic() - started)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
+    """Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)."""
+    tests = []
+    for number, t in enumerate(spec.tests, start=1):
+        r = results[t.name]
+        output = r["message"] + (f"\n\nprinted output:\n{r['output']}" if r.get("output") else "")
+        tests.append({"name": t.name, "number": str(number), "score": t.points if r["passed"] else 0.0,
+                      "max_score": t.points, "status": "passed" if r["passed"] else "failed",
+                      "output": output, "output_format": "text", "visibility": t.visibility,
+                      "tags": [c.split(":")[1] for c in t.covers]})
+    score = float(sum(t["score"] for t in tests))
+    header = [f"{spec.id}: {spec.title}", f"score {score:g} / {spec.max_score:g}"] + [f"note: {n}" for n in notes]
+    return {"score": score, "execution_time": round(seconds, 2), "output": "\n".join(header),
+            "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden",
+            "extra_data": {"assignment": spec.id, "max_score": spec.max_score}, "tests": tests}
+
+
+def summary(report: dict, *, show_hidden: bool = True) -> str:
+    """A readable table of the results, failures with their messages."""
+    lines = [report["output"], ""]
+    for t in report["tests"]:
+        if t["visibility"] != "visible" and not show_hidden:
+            continue
+        mark = "PASS" if t["status"] == "passed" else "FAIL"
+        hidden = "" if t["visibility"] == "visible" else "  (hidden)"
+        lines.append(f"{mark} {t['score']:g}/{t['max_score']:g}  {t['name']}{hidden}")
+        if t["status"] != "passed":
+            lines.extend("       " + line for line in t["output"].splitlines()[:12])
+    return "\n".join(lines)
