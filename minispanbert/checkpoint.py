@@ -1,28 +1,37 @@
 """Checkpoints: weights and optimizer moments in safetensors, trainer state in JSON, no pickle.
 
-A checkpoint is a directory::
+A run folder keeps its checkpoints in complete, immutable step folders and one pointer file::
 
-    model.safetensors      the parameters, keyed by their Hugging Face BERT names
-    optimizer.safetensors  AdamW moments as "m.<name>" / "v.<name>", step count t in the metadata
-    trainer_state.json     step, run config, extra (metrics, data position, ...), RNG state
-    (tokenizer files)      written by the caller into the same directory
+    OUT/checkpoints/step-000200/   model.safetensors      the parameters, Hugging Face BERT names
+                                   optimizer.safetensors  AdamW moments "m.<name>" / "v.<name>", t
+                                   trainer_state.json     step, run config, extra, RNG state, file list
+                                   tokenizer.json, ...    files the caller hands in (``files=``)
+    OUT/checkpoints/step-000400/
+    OUT/checkpoints/latest         the name of the newest complete step folder ("step-000400")
 
-Arrays are written from host copies (``backend.to_numpy``) and loaded with ``xp.asarray``, so a
-checkpoint saved on a GPU opens on a machine without CuPy and vice versa. safetensors and JSON
-only hold data, so loading a checkpoint cannot run code (unlike pickle, ``torch.load`` or
-``np.load(allow_pickle=True)``).
+Crash safety (a Ctrl-C or a ``kill -9`` at any instant): a save writes every file into a hidden
+staging folder ``checkpoints/.step-000400.XXXX``, fsyncs them, renames the folder to
+``step-000400`` (atomic) and only then repoints ``latest`` (a temp file moved over it with
+``os.replace``, atomic). So ``latest`` always names a complete folder: the old one until the
+instant the pointer moves, the new one after. The last ``keep`` step folders stay (older ones are
+first renamed to a hidden name, then deleted, so a half-deleted folder is never mistaken for a
+checkpoint); hidden leftovers of an interrupted save are removed by the next save. The weights,
+the optimizer moments and the trainer state also carry one random save id, checked on load.
 
-Crash safety: each file is written to a temporary file in the same directory, fsynced and moved
-over the old one with ``os.replace`` (atomic on POSIX and Windows). All three temporary files are
-written before the first replace, so a failure while serializing leaves the previous checkpoint
-untouched. The three files also carry one random save id: if a crash falls between two replaces,
-:func:`load_checkpoint` sees files from different saves and refuses them instead of resuming from
-a silent mix.
+:func:`load_checkpoint` takes a run folder (it follows ``latest``), one step folder, or a flat
+folder written by minispanbert 0.1 (the three files directly inside). Arrays are written from host
+copies (``backend.to_numpy``) and loaded with ``xp.asarray``, so a checkpoint saved on a GPU opens
+on a machine without CuPy and vice versa. safetensors and JSON only hold data, so loading a
+checkpoint cannot run code (unlike pickle, ``torch.load`` or ``np.load(allow_pickle=True)``).
+Every file is written with the ordinary umask permissions (0644), not 0600.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,14 +41,18 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from .atomic import temp_file
+from .atomic import temp_dir, temp_file
 from .backend import to_numpy
 from .optim import AdamWState
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_STATE_FILE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
+DEFAULT_KEEP = 3
 FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 # safetensors metadata keys (the header holds str -> str only).
 _SAVE_ID = "minispanbert.save_id"
@@ -53,7 +66,8 @@ _MOMENT_PREFIXES = ("m.", "v.")
 
 @dataclass
 class Checkpoint:
-    """What :func:`load_checkpoint` returns; arrays live on the backend it was given."""
+    """What :func:`load_checkpoint` returns; arrays live on the backend it was given.
+    ``directory`` is the folder the files were read from (the step folder of a run)."""
 
     params: dict
     optimizer_state: AdamWState | None
@@ -61,6 +75,11 @@ class Checkpoint:
     config: dict
     extra: dict
     rng_state: dict | None
+    directory: Path | None = None
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{int(step):06d}"
 
 
 def save_checkpoint(
@@ -72,74 +91,233 @@ def save_checkpoint(
     config: dict,
     extra: dict | None = None,
     rng_state: dict | None = None,
-) -> None:
-    """Write a checkpoint into ``directory`` (created if missing), replacing any earlier one.
+    files: Mapping[str, str | bytes] | None = None,
+    keep: int = DEFAULT_KEEP,
+) -> Path:
+    """Save a complete checkpoint of the run in ``directory`` (created if missing) as
+    ``directory/checkpoints/step-NNNNNN/`` and point ``checkpoints/latest`` at it; return that folder.
 
+    ``files`` maps extra file names to their content (e.g. ``{"tokenizer.json": tok.to_str()}``):
+    they become part of the same atomic save, so weights never pair with another save's vocabulary.
     ``config``, ``extra`` and ``rng_state`` must be JSON-serializable (tuples come back as lists).
-    Saving without ``optimizer_state`` removes a stale ``optimizer.safetensors`` left by an
-    earlier save. Raises ValueError when the directory cannot be created or written.
+    ``keep`` step folders are kept (the newest; folders of later steps, from a run this one was
+    resumed behind, are left alone). Raises ValueError (one line naming the folder) when the folder
+    cannot be created or written, or the disk is full; the previous checkpoint then stays current.
     """
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+    files = dict(files or {})
+    reserved = {MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE}
+    for name in files:
+        if name in reserved or not name or "/" in name or name.startswith("."):
+            raise ValueError(f"cannot store an extra checkpoint file named {name!r}")
     save_id = uuid.uuid4().hex
     trainer_state = {
         "format_version": FORMAT_VERSION,
         "save_id": save_id,
         "step": int(step),
         "has_optimizer": optimizer_state is not None,
+        "files": sorted([MODEL_FILE, TRAINER_STATE_FILE, *files]
+                        + ([OPTIMIZER_FILE] if optimizer_state is not None else [])),
         "config": _require_json("config", config, allow_none=False),
         "extra": _require_json("extra", {} if extra is None else extra, allow_none=False),
         "rng_state": _require_json("rng_state", rng_state, allow_none=True),
     }
-    directory = Path(directory)
-    _make_writable_directory(directory)
+    # Serialize in memory first: a bad array fails here, before anything touches the disk.
+    contents = {MODEL_FILE: safetensors.numpy.save(_host_tensors(params, prefix=""), _model_metadata(params, save_id))}
+    if optimizer_state is not None:
+        moments = {**_host_tensors(optimizer_state.m, prefix="m."), **_host_tensors(optimizer_state.v, prefix="v.")}
+        contents[OPTIMIZER_FILE] = safetensors.numpy.save(
+            moments, {_STEP_COUNT: str(int(optimizer_state.t)), _SAVE_ID: save_id})
+    contents.update(files)
+    contents[TRAINER_STATE_FILE] = json.dumps(trainer_state, indent=2) + "\n"
 
-    staged: dict[str, str] = {}  # final file name -> temporary file holding its new content
+    run_dir = Path(directory)
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    _make_writable_directory(run_dir)
+    _make_writable_directory(checkpoints)
+    final = checkpoints / step_dir_name(step)
+    staging = None
     try:
+        clean_stale(run_dir)
+        staging = temp_dir(checkpoints, final.name)
+        for name, content in contents.items():
+            _write_durably(staging / name, content)
+        _fsync_directory(staging)
+        if final.exists():  # the same step saved again: move the old folder aside first
+            aside = temp_dir(checkpoints, "old-" + final.name)
+            os.replace(final, aside / final.name)
+            os.replace(staging, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+        staging = None
+        _fsync_directory(checkpoints)
         try:
-            staged[MODEL_FILE] = _stage_safetensors(
-                directory, MODEL_FILE, _host_tensors(params, prefix=""), _model_metadata(params, save_id)
-            )
-            if optimizer_state is not None:
-                moments = {
-                    **_host_tensors(optimizer_state.m, prefix="m."),
-                    **_host_tensors(optimizer_state.v, prefix="v."),
-                }
-                metadata = {_STEP_COUNT: str(int(optimizer_state.t)), _SAVE_ID: save_id}
-                staged[OPTIMIZER_FILE] = _stage_safetensors(directory, OPTIMIZER_FILE, moments, metadata)
-            staged[TRAINER_STATE_FILE] = _stage_text(
-                directory, TRAINER_STATE_FILE, json.dumps(trainer_state, indent=2) + "\n"
-            )
-            # trainer_state.json last: it says whether an optimizer file belongs to this save.
-            for name in (MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE):
-                if name in staged:
-                    os.replace(staged[name], directory / name)
-                    del staged[name]
-            if optimizer_state is None:
-                (directory / OPTIMIZER_FILE).unlink(missing_ok=True)
-            _fsync_directory(directory)
-        except OSError as exc:
-            raise ValueError(
-                f"cannot write checkpoint in {directory}: {exc.strerror or exc}; "
-                "choose a writable directory with free space (e.g. another --out)"
-            ) from None
+            _write_pointer(checkpoints, final.name)
+        except OSError:
+            if _pointer_name(checkpoints) != final.name:
+                staging = final  # the pointer still names the previous save: remove the new folder again
+            raise
+        _prune(checkpoints, int(step), keep)
+    except OSError as exc:
+        raise ValueError(_os_error_message(exc, f"cannot write the checkpoint in {checkpoints}")) from None
     finally:
-        for temporary in staged.values():
-            Path(temporary).unlink(missing_ok=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _write_durably(path: Path, content: str | bytes) -> None:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    _write_fd(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), data)  # umask applies: 0644 as a rule
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, fsync and close it (this is where a full disk raises ENOSPC)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_pointer(checkpoints: Path, name: str) -> None:
+    fd, temporary = temp_file(checkpoints, LATEST_FILE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, checkpoints / LATEST_FILE)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(checkpoints)
+
+
+def _step_folders(checkpoints: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every visible step folder, oldest first."""
+    if not checkpoints.is_dir():
+        return []
+    found = []
+    for entry in checkpoints.iterdir():
+        match = _STEP_DIR.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def _prune(checkpoints: Path, step: int, keep: int) -> None:
+    older = [folder for s, folder in _step_folders(checkpoints) if s <= step]
+    for folder in older[:-keep]:
+        doomed = temp_dir(checkpoints, "del-" + folder.name)
+        os.replace(folder, doomed / folder.name)  # hidden at once, so never read half-deleted
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_stale(run_dir) -> list[str]:
+    """Remove what interrupted saves left in ``run_dir/checkpoints`` (hidden staging folders and
+    temp files); a step folder that was moved aside and never replaced is moved back. Returns the
+    names removed."""
+    checkpoints = Path(run_dir) / CHECKPOINTS_DIR
+    removed = []
+    if not checkpoints.is_dir():
+        return removed
+    for entry in sorted(checkpoints.iterdir()):
+        if not entry.name.startswith("."):
+            continue
+        if entry.name.startswith(".old-step-") and entry.is_dir():
+            for inner in entry.iterdir():  # the folder a same-step save had moved aside
+                if _STEP_DIR.fullmatch(inner.name) and not (checkpoints / inner.name).exists():
+                    os.replace(inner, checkpoints / inner.name)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
+def resolve_checkpoint(path) -> Path:
+    """The folder holding the checkpoint files that :func:`load_checkpoint` reads for ``path``: a
+    step folder or flat checkpoint folder as given, or a run folder's ``latest`` step folder.
+
+    A pointer that is missing or names a folder that is gone (a kill between the folder's rename
+    and the pointer's) falls back to the newest step folder. ValueError, naming the folder and what
+    to do, when there is no checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"checkpoint folder {path} does not exist: pass the --out folder of a run "
+                         "(or one of its checkpoints/step-* folders)")
+    if (path / TRAINER_STATE_FILE).exists() or _STEP_DIR.fullmatch(path.name):
+        return path
+    checkpoints = path / CHECKPOINTS_DIR
+    if not checkpoints.is_dir():
+        raise ValueError(f"{path} holds no checkpoint (no {CHECKPOINTS_DIR}/ folder, no {TRAINER_STATE_FILE}): "
+                         "pass the --out folder of a run that saved at least once")
+    name = _pointer_name(checkpoints)
+    if _STEP_DIR.fullmatch(name) and (checkpoints / name).is_dir():
+        return checkpoints / name
+    folders = _step_folders(checkpoints)
+    if not folders:
+        raise ValueError(f"{path} holds no complete checkpoint (the run stopped before its first save): "
+                         "start a fresh run, or pass another checkpoint folder")
+    return folders[-1][1]
+
+
+def _pointer_name(checkpoints: Path) -> str:
+    try:
+        return (checkpoints / LATEST_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def latest_step(run_dir) -> int | None:
+    """The step of the checkpoint that ``--resume run_dir`` would continue from, read from the
+    disk (so a message about it is true whatever happened); None when there is none or it is
+    unreadable."""
+    try:
+        state = _read_trainer_state(resolve_checkpoint(run_dir) / TRAINER_STATE_FILE)
+    except ValueError:
+        return None
+    return int(state["step"])
 
 
 def load_checkpoint(directory, *, xp) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, arrays moved to ``xp``.
 
-    Raises ValueError naming the file when the directory or a file is missing, unreadable or
-    corrupt, or when the files come from different saves (a crash between two replaces).
+    ``directory``: a run folder (its ``latest`` checkpoint), a step folder, or a flat 0.1 folder.
+    Raises ValueError naming the file when a file is missing, unreadable or corrupt, or when the
+    files come from different saves; the message names an earlier complete checkpoint if any.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"checkpoint directory {directory} does not exist: pass the directory a run saved into")
+    directory = resolve_checkpoint(directory)
+    try:
+        return _load_folder(directory, xp=xp)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_earlier_hint(directory)}") from None
+
+
+def _earlier_hint(folder: Path) -> str:
+    match = _STEP_DIR.fullmatch(folder.name)
+    if not match:
+        return ""
+    earlier = [f for s, f in _step_folders(folder.parent) if s < int(match.group(1))]
+    return f" (an earlier checkpoint is {earlier[-1]})" if earlier else ""
+
+
+def _load_folder(directory: Path, *, xp) -> Checkpoint:
     state_path = directory / TRAINER_STATE_FILE
     trainer_state = _read_trainer_state(state_path)
     save_id = trainer_state["save_id"]
+    for name in trainer_state.get("files", []):
+        if not (directory / name).is_file():
+            raise ValueError(f"{directory / name} is missing: the checkpoint is incomplete; use another checkpoint")
 
     model_path = directory / MODEL_FILE
     params, metadata = _read_safetensors(model_path, xp=xp)
@@ -159,6 +337,7 @@ def load_checkpoint(directory, *, xp) -> Checkpoint:
         config=trainer_state["config"],
         extra=trainer_state["extra"],
         rng_state=trainer_state["rng_state"],
+        directory=directory,
     )
 
 
@@ -185,15 +364,16 @@ def save_params(path, params: dict) -> None:
     """Write a bare weights file (safetensors, Hugging Face names) atomically, for export."""
     path = Path(path)
     _make_writable_directory(path.parent)
+    data = safetensors.numpy.save(_host_tensors(params, prefix=""), _model_metadata(params))
     temporary = None
     try:
-        tensors = _host_tensors(params, prefix="")
-        temporary = _stage_safetensors(path.parent, path.name, tensors, _model_metadata(params))
+        fd, temporary = temp_file(path.parent, path.name)
+        _write_fd(fd, data)
         os.replace(temporary, path)
         temporary = None
         _fsync_directory(path.parent)
     except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from None
+        raise ValueError(_os_error_message(exc, f"cannot write {path}")) from None
     finally:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
@@ -203,6 +383,12 @@ def load_params(path, *, xp) -> dict:
     """Read a safetensors weights file (ours, or any with matching names) onto ``xp``."""
     params, _ = _read_safetensors(Path(path), xp=xp)
     return params
+
+
+def _os_error_message(exc: OSError, what: str) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}: the disk is full (no space left on device); free space there or choose another --out"
+    return f"{what}: {exc.strerror or exc}; choose a writable folder with free space (e.g. another --out)"
 
 
 class _Missing:
@@ -226,7 +412,7 @@ def _require_json(field: str, value, *, allow_none: bool):
     if not isinstance(value, Mapping):
         raise ValueError(f"{field} must be a dict, got {type(value).__name__}")
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"{field} cannot be saved as JSON ({exc}): convert it to plain dicts, lists, str, int, float"
@@ -258,40 +444,11 @@ def _make_writable_directory(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(
-            f"cannot create directory {directory}: {exc.strerror or exc}; choose another location (e.g. --out)"
-        ) from None
+        raise ValueError(_os_error_message(exc, f"cannot create the folder {directory}")) from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ValueError(
-            f"directory {directory} is not writable: fix its permissions or choose another location (e.g. --out)"
+            f"folder {directory} is not writable: fix its permissions or choose another location (e.g. --out)"
         )
-
-
-def _stage_safetensors(directory: Path, final_name: str, tensors: dict, metadata: dict) -> str:
-    """Write ``tensors`` to a fsynced temporary file next to ``final_name``; return its path."""
-    fd, temporary = temp_file(directory, final_name)
-    os.close(fd)
-    try:
-        safetensors.numpy.save_file(tensors, temporary, metadata=metadata)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return temporary
-
-
-def _stage_text(directory: Path, final_name: str, text: str) -> str:
-    fd, temporary = temp_file(directory, final_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return temporary
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -307,7 +464,7 @@ def _fsync_directory(directory: Path) -> None:
 
 def _read_safetensors(path: Path, *, xp) -> tuple[dict, dict]:
     if not path.is_file():
-        raise ValueError(f"{path} is missing: the checkpoint is incomplete; pass a complete checkpoint directory")
+        raise ValueError(f"{path} is missing: the checkpoint is incomplete; use another checkpoint")
     try:
         with safe_open(path, framework="numpy") as handle:
             metadata = handle.metadata() or {}
@@ -317,15 +474,14 @@ def _read_safetensors(path: Path, *, xp) -> tuple[dict, dict]:
                 names = saved_order
             tensors = {name: xp.asarray(handle.get_tensor(name)) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(
-            f"{path} is corrupt or not a safetensors file ({exc}); re-save it or use another checkpoint"
-        ) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} is corrupt or not a safetensors file ({reason}); use another checkpoint") from None
     return tensors, metadata
 
 
 def _read_trainer_state(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"{path} is missing: the checkpoint is incomplete; pass a complete checkpoint directory")
+        raise ValueError(f"{path} is missing: the checkpoint is incomplete; use another checkpoint")
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -343,8 +499,7 @@ def _read_trainer_state(path: Path) -> dict:
 def _check_save_id(path: Path, metadata: dict, save_id: str, state_path: Path) -> None:
     if metadata.get(_SAVE_ID) != save_id:
         raise ValueError(
-            f"{path} and {state_path} come from different saves (a save was interrupted): "
-            "use an earlier checkpoint directory"
+            f"{path} and {state_path} come from different saves (a save was interrupted): use another checkpoint"
         )
 
 

@@ -16,14 +16,17 @@ v1.1 exact match / F1.
 questions, whose paragraphs would leak) are held out for evaluation and the rest is used for
 training. Every result is then labelled "dev split", because it is not the official dev score.
 
-Written to ``--out``: model.safetensors + trainer_state.json (the fine-tuned weights and config,
-`checkpoint.save_checkpoint`), tokenizer.json, predictions.json, metrics.jsonl, finetune.png.
+Written to ``--out`` (a fresh folder, or any folder with ``--overwrite``, replaced only once the
+run has saved; see `rundir`): checkpoints/step-N/ (the fine-tuned weights, config and tokenizer,
+`checkpoint.save_checkpoint`), predictions.json, gold.json (the evaluated questions in SQuAD v1.1
+format, so ``evaluate_qa gold.json predictions.json`` rescores a dev split), metrics.jsonl,
+finetune.png. Training uses only answers whose ``answer_start`` points at their text (the others
+are counted); evaluation, like the official script, reads only the answer texts.
 Every random stream (head init, batch order, dropout) derives from ``--seed``. Bad input ends with a
 one-line ``error: ...``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -35,13 +38,18 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize, to_numpy
-from .checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+from .atomic import write_text_atomic
+from .checkpoint import load_checkpoint, save_checkpoint
+from .cli import Parser
 from .config import ModelConfig
-from .data import load_tokenizer, save_tokenizer
+from .data import load_tokenizer
+from .rundir import open_run_dir
 from .model.qa_head import init_qa_params, qa_backward, qa_forward, qa_params_from_pretrained
 from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 from .squad import (
+    answers_with_valid_offsets,
     decode_predictions,
+    examples_to_squad,
     evaluate,
     features_to_arrays,
     make_features,
@@ -50,9 +58,10 @@ from .squad import (
     write_predictions,
 )
 from .runlog import append_metrics, new_figure, read_metrics, save_figure
-from .train import METRICS_FILE, TOKENIZER_FILE, device_description, ensure_writable
+from .train import METRICS_FILE, TOKENIZER_FILE, device_description
 
 PREDICTIONS_FILE = "predictions.json"
+GOLD_FILE = "gold.json"
 PLOT_FILE = "finetune.png"
 
 
@@ -66,6 +75,7 @@ class FinetuneConfig:
     backend: str = "numpy"
     dtype: str = "float32"
     out: str = "runs/qa"
+    overwrite: bool = False
     epochs: int = 2
     steps: int | None = None           # overrides --epochs
     batch_size: int = 32
@@ -115,6 +125,12 @@ class FinetuneConfig:
             raise ValueError(f"--warmup-fraction must lie in [0, 1], got {self.warmup_fraction}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}")
+        for name in ("lr", "max_grad_norm", "weight_decay", "warmup_fraction", "split_dev_by_article", "dropout"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} {value} is not a number: give a finite value")
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed} is negative: give an integer >= 0")
         if Path(self.out).resolve() == Path(self.checkpoint).resolve():
             raise ValueError("--out is the --checkpoint folder: saving would overwrite the pretrained model; "
                              "choose another --out")
@@ -126,16 +142,14 @@ class FinetuneConfig:
 def load_pretrained(cfg: FinetuneConfig, xp):
     """-> (checkpoint, model config with cfg's dropout, tokenizer), with one-line errors naming the
     missing file. ``--random-init`` still reads the checkpoint: it supplies the config and tokenizer."""
-    directory = Path(cfg.checkpoint)
-    if not directory.is_dir():
-        raise ValueError(f"checkpoint folder {directory} does not exist: pass the --out folder of a "
+    if not Path(cfg.checkpoint).is_dir():
+        raise ValueError(f"checkpoint folder {cfg.checkpoint} does not exist: pass the --out folder of a "
                          "python -m minispanbert.train run")
-    for name, why in ((TOKENIZER_FILE, "the tokenizer the model was pretrained with"),
-                      (MODEL_FILE, "the pretrained weights (pretraining saves them every --save-every steps)")):
-        if not (directory / name).is_file():
-            raise ValueError(f"{directory / name} is missing: a checkpoint folder must hold {why}; "
-                             "pass a complete checkpoint folder")
-    checkpoint = load_checkpoint(directory, xp=xp)
+    checkpoint = load_checkpoint(cfg.checkpoint, xp=xp)
+    directory = checkpoint.directory
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise ValueError(f"{directory / TOKENIZER_FILE} is missing: the weights only fit the tokenizer they were "
+                         "pretrained with, so pass a complete checkpoint folder (do not train a new tokenizer)")
     if "model" not in checkpoint.config:
         raise ValueError(f"{directory}: trainer_state.json has no model config; pass a minispanbert checkpoint")
     model_config = ModelConfig.from_dict(checkpoint.config["model"])
@@ -145,7 +159,11 @@ def load_pretrained(cfg: FinetuneConfig, xp):
         raise ValueError(f"--max-seq-len {cfg.max_seq_len} exceeds the model's max_position_embeddings "
                          f"{model_config.max_position_embeddings}: use --max-seq-len "
                          f"{model_config.max_position_embeddings} or less")
-    tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    try:
+        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    except ValueError:
+        raise ValueError(f"{directory / TOKENIZER_FILE} is corrupt: the weights only fit the tokenizer they were "
+                         "pretrained with, so pass another checkpoint folder (do not train a new tokenizer)") from None
     if tokenizer.get_vocab_size() > model_config.vocab_size:
         raise ValueError(f"{directory / TOKENIZER_FILE} has {tokenizer.get_vocab_size()} tokens but the model only "
                          f"{model_config.vocab_size}: the tokenizer belongs to another checkpoint")
@@ -169,6 +187,9 @@ def load_examples(cfg: FinetuneConfig):
     else:
         train_examples, eval_examples = read_squad(cfg.train), read_squad(cfg.dev)
         description = f"train {cfg.train}, evaluate on {cfg.dev}"
+    train_examples, dropped = answers_with_valid_offsets(train_examples)
+    if dropped:
+        description += f"; {dropped} training answers skipped (answer_start does not point at their text)"
     if cfg.max_train_examples is not None:
         train_examples = train_examples[:cfg.max_train_examples]
     if cfg.max_eval_examples is not None:
@@ -209,6 +230,7 @@ def evaluate_model(params, model_config, eval_examples, eval_features, eval_arra
     predictions = decode_predictions(eval_examples, eval_features, start_logits, end_logits,
                                      n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
     write_predictions(predictions, out_dir / PREDICTIONS_FILE)
+    write_text_atomic(out_dir / GOLD_FILE, json.dumps(examples_to_squad(eval_examples)))
     return evaluate(eval_examples, predictions)
 
 
@@ -237,11 +259,25 @@ def rounded(scores: dict) -> dict:
 
 
 def run(cfg: FinetuneConfig, log=print) -> dict:
-    """Fine-tune as ``cfg`` says. Returns {"scores": last EM/F1, "train_losses": [...], "steps": n}."""
+    """Fine-tune as ``cfg`` says. Returns {"scores": last EM/F1, "train_losses": [...], "steps": n}.
+    A KeyboardInterrupt leaves as KeyboardInterrupt(message), the message saying what is on disk."""
     cfg.validate()
+    run_dir = open_run_dir(cfg.out, overwrite=cfg.overwrite)
+    try:
+        return _run(cfg, run_dir, log)
+    except KeyboardInterrupt:
+        where = (f"the run that was in {run_dir.final} is untouched" if run_dir.staged
+                 else f"no fine-tuned weights were saved in {run_dir.path} (they are written when training ends)")
+        run_dir.discard()
+        raise KeyboardInterrupt(f"interrupted: {where}") from None
+    except BaseException:
+        run_dir.discard()
+        raise
+
+
+def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
     xp = get_backend(cfg.backend)
-    out_dir = Path(cfg.out)
-    ensure_writable(out_dir)
+    out_dir = run_dir.path
     checkpoint, model_config, tokenizer = load_pretrained(cfg, xp)
     params, unused = initial_params(checkpoint, model_config, cfg, xp=xp)
 
@@ -316,21 +352,21 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
     bar.close()
 
     run_config = {"model": model_config.to_dict(), "finetune": dataclasses.asdict(cfg)}
-    save_checkpoint(out_dir, params=params, step=total_steps, config=run_config,
-                    extra={cfg.eval_label: scores,
-                           "encoder_init": "random" if cfg.random_init else f"pretraining step {checkpoint.step}"})
-    save_tokenizer(tokenizer, out_dir / TOKENIZER_FILE)
+    saved = save_checkpoint(out_dir, params=params, step=total_steps, config=run_config,
+                            extra={cfg.eval_label: scores,
+                                   "encoder_init": "random" if cfg.random_init else f"pretraining step {checkpoint.step}"},
+                            files={TOKENIZER_FILE: tokenizer.to_str()})
+    run_dir.committed()
     log(f"trained {total_steps} steps in {train_seconds:.0f} s ({train_seconds / total_steps:.3f} s/step), evaluated "
-        f"in {eval_seconds:.0f} s; wrote "
-        f"{MODEL_FILE}, {TOKENIZER_FILE}, {PREDICTIONS_FILE}, {METRICS_FILE} and {PLOT_FILE} to {out_dir}")
+        f"in {eval_seconds:.0f} s; wrote {saved.relative_to(out_dir)} (weights, tokenizer), "
+        f"{PREDICTIONS_FILE}, {GOLD_FILE}, {METRICS_FILE} and {PLOT_FILE} to {run_dir.path}")
     return {"scores": scores, "train_losses": history, "steps": total_steps}
 
 
 def parse_args(argv=None) -> FinetuneConfig:
     d = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-    p = argparse.ArgumentParser(prog="python -m minispanbert.finetune_qa", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="pretraining output folder (model.safetensors, tokenizer.json)")
+    p = Parser("python -m minispanbert.finetune_qa", __doc__)
+    p.add_argument("--checkpoint", required=True, help="a pretraining run folder (its latest checkpoint) or one of its checkpoints/step-* folders")
     p.add_argument("--dev", required=True, help="SQuAD v1.1 evaluation file (dev-v1.1.json)")
     p.add_argument("--train", default=None, help="SQuAD v1.1 training file (not with --split-dev-by-article)")
     p.add_argument("--split-dev-by-article", type=float, default=None, metavar="F",
@@ -339,7 +375,9 @@ def parse_args(argv=None) -> FinetuneConfig:
                    help="ignore the pretrained weights (keep config and tokenizer): the no-pretraining baseline")
     p.add_argument("--backend", choices=BACKENDS, default=d["backend"])
     p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"])
-    p.add_argument("--out", default=d["out"], help="output folder")
+    p.add_argument("--out", default=d["out"], help="output folder (must be new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds, once this run has saved its weights")
     p.add_argument("--epochs", type=int, default=d["epochs"])
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
@@ -366,8 +404,8 @@ def main(argv=None) -> dict:
         return run(cfg)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted: no fine-tuned weights were saved in {cfg.out} (they are written when training ends)")
+    except KeyboardInterrupt as exc:
+        sys.exit(str(exc) or "interrupted")
 
 
 if __name__ == "__main__":

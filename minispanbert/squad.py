@@ -59,9 +59,11 @@ MAX_CONTEXT_LENGTH_WEIGHT = 0.01
 class SquadExample:
     """One question about one paragraph.
 
-    ``answers`` holds every gold answer as (text, char_start) with
-    ``context[char_start:char_start + len(text)] == text`` (checked by the reader). SQuAD v1.1 train
-    has one answer per question, dev usually three; training labels use the first.
+    ``answers`` holds every gold answer as (text, char_start), char_start as the file gives it (-1
+    when absent). The official metric reads only the texts, so the reader accepts an offset that
+    does not point at its text; training needs ``context[char_start:char_start + len(text)] == text``
+    and keeps only such answers (:func:`answers_with_valid_offsets`). SQuAD v1.1 train has one
+    answer per question, dev usually three; training labels use the first.
     """
 
     qid: str
@@ -76,8 +78,9 @@ def read_squad(path) -> list[SquadExample]:
 
     Raises a one-line ValueError naming the file (and, for content errors, the article title and
     question id) for: an unreadable file, malformed JSON (with line and column), a missing or
-    mistyped field, an answer whose offset does not point at its text, a repeated question id, and
-    SQuAD v2.0 unanswerable questions (`is_impossible: true`), which are not supported.
+    mistyped field, a repeated question id, and SQuAD v2.0 unanswerable questions
+    (`is_impossible: true`), which are not supported. Like the official evaluate-v1.1.py it does not
+    require ``answer_start`` to point at the answer text (see :func:`answers_with_valid_offsets`).
     """
     path = os.fspath(path)
     return parse_squad(_read_json(path, "SQuAD file", "; expected the official SQuAD v1.1 format"), source=path)
@@ -132,14 +135,7 @@ def parse_squad(dataset, source: str = "<dataset>") -> list[SquadExample]:
                 for k, answer in enumerate(raw_answers):
                     where_answer = f"{where}, answer {k}"
                     answer_text = _field(answer, "text", str, where_answer)
-                    char_start = _field(answer, "answer_start", int, where_answer)
-                    found = context[char_start:char_start + len(answer_text)]
-                    if char_start < 0 or found != answer_text:
-                        raise ValueError(
-                            f"{where_answer}: answer_start={char_start} points at {found!r}, not at the answer "
-                            f"text {answer_text!r}; fix the offset "
-                            "(context[answer_start:answer_start+len(text)] must equal text)"
-                        )
+                    char_start = _field(answer, "answer_start", int, where_answer) if "answer_start" in answer else -1
                     answers.append((answer_text, char_start))
                 examples.append(SquadExample(qid, title, question, context, tuple(answers)))
     return examples
@@ -155,6 +151,36 @@ def _field(record, key: str, kind: type, where: str):
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"{where}: field {key!r} should be {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def offset_is_valid(context: str, text: str, char_start: int) -> bool:
+    return 0 <= char_start and context[char_start:char_start + len(text)] == text
+
+
+def answers_with_valid_offsets(examples) -> tuple[list[SquadExample], int]:
+    """Training needs each answer's character offset: keep the answers whose ``answer_start``
+    points at their text, drop questions left with none -> (examples, number of answers dropped)."""
+    kept, dropped = [], 0
+    for ex in examples:
+        good = tuple(a for a in ex.answers if offset_is_valid(ex.context, *a))
+        dropped += len(ex.answers) - len(good)
+        if good:
+            kept.append(SquadExample(ex.qid, ex.title, ex.question, ex.context, good))
+    return kept, dropped
+
+
+def examples_to_squad(examples) -> dict:
+    """The SQuAD v1.1 JSON of ``examples`` (articles and paragraphs in first-seen order), e.g. the
+    held-out articles of a dev split, so that ``evaluate_qa`` can score predictions on exactly them."""
+    articles: dict[str, dict[str, list]] = {}
+    for ex in examples:
+        paragraphs = articles.setdefault(ex.title, {})
+        paragraphs.setdefault(ex.context, []).append(
+            {"id": ex.qid, "question": ex.question,
+             "answers": [{"text": text, "answer_start": start} for text, start in ex.answers]})
+    return {"version": "1.1", "data": [
+        {"title": title, "paragraphs": [{"context": context, "qas": qas} for context, qas in paragraphs.items()]}
+        for title, paragraphs in articles.items()]}
 
 
 def split_by_article(examples, fraction: float, seed: int) -> tuple[list[SquadExample], list[SquadExample]]:
@@ -349,6 +375,9 @@ def _max_context_window(windows: list[tuple[int, int]], n_tokens: int) -> np.nda
 def _answer_token_span(example: SquadExample, offsets: np.ndarray) -> tuple[int, int] | None:
     """(first, last) passage token overlapping the first gold answer's characters, or None if none does."""
     text, char_start = example.answers[0]
+    if not offset_is_valid(example.context, text, char_start):
+        raise ValueError(f"question {example.qid!r}: answer_start={char_start} does not point at the answer text "
+                         f"{text!r}; training needs valid offsets: filter with answers_with_valid_offsets")
     char_end = char_start + len(text)
     first = int(np.searchsorted(offsets[:, 1], char_start, side="right"))  # first token ending after start
     last = int(np.searchsorted(offsets[:, 0], char_end, side="left")) - 1  # last token starting before end

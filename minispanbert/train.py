@@ -14,7 +14,6 @@ else trains on the Python documentation topics that ship with every Python (and 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
+from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
 from .data import (
     CLS_ID,
@@ -37,7 +37,6 @@ from .data import (
     pack_blocks,
     read_corpus,
     resolve_default_corpus,
-    save_tokenizer,
     split_documents,
     train_tokenizer,
     unigram_distribution,
@@ -45,11 +44,14 @@ from .data import (
 from .layers.cross_entropy import IGNORE_INDEX
 from .masking import make_pretraining_batch
 from .model.spanbert import SpanBertForPretraining
+from .rundir import RunDir, open_run_dir
 from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 
 SCHEMES = ("span", "word", "token")
 TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_OUT = "runs/spanbert"
+DEFAULT_OVERFIT_OUT = "runs/overfit-batch"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 # Settings that must match for --resume to continue the same run bit for bit.
@@ -89,14 +91,29 @@ class TrainConfig:
     seed: int = 0
     data: str | None = None
     data_dir: str = "data"
-    out: str = "runs/spanbert"
+    out: str | None = None             # None: the --resume run's folder, else runs/spanbert (runs/overfit-batch)
     resume: str | None = None
+    overwrite: bool = False
+    tokenizer: str | None = None       # a tokenizer.json (or a run folder) to reuse instead of training one
+    keep_checkpoints: int = DEFAULT_KEEP
+    print_every: int | None = None     # None: every 10% of the steps
     eval_every: int = 200
     eval_batches: int = 8
     save_every: int = 200
     log_every: int = 1
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
+
+    @property
+    def out_dir(self) -> str | None:
+        """The --out folder, defaulted; None means "the --resume run's own folder"."""
+        if self.out is not None or self.resume is not None:
+            return self.out
+        return DEFAULT_OVERFIT_OUT if self.overfit_batch else DEFAULT_OUT
+
+    @property
+    def print_interval(self) -> int:
+        return self.print_every if self.print_every is not None else max(1, self.steps // 10)
 
     @property
     def warmup_steps(self) -> int:
@@ -115,8 +132,9 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.masking not in SCHEMES:
             raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
-        for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "eval_batches"):
-            if getattr(self, name) < 1:
+        for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "eval_batches",
+                     "keep_checkpoints", "print_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         max_positions = preset(self.preset).max_position_embeddings
         if not 3 <= self.seq_len <= max_positions:
@@ -124,12 +142,45 @@ class TrainConfig:
                 f"--seq-len {self.seq_len} is outside [3, {max_positions}] for preset {self.preset!r}: "
                 f"lower it or choose a preset with more positions"
             )
-        if self.lr <= 0 or self.sbo_weight < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
-            raise ValueError("--lr and --max-grad-norm must be positive, --sbo-weight and --weight-decay non-negative")
+        for name, value, ok, rule in (("lr", self.lr, self.lr > 0, "a positive number such as 1e-3"),
+                                      ("max-grad-norm", self.max_grad_norm, self.max_grad_norm > 0,
+                                       "a positive number such as 1.0"),
+                                      ("sbo-weight", self.sbo_weight, self.sbo_weight >= 0, "0 (off) or more"),
+                                      ("weight-decay", self.weight_decay, self.weight_decay >= 0, "0 or more")):
+            if not (math.isfinite(value) and ok):
+                raise ValueError(f"--{name} {value} is not allowed: give {rule}")
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed} is negative: give an integer >= 0")
+        if not (math.isfinite(self.valid_fraction) and 0.0 <= self.valid_fraction < 1.0):
+            raise ValueError(f"--valid-fraction {self.valid_fraction} must lie in [0, 1) (0: no held-out documents)")
+        if self.resume is not None and self.tokenizer is not None:
+            raise ValueError("--tokenizer and --resume exclude each other: a resumed run keeps its checkpoint's "
+                             "tokenizer; drop --tokenizer")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise ValueError(f"--warmup {self.warmup} must lie in [0, --steps {self.steps}]")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}")
+
+
+def read_tokenizer_flag(path) -> object:
+    """``--tokenizer PATH``: a tokenizer.json file, or a run / checkpoint folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        from .checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(path) / TOKENIZER_FILE
+    return load_tokenizer(path)
+
+
+def data_fingerprint(blocks) -> str:
+    """sha256 of the packed training blocks: ``--resume`` refuses other data (or other packing)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(np.asarray(block, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- data
@@ -303,16 +354,6 @@ def plot_metrics(metrics_path: Path, plot_path: Path) -> None:
     save_figure(fig, plot_path)
 
 
-def ensure_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"output folder {directory} is not writable ({exc.strerror}): choose another --out") from None
-
-
 def device_description(xp) -> str:
     if backend_name(xp) == "numpy":
         return f"CPU via NumPy {np.__version__} ({os.cpu_count()} cores)"
@@ -324,6 +365,20 @@ def device_description(xp) -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def interrupted_message(run_dir: RunDir | None, old_out) -> str:
+    """What a Ctrl-C leaves, read from the disk so that it is true whenever the signal landed."""
+    if run_dir is None:
+        return "interrupted before the run folder was opened: nothing was written"
+    if run_dir.staged:
+        run_dir.discard()
+        return (f"interrupted before the first checkpoint: nothing was written, and the run that was in "
+                f"{run_dir.final} is untouched")
+    step = latest_step(run_dir.path)
+    if step is None:
+        return f"interrupted before the first checkpoint: {run_dir.path} holds nothing to resume; start the run again"
+    return f"interrupted: {run_dir.path} holds a complete checkpoint at step {step} (continue with --resume {run_dir.path})"
+
+
 def run(cfg: TrainConfig, log=print) -> dict:
     """Train as ``cfg`` says; returns the last evaluation's metrics (and the train loss history).
 
@@ -333,25 +388,57 @@ def run(cfg: TrainConfig, log=print) -> dict:
     prepare batch s+1 while the device still computes step s. Each read writes one metrics record
     per step and stops the run at the first non-finite loss or gradient norm; since it precedes
     every save, no checkpoint ever holds weights that a non-finite step updated.
+
+    A KeyboardInterrupt leaves as KeyboardInterrupt(message), the message saying what is on disk.
     """
-    cfg.validate()
+    run_dir = None
+    try:
+        cfg.validate()
+        run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        return _run(cfg, run_dir, log)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_message(run_dir, cfg.out_dir)) from None
+    except BaseException:
+        if run_dir is not None:
+            run_dir.discard()  # an --overwrite run that failed before its first save leaves the old run
+        raise
+
+
+def _load_resumed(cfg: TrainConfig, model_config: ModelConfig, xp):
+    resumed = load_checkpoint(cfg.resume, xp=xp)
+    if "train" not in resumed.config:
+        raise ValueError(f"{resumed.directory} is not a pretraining checkpoint (it was written by fine-tuning): "
+                         "--resume takes the --out folder of a python -m minispanbert.train run")
+    check_compatible(resumed.config["train"], dataclasses.asdict(cfg), RESUME_MUST_MATCH)
+    check_compatible(resumed.config["model"], model_config.to_dict(), model_config.to_dict().keys())
+    bad = [name for name, w in resumed.params.items() if not bool(xp.isfinite(w).all())]
+    if bad:
+        raise ValueError(f"the checkpoint in {resumed.directory} holds non-finite weights ({bad[0]}): "
+                         "resume from an earlier checkpoint folder (checkpoints/step-*)")
+    try:
+        tokenizer = load_tokenizer(resumed.directory / TOKENIZER_FILE)
+    except ValueError:
+        raise ValueError(f"the checkpoint in {resumed.directory} has no readable {TOKENIZER_FILE}, and the weights "
+                         "only fit the tokenizer they were trained with: resume from another checkpoint folder "
+                         "(checkpoints/step-*), do not train a new tokenizer") from None
+    return resumed, tokenizer
+
+
+def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     xp = get_backend(cfg.backend)
-    out_dir = Path(cfg.out)
-    ensure_writable(out_dir)
     model_config = cfg.model_config()
 
-    resumed = load_checkpoint(cfg.resume, xp=xp) if cfg.resume else None
-    if resumed is not None:
-        saved = resumed.config["train"]
-        check_compatible(saved, dataclasses.asdict(cfg), RESUME_MUST_MATCH)
-        check_compatible(resumed.config["model"], model_config.to_dict(), model_config.to_dict().keys())
-        tokenizer = load_tokenizer(Path(cfg.resume) / TOKENIZER_FILE)
-    else:
-        tokenizer = None
+    resumed, tokenizer = _load_resumed(cfg, model_config, xp) if cfg.resume else (None, None)
+    if cfg.tokenizer is not None:
+        tokenizer = read_tokenizer_flag(cfg.tokenizer)
 
     data = prepare_data(cfg, model_config, tokenizer, log)
-    save_tokenizer(data.tokenizer, out_dir / TOKENIZER_FILE)
+    fingerprint = data_fingerprint(data.train_blocks)
     if resumed is not None:
+        saved_fingerprint = resumed.extra.get("data_sha256")
+        if saved_fingerprint is not None and saved_fingerprint != fingerprint:
+            raise ValueError(f"the training data differs from the data the run in {cfg.resume} was trained on "
+                             f"(--data {cfg.data}): resume with the run's --data, or start a fresh run")
         model = SpanBertForPretraining(model_config, resumed.params, xp=xp, sbo_weight=cfg.sbo_weight)
         opt_state, start_step = resumed.optimizer_state, resumed.step
         if start_step >= cfg.steps:
@@ -367,40 +454,49 @@ def run(cfg: TrainConfig, log=print) -> dict:
     n_eval = min(len(data.valid_blocks), cfg.eval_batches * cfg.batch_size)
     eval_batches = [make_batch(data, range(i, min(i + cfg.batch_size, n_eval)), eval_rng, cfg, model_config, split="valid")
                     for i in range(0, n_eval, cfg.batch_size)]
-    baseline_acc = most_frequent_token_accuracy(eval_batches, data.unigram)
+    baseline_acc = most_frequent_token_accuracy(eval_batches, data.unigram) if eval_batches else None
 
     log(f"data: {data.description}")
     log(f"blocks: {len(data.train_blocks)} train, {len(data.valid_blocks)} valid; tokenizer vocabulary "
-        f"{data.tokenizer.get_vocab_size()} (model {model_config.vocab_size})")
+        f"{data.tokenizer.get_vocab_size()} (model {model_config.vocab_size})"
+        + ("" if cfg.tokenizer is None else f", read from {cfg.tokenizer}"))
+    if not eval_batches:
+        log("no held-out text (one document, or --valid-fraction 0): the run reports training loss only")
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     log(f"model: {json.dumps(model_config.to_dict())}")
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
     log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
         f"per objective ({2 * math.log(model_config.vocab_size):.3f} for MLM + SBO)")
+    log(f"output: {run_dir.final}" + (" (replaced by this run at its first checkpoint; until then the old run "
+                                      "is untouched)" if run_dir.staged else ""))
     if resumed is not None:
-        log(f"resuming from {cfg.resume} at step {start_step}")
+        log(f"resuming from {resumed.directory} at step {start_step}")
         if resumed.config["train"]["steps"] != cfg.steps:
             log(f"--steps changed from {resumed.config['train']['steps']} to {cfg.steps}: the learning-rate "
                 f"schedule is recomputed for {cfg.steps} steps")
 
-    metrics_path, plot_path = out_dir / METRICS_FILE, out_dir / PLOT_FILE
-    truncate_metrics(metrics_path, start_step)
-    run_config = {"train": dataclasses.asdict(cfg), "model": model_config.to_dict()}
+    truncate_metrics(run_dir.path / METRICS_FILE, start_step)
+    saved_cfg = {**dataclasses.asdict(cfg), "out": str(run_dir.final)}
+    run_config = {"train": saved_cfg, "model": model_config.to_dict()}
+    tokenizer_json = data.tokenizer.to_str()
 
     def save(step):
-        save_checkpoint(out_dir, params=model.params, optimizer_state=opt_state, step=step, config=run_config,
-                        extra={"last_eval": last_eval})
+        save_checkpoint(run_dir.path, params=model.params, optimizer_state=opt_state, step=step, config=run_config,
+                        extra={"last_eval": last_eval, "data_sha256": fingerprint},
+                        files={TOKENIZER_FILE: tokenizer_json}, keep=cfg.keep_checkpoints)
+        run_dir.committed()
 
     from tqdm.auto import tqdm
 
     last_eval, history = {}, []
-    last_saved = (cfg.resume, start_step) if resumed is not None else None  # where a non-finite step falls back to
     pending = []  # (step, lr, output, grad_norm) of the steps not yet read back from the device
     tokens_per_step = cfg.batch_size * cfg.seq_len
     overfit_rng_seed = [cfg.seed, 0, 1]
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretraining",
                dynamic_ncols=True, disable=None)
+    say = bar.write if not bar.disable else log
     t_interval = time.perf_counter()
+    recent = []  # train losses since the last progress line
     for step in bar:
         mask_rng = np.random.default_rng(overfit_rng_seed if cfg.overfit_batch else [cfg.seed, step, 1])
         batch = make_batch(data, batch_indices(step, len(data.train_blocks), cfg), mask_rng, cfg, model_config)
@@ -411,7 +507,8 @@ def run(cfg: TrainConfig, log=print) -> dict:
         pending.append((done, lr, out, grad_norm))
         evaluate_now = bool(eval_batches) and (done % cfg.eval_every == 0 or done == cfg.steps)
         save_now = done % cfg.save_every == 0 or done == cfg.steps
-        if not (evaluate_now or save_now or done % cfg.log_every == 0):
+        print_now = done % cfg.print_interval == 0 or done == cfg.steps
+        if not (evaluate_now or save_now or print_now or done % cfg.log_every == 0):
             continue
         # Read back before evaluating or saving: a non-finite step must stop the run before its weights are written.
         records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step)
@@ -419,58 +516,76 @@ def run(cfg: TrainConfig, log=print) -> dict:
         for record in records:
             if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
                 bar.close()
-                raise non_finite_error(record, last_saved)
+                step_on_disk = latest_step(run_dir.path) if not run_dir.staged else None
+                raise non_finite_error(record, None if step_on_disk is None else (run_dir.path, step_on_disk))
             history.append(record["loss"])
-            append_metrics(metrics_path, record)
+            recent.append(record)
+            append_metrics(run_dir.path / METRICS_FILE, record)
         bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", tok_s=f"{records[-1]['tokens_per_s']:.0f}")
+        if print_now and recent:
+            say(f"step {done}/{cfg.steps}: train loss {np.mean([r['loss'] for r in recent]):.3f} "
+                f"(MLM {np.mean([r['mlm_loss'] for r in recent]):.3f}, SBO {np.mean([r['sbo_loss'] for r in recent]):.3f}; "
+                f"mean of the last {len(recent)} steps) | lr {lr:.2e} | {records[-1]['tokens_per_s']:,.0f} tokens/s")
+            recent = []
         if evaluate_now:
             last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches))
-            append_metrics(metrics_path, last_eval)
-            plot_metrics(metrics_path, plot_path)
-            bar.write(f"step {done}: valid MLM loss {last_eval['mlm_loss']:.3f} acc {last_eval['mlm_acc']:.3f} | "
-                      f"SBO loss {last_eval['sbo_loss']:.3f} acc {last_eval['sbo_acc']:.3f} | "
-                      f"most-frequent-token acc {baseline_acc:.3f}")
+            append_metrics(run_dir.path / METRICS_FILE, last_eval)
+            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE)
+            say(f"step {done}: valid MLM loss {last_eval['mlm_loss']:.3f} acc {last_eval['mlm_acc']:.3f} | "
+                f"SBO loss {last_eval['sbo_loss']:.3f} acc {last_eval['sbo_acc']:.3f} | "
+                f"most-frequent-token acc {baseline_acc:.3f}")
         if save_now:
             save(done)
-            last_saved = (out_dir, done)
         t_interval = time.perf_counter()  # evaluating and saving are not training throughput
     bar.close()
     if not eval_batches:
-        plot_metrics(metrics_path, plot_path)
-    log(f"wrote checkpoint, {METRICS_FILE} and {PLOT_FILE} to {out_dir}")
-    return {"last_eval": last_eval, "train_losses": history}
+        plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE)
+    log(f"wrote checkpoints/{step_dir_name(cfg.steps)}, {METRICS_FILE} and {PLOT_FILE} to {run_dir.path}")
+    return {"last_eval": last_eval, "train_losses": history, "out": str(run_dir.path)}
 
 
 def parse_args(argv=None) -> TrainConfig:
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m minispanbert.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser("python -m minispanbert.train", __doc__)
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help="array backend")
-    p.add_argument("--preset", choices=list(PRESETS), default=defaults.preset)
+    p.add_argument("--preset", choices=list(PRESETS), default=defaults.preset, help="model size")
     p.add_argument("--masking", choices=SCHEMES, default=defaults.masking,
                    help="span = SpanBERT; word = whole words; token = BERT subword tokens")
     p.add_argument("--sbo-weight", type=float, default=defaults.sbo_weight, help="0 switches the SBO off")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--seq-len", type=int, default=defaults.seq_len)
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="blocks per step")
+    p.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per block, [CLS] and [SEP] included")
     p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 10%% of --steps)")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW decay, not on biases and LayerNorm")
+    p.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="clip the global gradient norm")
     p.add_argument("--dropout", type=float, default=None, help="default: the preset's 0.1 (0 with --overfit-batch)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
-    p.add_argument("--data", default=None, help="a WikiText .raw/.tokens file, a .txt file or a folder of .txt files")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="every random stream derives from it")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype, help="parameter dtype")
+    p.add_argument("--data", default=None, help="a WikiText .raw/.tokens file, a .txt file or a folder of .txt files "
+                                                "(default: WikiText-2 in --data-dir, else pydoc topics)")
     p.add_argument("--data-dir", default=defaults.data_dir, help="where downloaded data sets live")
-    p.add_argument("--out", default=defaults.out, help="output folder: checkpoint, tokenizer, metrics, plot")
-    p.add_argument("--resume", default=None, help="checkpoint folder to continue from")
-    p.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    p.add_argument("--eval-batches", type=int, default=defaults.eval_batches)
-    p.add_argument("--save-every", type=int, default=defaults.save_every)
+    p.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="reuse this tokenizer.json (or a run folder's) instead of training one, so that runs meant "
+                        "to be compared share one vocabulary")
+    p.add_argument("--out", default=None, help=f"run folder (default: {DEFAULT_OUT}; {DEFAULT_OVERFIT_OUT} with "
+                                               "--overfit-batch; the resumed run's folder with --resume)")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue this run (its folder, or one of its checkpoints/step-* folders)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds, once this run has saved its first checkpoint")
+    p.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, metavar="K",
+                   help="keep the newest K checkpoints/step-* folders")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="evaluate on held-out text every N steps")
+    p.add_argument("--eval-batches", type=int, default=defaults.eval_batches, help="held-out batches per evaluation")
+    p.add_argument("--save-every", type=int, default=defaults.save_every, help="save a checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N",
                    help="read the losses back from the device every N steps (and before every evaluation and "
                         "save); N > 1 lets a GPU run ahead of the host. metrics.jsonl still has every step")
-    p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction)
+    p.add_argument("--print-every", type=int, default=None, metavar="N",
+                   help="print the mean training loss every N steps (default: every 10%% of --steps)")
+    p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
+                   help="documents held out when the corpus has no validation split (0: none)")
     p.add_argument("--overfit-batch", action="store_true", help="train on one fixed batch (a sanity check)")
     args = p.parse_args(argv)
     return TrainConfig(**{k: v for k, v in vars(args).items()})
@@ -482,8 +597,8 @@ def main(argv=None) -> None:
         run(cfg)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted: the last checkpoint in {cfg.out} is intact (resume with --resume {cfg.out})")
+    except KeyboardInterrupt as exc:
+        sys.exit(str(exc) or "interrupted")
 
 
 if __name__ == "__main__":

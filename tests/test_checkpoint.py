@@ -1,5 +1,6 @@
 """Checkpoints and weight files (minispanbert/checkpoint.py): exact round trips, atomic writes,
 clear errors, no pickle."""
+import errno
 import json
 import os
 import pickle
@@ -11,6 +12,8 @@ import safetensors.numpy
 
 from minispanbert.checkpoint import (
     check_compatible,
+    clean_stale,
+    latest_step,
     load_checkpoint,
     load_params,
     save_checkpoint,
@@ -94,18 +97,94 @@ def test_resumed_training_is_bit_identical(tmp_path):
     assert_same_arrays(loaded.params, params)
 
 
+def step_dir(run, step):
+    return run / "checkpoints" / f"step-{step:06d}"
+
+
 def test_files_are_plain_safetensors_and_json_with_no_temporaries(tmp_path):
     params = make_params(np.float32)
-    save(tmp_path, params, make_optimizer_state(params))
-    save(tmp_path, params, make_optimizer_state(params), step=4)  # overwrite in place
-    assert set(os.listdir(tmp_path)) == FILES
-    header = read_safetensors_header(tmp_path / "model.safetensors")
+    old_umask = os.umask(0o022)
+    try:
+        save(tmp_path, params, make_optimizer_state(params))
+        save(tmp_path, params, make_optimizer_state(params), step=4)
+    finally:
+        os.umask(old_umask)
+    assert os.listdir(tmp_path) == ["checkpoints"]
+    assert set(os.listdir(tmp_path / "checkpoints")) == {"step-000003", "step-000004", "latest"}
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step-000004\n"
+    folder = step_dir(tmp_path, 4)
+    assert set(os.listdir(folder)) == FILES
+    for name in FILES:  # the ordinary 0644, not tempfile's (or safetensors.save_file's) 0600
+        assert (folder / name).stat().st_mode & 0o777 == 0o644, name
+    assert (folder.stat().st_mode & 0o777) == 0o755
+    header = read_safetensors_header(folder / "model.safetensors")
     assert header["bert.encoder.layer.2.output.dense.weight"]["shape"] == [4, 3]
     assert header["bert.encoder.layer.2.output.dense.weight"]["dtype"] == "F32"
-    optimizer_header = read_safetensors_header(tmp_path / "optimizer.safetensors")
+    optimizer_header = read_safetensors_header(folder / "optimizer.safetensors")
     assert {"m.bert.embeddings.LayerNorm.weight", "v.bert.embeddings.LayerNorm.weight"} <= optimizer_header.keys()
     assert optimizer_header["__metadata__"]["t"] == "3"
-    assert json.loads((tmp_path / "trainer_state.json").read_text())["step"] == 4
+    assert json.loads((folder / "trainer_state.json").read_text())["step"] == 4
+    assert load_checkpoint(tmp_path, xp=np).step == 4
+    assert load_checkpoint(step_dir(tmp_path, 3), xp=np).step == 3
+
+
+def test_extra_files_are_part_of_the_save_and_the_last_k_are_kept(tmp_path):
+    params = make_params(np.float32)
+    for step in range(1, 6):
+        saved = save_checkpoint(tmp_path, params=params, step=step, config={}, files={"tokenizer.json": f"tok {step}"},
+                                keep=2)
+        assert saved == step_dir(tmp_path, step)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-000004", "step-000005"]
+    loaded = load_checkpoint(tmp_path, xp=np)
+    assert loaded.directory == step_dir(tmp_path, 5)
+    assert (loaded.directory / "tokenizer.json").read_text() == "tok 5"
+    (loaded.directory / "tokenizer.json").unlink()  # a file the save listed is gone: incomplete, and said so
+    with pytest.raises(ValueError, match=r"tokenizer.json is missing.*an earlier checkpoint is \S+step-000004"):
+        load_checkpoint(tmp_path, xp=np)
+
+
+def test_a_legacy_flat_checkpoint_folder_still_loads(tmp_path):
+    params = make_params(np.float32)
+    save(tmp_path / "run", params, make_optimizer_state(params), step=7)
+    flat = tmp_path / "flat"
+    step_dir(tmp_path / "run", 7).rename(flat)  # model/optimizer/trainer_state directly inside, as 0.1 wrote them
+    loaded = load_checkpoint(flat, xp=np)
+    assert loaded.step == 7 and loaded.directory == flat
+    assert_same_arrays(loaded.params, params)
+
+
+def test_saving_the_same_step_again_replaces_it_whole(tmp_path):
+    save(tmp_path, make_params(np.float32, seed=0), None, step=5)
+    new = make_params(np.float32, seed=1)
+    save(tmp_path, new, None, step=5)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-000005"]
+    assert_same_arrays(load_checkpoint(tmp_path, xp=np).params, new)
+
+
+def test_leftovers_of_interrupted_saves_are_cleaned_and_a_moved_aside_folder_is_put_back(tmp_path):
+    params = make_params(np.float32)
+    save(tmp_path, params, None, step=1)
+    save(tmp_path, params, None, step=2)
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / ".step-000003.abcd").mkdir()  # a staging folder of a killed save
+    (checkpoints / ".step-000003.abcd" / "model.safetensors").write_bytes(b"half")
+    (checkpoints / ".latest.x.part").write_text("step-000003")  # a pointer temp file
+    aside = checkpoints / ".old-step-000002.efgh"  # killed while re-saving step 2 ...
+    aside.mkdir()
+    (checkpoints / "step-000002").rename(aside / "step-000002")  # ... after moving the old folder aside
+    assert load_checkpoint(tmp_path, xp=np).step == 1  # the pointer's folder is gone: the newest complete one
+    assert clean_stale(tmp_path) == [".latest.x.part", ".old-step-000002.efgh", ".step-000003.abcd"]
+    assert sorted(os.listdir(checkpoints)) == ["latest", "step-000001", "step-000002"]
+    assert load_checkpoint(tmp_path, xp=np).step == 2
+
+
+def test_a_run_folder_without_a_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ValueError, match="stopped before its first save"):
+        load_checkpoint(tmp_path, xp=np)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        load_checkpoint(tmp_path / "checkpoints", xp=np)
+    assert latest_step(tmp_path) is None
 
 
 def read_safetensors_header(path):
@@ -132,66 +211,66 @@ def test_no_pickle_is_used(tmp_path, monkeypatch):
 def test_failed_serialization_keeps_previous_checkpoint(tmp_path, monkeypatch):
     old_params = make_params(np.float32, seed=0)
     save(tmp_path, old_params, make_optimizer_state(old_params), step=1)
-    real_save_file, calls = safetensors.numpy.save_file, []
+    real_save, calls = safetensors.numpy.save, []
 
     def fail_on_optimizer_file(*args, **kwargs):
-        calls.append(args[1])
-        if len(calls) == 2:  # the model file is already staged when the optimizer file fails
+        calls.append(None)
+        if len(calls) == 2:  # the model file is already serialized when the optimizer file fails
             raise RuntimeError("disk exploded")
-        return real_save_file(*args, **kwargs)
+        return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", fail_on_optimizer_file)
+    monkeypatch.setattr(safetensors.numpy, "save", fail_on_optimizer_file)
     new_params = make_params(np.float32, seed=9)
     with pytest.raises(RuntimeError, match="disk exploded"):
         save(tmp_path, new_params, make_optimizer_state(new_params), step=2)
     assert len(calls) == 2
-    assert set(os.listdir(tmp_path)) == FILES  # temporaries removed
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-000001"]  # nothing staged, nothing left
     loaded = load_checkpoint(tmp_path, xp=np)
     assert loaded.step == 1
     assert_same_arrays(loaded.params, old_params)
 
 
-def test_failed_replace_keeps_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", ["write", "replace"])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_path, monkeypatch, failing):
     old_params = make_params(np.float64, seed=0)
     save(tmp_path, old_params, make_optimizer_state(old_params), step=1)
+    real = getattr(os, failing)
+    calls = []
 
-    def refuse_replace(source, destination):
-        raise OSError(28, "No space left on device")
+    def full(*args):
+        calls.append(None)
+        if len(calls) >= 2:  # the first call succeeds, a later one finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args)
 
-    monkeypatch.setattr(os, "replace", refuse_replace)
-    with pytest.raises(ValueError, match="No space left on device"):
-        save(tmp_path, make_params(np.float64, seed=9), None, step=2)
+    monkeypatch.setattr(os, failing, full)
+    with pytest.raises(ValueError) as error:
+        new_params = make_params(np.float64, seed=9)
+        save(tmp_path, new_params, make_optimizer_state(new_params), step=2)
     monkeypatch.undo()
-    assert set(os.listdir(tmp_path)) == FILES
+    message = str(error.value)
+    assert "\n" not in message and "disk is full" in message and str(tmp_path / "checkpoints") in message
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-000001"]
     loaded = load_checkpoint(tmp_path, xp=np)
     assert loaded.step == 1
     assert_same_arrays(loaded.params, old_params)
 
 
-def test_crash_between_replaces_is_detected(tmp_path, monkeypatch):
+def test_files_from_different_saves_are_detected(tmp_path):
     params = make_params(np.float32)
     save(tmp_path, params, make_optimizer_state(params), step=1)
-    real_replace, calls = os.replace, []
-
-    def replace_only_first(source, destination):
-        calls.append(destination)
-        if len(calls) > 1:
-            raise OSError(5, "Input/output error")
-        real_replace(source, destination)
-
-    monkeypatch.setattr(os, "replace", replace_only_first)
-    with pytest.raises(ValueError):
-        save(tmp_path, make_params(np.float32, seed=9), make_optimizer_state(params), step=2)
-    monkeypatch.undo()
-    with pytest.raises(ValueError, match="different saves"):
+    save(tmp_path, params, make_optimizer_state(params), step=2)
+    mixed = step_dir(tmp_path, 2)
+    (mixed / "model.safetensors").write_bytes((step_dir(tmp_path, 1) / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="different saves.*an earlier checkpoint is"):
         load_checkpoint(tmp_path, xp=np)
 
 
-def test_saving_without_optimizer_removes_stale_optimizer_file(tmp_path):
+def test_saving_without_optimizer_writes_no_optimizer_file(tmp_path):
     params = make_params(np.float32)
     save(tmp_path, params, make_optimizer_state(params))
-    save(tmp_path, params, None)
-    assert set(os.listdir(tmp_path)) == FILES - {"optimizer.safetensors"}
+    save(tmp_path, params, None, step=4)
+    assert set(os.listdir(step_dir(tmp_path, 4))) == FILES - {"optimizer.safetensors"}
     assert load_checkpoint(tmp_path, xp=np).optimizer_state is None
 
 
@@ -199,7 +278,7 @@ def test_saving_without_optimizer_removes_stale_optimizer_file(tmp_path):
 def test_missing_file_is_named(tmp_path, missing):
     params = make_params(np.float32)
     save(tmp_path, params, make_optimizer_state(params))
-    (tmp_path / missing).unlink()
+    (step_dir(tmp_path, 3) / missing).unlink()
     with pytest.raises(ValueError, match=missing):
         load_checkpoint(tmp_path, xp=np)
 
@@ -215,7 +294,7 @@ def test_missing_directory_and_weights_file_are_named(tmp_path):
 def test_corrupt_file_is_named(tmp_path, victim):
     params = make_params(np.float32)
     save(tmp_path, params, make_optimizer_state(params))
-    path = tmp_path / victim
+    path = step_dir(tmp_path, 3) / victim
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated
     with pytest.raises(ValueError, match=victim):
         load_checkpoint(tmp_path, xp=np)

@@ -11,9 +11,10 @@ import pytest
 
 from minispanbert.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
-from minispanbert.checkpoint import load_checkpoint, save_checkpoint
+from minispanbert.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from minispanbert.config import ModelConfig
-from minispanbert.data import save_tokenizer, train_tokenizer
+from minispanbert.data import train_tokenizer
+from minispanbert.evaluate_qa import main as evaluate_qa_main
 from minispanbert.finetune_qa import FinetuneConfig, initial_params, load_pretrained
 from minispanbert.finetune_qa import main as finetune_main
 from minispanbert.gradcheck import check_param_gradients, format_errors, numerical_gradient, rel_error
@@ -200,8 +201,8 @@ def small_checkpoint(tmp_path_factory):
     config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
                          sbo_position_dim=8)
-    save_checkpoint(out, params=init_pretraining_params(config, 0, xp=np), step=0, config={"model": config.to_dict()})
-    save_tokenizer(tokenizer, out / "tokenizer.json")
+    save_checkpoint(out, params=init_pretraining_params(config, 0, xp=np), step=0, config={"model": config.to_dict()},
+                    files={"tokenizer.json": tokenizer.to_str()})
     return out
 
 
@@ -228,7 +229,7 @@ def test_fine_tune_overfits_five_questions_to_em_and_f1_100(small_checkpoint, sq
     saved = load_checkpoint(out, xp=np)  # fine-tuned weights: encoder + QA head, no pretraining heads
     assert QA_WEIGHT in saved.params and not any(name.startswith("cls.") for name in saved.params)
     assert saved.config["finetune"]["steps"] == 120 and saved.step == 120
-    assert (out / "tokenizer.json").is_file() and (out / "finetune.png").is_file()
+    assert (saved.directory / "tokenizer.json").is_file() and (out / "finetune.png").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 121))
     assert records[-1] == {"split": "dev", "step": 120, "questions": 5, "exact_match": 100.0, "f1": 100.0}
@@ -246,6 +247,11 @@ def test_split_dev_by_article_trains_and_evaluates_on_disjoint_articles(pretrain
     assert len(heldout_articles) == 1  # exactly the questions of one whole article (1 of 3 = 0.34)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "dev split"] == [1, 2]
+    # gold.json holds exactly the held-out questions, so evaluate_qa rescores the split as the run did
+    gold = json.loads((out / "gold.json").read_text())
+    assert {qa["id"] for a in gold["data"] for p in a["paragraphs"] for qa in p["qas"]} == predicted
+    scores = evaluate_qa_main([str(out / "gold.json"), str(out / "predictions.json")])
+    assert scores == pytest.approx({k: v for k, v in records[-1].items() if k in ("exact_match", "f1")})
 
 
 def test_random_init_keeps_config_and_tokenizer_but_not_the_weights(pretrained_dir, squad_file):
@@ -274,7 +280,7 @@ def _cli_error(argv):
 def _without(pretrained_dir, tmp_path, name):
     copy = tmp_path / f"no-{name}"
     shutil.copytree(pretrained_dir, copy)
-    (copy / name).unlink()
+    (resolve_checkpoint(copy) / name).unlink()
     return copy
 
 
@@ -283,7 +289,7 @@ def test_incomplete_checkpoint_names_the_missing_file(pretrained_dir, squad_file
     checkpoint = _without(pretrained_dir, tmp_path, missing)
     message = _cli_error(["--checkpoint", str(checkpoint), "--train", str(squad_file), "--dev", str(squad_file),
                           "--out", str(tmp_path / "out")])
-    assert f"{checkpoint / missing} is missing" in message
+    assert f"{resolve_checkpoint(checkpoint) / missing} is missing" in message
 
 
 def test_missing_train_file_flag(pretrained_dir, squad_file, tmp_path):

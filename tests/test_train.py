@@ -32,7 +32,7 @@ def corpus(tmp_path):
 
 def tiny_run(corpus, out, **overrides):
     cfg = dict(data=str(corpus), out=str(out), steps=6, batch_size=4, seq_len=32, eval_every=3, save_every=3,
-               eval_batches=2)
+               eval_batches=2, print_every=1000)
     cfg.update(overrides)
     return run(TrainConfig(**cfg), log=lambda _msg: None)
 
@@ -51,9 +51,11 @@ def test_overfit_single_batch_drives_mlm_plus_sbo_below_0_05(corpus, tmp_path):
 def test_outputs_written(corpus, tmp_path):
     out = tmp_path / "run"
     tiny_run(corpus, out)
-    for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "tokenizer.json",
-                 "metrics.jsonl", "loss.png"):
-        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "loss.png", "metrics.jsonl"]
+    assert (out / "checkpoints" / "latest").read_text() == "step-000006\n"
+    for step in (3, 6):
+        for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "tokenizer.json"):
+            assert (out / "checkpoints" / f"step-{step:06d}" / name).is_file(), name
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
     valid = [r for r in records if r["split"] == "valid"]
@@ -152,7 +154,7 @@ def test_unwritable_output_folder(corpus, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
     out = tmp_path / "run"
     tiny_run(corpus, out, steps=6, save_every=3)
-    before = (out / "model.safetensors").read_bytes()
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     real_forward = train.SpanBertForPretraining.forward
 
     def poisoned(self, batch, **kwargs):
@@ -163,8 +165,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
 
     monkeypatch.setattr(train.SpanBertForPretraining, "forward", poisoned)
     with pytest.raises(ValueError, match="loss became nan at step 1; no checkpoint was written yet"):
-        tiny_run(corpus, out, steps=6, save_every=3)
-    assert (out / "model.safetensors").read_bytes() == before
+        tiny_run(corpus, out, steps=6, save_every=3, overwrite=True)  # a new run meant to replace the old one
+    assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # its staging folder is gone
 
 
 class UnreadableLoss:
@@ -214,8 +217,9 @@ def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(c
         return result
 
     def save_and_keep(directory, **kwargs):
-        real_save(directory, **kwargs)
-        saved[kwargs["step"]] = (directory / "model.safetensors").read_bytes()
+        folder = real_save(directory, **kwargs)
+        saved[kwargs["step"]] = (folder / "model.safetensors").read_bytes()
+        return folder
 
     monkeypatch.setattr(train.SpanBertForPretraining, poison, poisoned)
     monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
@@ -224,7 +228,7 @@ def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(c
     assert "\n" not in str(exc.value)
     assert len(train_calls) == 8  # steps 7 and 8 ran before the read-back caught step 7
     assert list(saved) == [4]  # the read-back before the step-8 save stopped the run
-    assert (out / "model.safetensors").read_bytes() == saved[4]
+    assert (out / "checkpoints" / "step-000004" / "model.safetensors").read_bytes() == saved[4]
     checkpoint = load_checkpoint(out, xp=np)
     assert checkpoint.step == 4 and all(np.isfinite(w).all() for w in checkpoint.params.values())
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == list(range(1, 7))

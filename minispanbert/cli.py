@@ -1,0 +1,49 @@
+"""The argument parser every ``python -m minispanbert.*`` command uses.
+
+Three differences from a plain ``argparse.ArgumentParser``:
+
+* a usage error is ONE line on stderr, ``error: <what> (see <prog> --help)``, exit code 2 (argparse
+  prints the usage block first);
+* ``--lr -1e-3`` reads ``-1e-3`` as a value (argparse takes "-1e-3" for an option because its
+  negative-number pattern has no exponent), so the value is then checked and refused in words;
+* ``--help`` shows every flag's default, and the description is the module docstring's first
+  paragraph without reStructuredText backticks.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+# A negative number, integer or float, with an optional exponent: -1, -0.5, -.5, -1e-3, -2.5E+4, -inf, -nan.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
+def plain_text(doc: str) -> str:
+    """The first paragraph of a docstring, without ``literal`` / `role` backticks."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return re.sub(r"`+([^`]*)`+", r"\1", first)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if "%(default)" in help_text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help_text
+        return f"{help_text} (default: %(default)s)" if help_text else "(default: %(default)s)"
+
+    def _format_action(self, action):
+        if not action.help and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = " "  # argparse skips the help column (and so the default) of a flag without help
+        return super()._format_action(action)
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, prog: str, doc: str = "", **kwargs):
+        super().__init__(prog=prog, description=plain_text(doc), formatter_class=_Formatter, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
