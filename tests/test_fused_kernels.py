@@ -5,7 +5,11 @@ Every test runs twice: on a real GPU through CuPy (skipped without one), and on 
 without a compiler). The reference is always the plain NumPy code (``fused=False``), itself
 gradient-checked in float64 in test_layers.py. Shapes are chosen to hit the kernels' edge cases:
 rows shorter than a warp, rows longer than the block (the threads' stride loops), a last column
-block only partly inside the row, a last chunk of rows shorter than the others, empty batches.
+block only partly inside the row, a last chunk of rows shorter than the others, empty batches, and
+rows whose every value is far below zero: a fully padded attention row (every score at the mask's
+-finfo.max / 2, where the plain softmax gives a uniform row) and rows of values around -1e4 (a
+running max started at 0 instead of at the row's first element underflows every exp to 0 and
+gives 0/0 = NaN there). Every comparison fails on a NaN or an infinity on either side.
 """
 import shutil
 import subprocess
@@ -25,7 +29,7 @@ from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
 from minispanbert.layers.softmax import softmax_backward, softmax_forward
 from minispanbert.model.spanbert import pretraining_backward, pretraining_forward
 
-from conftest import CUPY_SKIP_REASON
+from conftest import CUPY_SKIP_REASON, assert_allclose_finite
 from cuda_emulator import EmulatedCuPy, compiler_missing_reason, param_names
 
 EMULATOR_SKIP_REASON = compiler_missing_reason()
@@ -69,7 +73,7 @@ def assert_close(actual, expected, dtype, what):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    np.testing.assert_allclose(actual, expected, err_msg=what, **TOLERANCE[dtype])
+    assert_allclose_finite(actual, expected, err_msg=what, **TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -87,6 +91,58 @@ def test_softmax_matches_reference(device, dtype, shape, rng):
     dx = softmax_backward(dy_dev, cache, xp=device.xp)
     assert_close(device.to_host(y), y_ref, dtype, "softmax forward")
     assert_close(device.to_host(dx), dx_ref, dtype, "softmax backward")
+
+
+def _far_below_zero_rows(shape, dtype, rng, offset=-1e4):
+    """Rows 0-3 of a (rows, n) array: fully padded (every value the attention mask's finfo.min / 2),
+    all around ``offset``, all around ``offset`` but the first element padded, and an ordinary row
+    whose first element is padded (the max is not the first element)."""
+    padded = np.finfo(dtype).min / 2
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x[0] = padded
+    x[1] = offset + x[1]
+    x[2] = offset + x[2]
+    x[2, 0] = padded
+    x[3, 0] = padded
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 7), (5, 100)], ids=["short-rows", "rows-longer-than-block"])
+def test_softmax_fully_padded_and_very_negative_rows(device, dtype, shape, rng):
+    x = _far_below_zero_rows(shape, dtype, rng)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y_ref, cache_ref = softmax_forward(x, xp=np, fused=False)
+    dx_ref = softmax_backward(dy, cache_ref, xp=np, fused=False)
+    np.testing.assert_allclose(y_ref[0], 1.0 / shape[-1], rtol=1e-6)  # the reference itself: a uniform row
+    assert y_ref[2, 0] == 0.0 and y_ref[3, 0] == 0.0
+
+    x_dev, dy_dev = device.put(x, dy)
+    y, cache = softmax_forward(x_dev, xp=device.xp)
+    dx = softmax_backward(dy_dev, cache, xp=device.xp)
+    assert_close(device.to_host(y), y_ref, dtype, "softmax forward, rows far below zero")
+    assert_close(device.to_host(dx), dx_ref, dtype, "softmax backward, rows far below zero")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_very_negative_rows(device, dtype, rng):
+    """Logits all far below zero (and one row with a padded-size first logit): the log-sum-exp must
+    start its running max at the row's own values. float32 sits at -120, where exp already
+    underflows to 0 but z - lse still has float32 spacing 8e-6 (at -1e4 the recomputed
+    exp(z - lse) of either implementation is only good to 5e-4); float64 at -1e4."""
+    offset = -120.0 if dtype == np.float32 else -1e4
+    assert np.exp(dtype(offset)) == 0.0
+    logits = _far_below_zero_rows((5, 150), dtype, rng, offset)[1:]
+    labels = np.array([3, 149, 0, IGNORE_INDEX], dtype=np.int64)
+    loss_ref, cache_ref = cross_entropy_forward(logits, labels, xp=np, fused=False)
+    dlogits_ref = cross_entropy_backward(0.7, cache_ref, xp=np, fused=False)
+    assert np.isfinite(float(loss_ref)) and float(loss_ref) > 1.0
+
+    logits_dev, labels_dev = device.put(logits, labels)
+    loss, cache = cross_entropy_forward(logits_dev, labels_dev, xp=device.xp)
+    dlogits = cross_entropy_backward(0.7, cache, xp=device.xp)
+    assert_close(device.to_host(loss), loss_ref, dtype, "cross-entropy loss, rows far below zero")
+    assert_close(device.to_host(dlogits), dlogits_ref, dtype, "cross-entropy dlogits, rows far below zero")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -186,7 +242,7 @@ def test_whole_pretraining_step_with_fused_kernels_matches_the_plain_model(dtype
         results.append({"loss": np.asarray(out.loss), **grads})
     assert results[0].keys() == results[1].keys()
     for name, expected in results[0].items():
-        np.testing.assert_allclose(results[1][name], expected, err_msg=name, **TOLERANCE[dtype])
+        assert_allclose_finite(results[1][name], expected, err_msg=name, **TOLERANCE[dtype])
 
 
 def _elementwise_as_kernel(in_params, out_params, operation, name):
