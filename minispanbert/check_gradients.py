@@ -41,12 +41,14 @@ from .layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_en
 from .layers.dropout import dropout_backward, dropout_forward
 from .layers.embedding import embedding_backward, embedding_forward
 from .layers.feedforward import feedforward_backward, feedforward_forward
-from .layers.gelu import gelu_backward, gelu_forward
+from .layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
 from .layers.layernorm import layernorm_backward, layernorm_forward
 from .layers.linear import linear_backward, linear_forward
+from .layers.relu import relu_backward, relu_forward
 from .layers.residual import residual_layernorm_backward, residual_layernorm_forward
 from .layers.softmax import softmax_backward, softmax_forward
-from .model.encoder import WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params
+from .model.encoder import (WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params,
+                            key_bias_names)
 from .model.pooler import pooler_backward, pooler_forward
 from .model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
 from .model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
@@ -108,6 +110,18 @@ def op_cases(rng):
             dict(x=x * 2),
             lambda xp, x: gelu_forward(x, xp=xp),
             lambda xp, d, c: (gelu_backward(d, c, xp=xp),),
+            ("x",),
+        ),
+        "gelu_new": (
+            dict(x=x * 2),
+            lambda xp, x: gelu_new_forward(x, xp=xp),
+            lambda xp, d, c: (gelu_new_backward(d, c, xp=xp),),
+            ("x",),
+        ),
+        "relu": (
+            dict(x=x * 2),
+            lambda xp, x: relu_forward(x, xp=xp),
+            lambda xp, d, c: (relu_backward(d, c, xp=xp),),
             ("x",),
         ),
         "softmax": (
@@ -327,9 +341,54 @@ def check_pretraining_loss(seed=0, *, dropout=False) -> dict:
     return _pop_key_biases(errors, grads)
 
 
+# The BERT family's encoders (config.py): RoBERTa's positions and padding_idx rows, ALBERT's E < H
+# projection, gelu_new and shared layers (L2/G1/K2: applications (0,0),(0,1),(0,0),(0,1), so each
+# weight is used twice), ELECTRA's embeddings_project.
+FAMILY_CHECK_CONFIGS = {
+    "roberta": CHECK_CONFIG.replace(model_type="roberta", pad_token_id=1, type_vocab_size=1,
+                                    max_position_embeddings=10, layer_norm_eps=1e-5),
+    "albert": CHECK_CONFIG.replace(model_type="albert", hidden_act="gelu_new", embedding_size=6, num_hidden_layers=2,
+                                   num_hidden_groups=1, inner_group_num=2),
+    "electra": CHECK_CONFIG.replace(model_type="electra", embedding_size=6),
+}
+def check_family_encoder(model_type, *, dropout=False, seed=0) -> dict:
+    """Every parameter of one family encoder against sum(h * dout), dout zero at padded positions
+    (a pad row's lookup gradient is dropped by the padding_idx rule, and only padded positions
+    read it). With ``dropout`` every dropout is on with fixed masks (``fixed_dropout_rng``)."""
+    config = FAMILY_CHECK_CONFIGS[model_type]
+    if dropout:
+        config = config.replace(hidden_dropout_prob=DROPOUT_P, attention_probs_dropout_prob=DROPOUT_P)
+    rng = np.random.default_rng(seed)
+    # Layer weights 10x and the E -> H projection 25x (std 0.5, so h_0 is O(1) and attention is far
+    # from uniform: otherwise the query gradients are ~1e-5 and drown in difference noise).
+    params = {k: v * 25 if k.endswith(".weight") and v.ndim == 2 and ("mapping_in" in k or "project" in k) else
+              v * 10 if k.endswith(".weight") and v.ndim == 2 and "embeddings." not in k else
+              v + 0.2 * rng.normal(size=v.shape) if v.ndim == 1 else v
+              for k, v in init_encoder_params(config, rng).items()}
+    ids, types, mask = encoder_inputs(rng, config=config)
+    if config.pad_token_id is not None:
+        ids[mask == 0] = config.pad_token_id
+    types = np.minimum(types, config.type_vocab_size - 1)
+    dout = rng.normal(size=(*ids.shape, config.hidden_size)) * mask[..., None]
+
+    def forward():
+        return encoder_forward(params, ids, types, mask, config, xp=np, train=dropout,
+                               rng=fixed_dropout_rng() if dropout else None)
+
+    _, cache = forward()
+    grads = encoder_backward(dout, cache, xp=np)
+    errors = check_param_gradients(lambda: np.sum(forward()[0] * dout), params, grads,
+                                   max_elements=DROPOUT_MAX_ELEMENTS if dropout else None)
+    for name in key_bias_names(config):
+        errors[name] = _exact_zero(grads[name], np.zeros(1))
+    return errors
+
+
 MODEL_CHECKS = {
     "encoder": check_encoder,
     "encoder_dropout": lambda: check_encoder(dropout=True),
+    **{f"encoder_{t}{'_dropout' if d else ''}": (lambda t=t, d=d: check_family_encoder(t, dropout=d))
+       for t in FAMILY_CHECK_CONFIGS for d in (False, True)},
     "mlm_head": check_mlm_head,
     "sbo_head": check_sbo_head,
     "pretraining_loss": check_pretraining_loss,

@@ -2,11 +2,33 @@
 
 Field names follow Hugging Face ``BertConfig`` where one exists, so a saved ``config.json`` reads
 naturally next to a ``transformers`` checkpoint. The SBO fields are SpanBERT's (spec §2).
+
+The BERT family (bert-family-spec.md §1) shares one encoder; these fields select the variant, and
+their defaults are BERT/SpanBERT exactly, so older checkpoints (which lack them) load unchanged:
+
+    model_type         "bert" | "roberta" | "albert" | "electra": the parameter-name prefix
+                       (``bert.`` ...) and the layout: RoBERTa's position ids pad+1+i, ALBERT's
+                       grouped layer names and shared layers, ELECTRA's embeddings_project
+    hidden_act         "gelu" (erf) | "gelu_new" (tanh, ALBERT) | "relu" (layers/activation.py)
+    embedding_size     None: the embedding tables are H wide. E: the tables and the embedding
+                       LayerNorm are E wide and a Linear E -> H follows (ALBERT always has it, as
+                       Hugging Face does, even for E = H; ELECTRA only when E != H)
+    num_hidden_groups  ALBERT: G groups of ``inner_group_num`` K layers; layer i of L runs every
+    inner_group_num    layer of group int(i / (L / G)), so the depth is L*K with G*K weight sets
+    pad_token_id       None: no padding_idx rule (BERT/SpanBERT's behaviour here). An id: that
+                       word-embedding row starts at 0 and gets no lookup gradient, as
+                       torch.nn.Embedding(padding_idx=...) (and RoBERTa's position row of that id)
+    classifier_dropout_prob  dropout before a sentence-level classifier (ALBERT's SOP head);
+                       None: hidden_dropout_prob
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from .layers.activation import ACTIVATIONS
+
+MODEL_TYPES = ("bert", "roberta", "albert", "electra")
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,14 @@ class ModelConfig:
     # Span Boundary Objective head (SpanBERT §3.2; the authors' code uses a 15 x 200 table)
     sbo_max_targets: int = 15
     sbo_position_dim: int = 200
+    # The BERT family (see the module docstring); the defaults are BERT's.
+    model_type: str = "bert"
+    hidden_act: str = "gelu"
+    embedding_size: int | None = None
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    pad_token_id: int | None = None
+    classifier_dropout_prob: float | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -38,13 +68,55 @@ class ModelConfig:
                 f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
                 f"{self.num_attention_heads}"
             )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"config field {name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"config field {name} must be in [0, 1), got {value}")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"config field model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"config field hidden_act must be one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}")
+        if self.embedding_size is not None:
+            if not isinstance(self.embedding_size, int) or self.embedding_size < 1:
+                raise ValueError(f"config field embedding_size must be None or a positive integer, got {self.embedding_size!r}")
+            if self.model_type in ("bert", "roberta") and self.embedding_size != self.hidden_size:
+                raise ValueError(f"model_type {self.model_type!r} has no embedding projection: embedding_size must be "
+                                 f"None or hidden_size, got {self.embedding_size} (use model_type albert or electra)")
+        for name in ("num_hidden_groups", "inner_group_num"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"config field {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.model_type != "albert" and (self.num_hidden_groups, self.inner_group_num) != (1, 1):
+            raise ValueError("num_hidden_groups and inner_group_num are ALBERT's layer sharing: "
+                             f"use model_type albert or leave them at 1 (model_type is {self.model_type!r})")
+        if self.num_hidden_groups > self.num_hidden_layers:
+            raise ValueError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
+                             f"{self.num_hidden_layers}: a group would never run")
+        if self.pad_token_id is not None and not (isinstance(self.pad_token_id, int)
+                                                  and 0 <= self.pad_token_id < self.vocab_size):
+            raise ValueError(f"config field pad_token_id must be None or an id in [0, {self.vocab_size}), "
+                             f"got {self.pad_token_id!r}")
+        if self.model_type == "roberta":
+            if self.pad_token_id is None:
+                raise ValueError("model_type roberta needs pad_token_id (its position ids are pad+1+i)")
+            if self.max_position_embeddings < self.pad_token_id + 2:
+                raise ValueError(f"max_position_embeddings {self.max_position_embeddings} leaves no position "
+                                 f"after pad_token_id {self.pad_token_id}: RoBERTa needs max_len + pad + 1 rows")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """E: the width of the embedding tables (H unless ``embedding_size`` says otherwise)."""
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input the position table allows: P, or P - pad - 1 for RoBERTa's pad+1+i."""
+        if self.model_type == "roberta":
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

@@ -66,9 +66,10 @@ def no_decay_mask(params: dict) -> dict[str, bool]:
 
     As in BERT and the SpanBERT fine-tuning code, biases (names ending in ``.bias``, which includes
     ``cls.predictions.bias``) and LayerNorm weights and biases (names containing ``LayerNorm``) are
-    exempt; every weight matrix and embedding table is decayed.
+    exempt; every weight matrix and embedding table is decayed. Lower-case ``layer_norm`` counts too
+    (RoBERTa's ``lm_head.layer_norm``, ALBERT's ``full_layer_layer_norm``).
     """
-    return {name: not (name.endswith(".bias") or "LayerNorm" in name) for name in params}
+    return {name: not (name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name) for name in params}
 
 
 def adamw_update(
