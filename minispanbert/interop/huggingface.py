@@ -180,6 +180,9 @@ def model_config_from_hf(hf: dict, path: Path) -> ModelConfig:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a BERT config.json; download it again")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {**{k: v for k, v in HF_DEFAULTS.items() if k in fields}, **{k: hf[k] for k in fields if k in hf}}
+    # Every BertConfig carries pad_token_id (default 0); ModelConfig.pad_token_id switches on the
+    # padding_idx rule (no lookup gradient to that row), which minispanbert's BERT leaves off.
+    values.pop("pad_token_id", None)
     act = hf.get("hidden_act", HF_DEFAULTS["hidden_act"])
     if "hidden_act" not in fields and act != "gelu":
         raise ValueError(f"{path}: hidden_act {act!r} is not supported by this minispanbert (erf \"gelu\" only); "

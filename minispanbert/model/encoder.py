@@ -175,9 +175,12 @@ def init_encoder_params(config, rng) -> dict:
     }
     layernorm_init(params, emb + "LayerNorm.", E)
     if config.pad_token_id is not None:
-        params[emb + "word_embeddings.weight"][config.pad_token_id] = 0.0
-        if config.model_type == "roberta":
-            params[emb + "position_embeddings.weight"][config.pad_token_id] = 0.0
+        padded = ("word_embeddings.weight", "position_embeddings.weight") if config.model_type == "roberta" \
+            else ("word_embeddings.weight",)
+        for name in padded:
+            table = np.array(params[emb + name])  # a writable copy
+            table[config.pad_token_id] = 0.0
+            params[emb + name] = table
     projection = projection_prefix(config)
     if projection is not None:
         linear_init(params, projection, H, E, rng, std)
