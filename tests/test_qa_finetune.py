@@ -2,6 +2,7 @@
 the loss against a hand computation, loading a pretraining checkpoint (heads dropped), an end-to-end
 fine-tune that overfits five hand-written questions to EM = F1 = 100 through decoding and the
 official metric, the dev-split-by-article mode, and one-line CLI errors."""
+import dataclasses
 import json
 import math
 import shutil
@@ -15,7 +16,7 @@ from minispanbert.checkpoint import load_checkpoint, resolve_checkpoint, save_ch
 from minispanbert.config import ModelConfig
 from minispanbert.data import train_tokenizer
 from minispanbert.evaluate_qa import main as evaluate_qa_main
-from minispanbert.finetune_qa import FinetuneConfig, initial_params, load_pretrained
+from minispanbert.finetune import FinetuneConfig, model_setup
 from minispanbert.finetune_qa import main as finetune_main
 from minispanbert.gradcheck import check_param_gradients, format_errors, numerical_gradient, rel_error
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
@@ -221,7 +222,7 @@ def test_fine_tune_overfits_five_questions_to_em_and_f1_100(small_checkpoint, sq
     result = finetune_main(["--checkpoint", str(small_checkpoint), "--train", str(squad_file), "--dev", str(squad_file),
                             "--out", str(out), "--steps", "120", "--batch-size", "5", "--lr", "5e-3",
                             "--dropout", "0", *SMALL_WINDOWS])
-    assert result["scores"] == {"exact_match": 100.0, "f1": 100.0}
+    assert result["scores"] == {"dev": {"exact_match": 100.0, "f1": 100.0}}
     assert result["train_losses"][-1] < 0.05 * result["train_losses"][0]
     assert json.loads((out / "predictions.json").read_text()) == GOLD  # official format, text cut from context
     assert 'dev: {"exact_match": 100.0, "f1": 100.0}' in capsys.readouterr().out
@@ -232,7 +233,7 @@ def test_fine_tune_overfits_five_questions_to_em_and_f1_100(small_checkpoint, sq
     assert (saved.directory / "tokenizer.json").is_file() and (out / "finetune.png").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 121))
-    assert records[-1] == {"split": "dev", "step": 120, "questions": 5, "exact_match": 100.0, "f1": 100.0}
+    assert records[-1] == {"split": "dev", "step": 120, "examples": 5, "exact_match": 100.0, "f1": 100.0}
 
 
 def test_split_dev_by_article_trains_and_evaluates_on_disjoint_articles(pretrained_dir, squad_file, tmp_path,
@@ -255,15 +256,16 @@ def test_split_dev_by_article_trains_and_evaluates_on_disjoint_articles(pretrain
 
 
 def test_random_init_keeps_config_and_tokenizer_but_not_the_weights(pretrained_dir, squad_file):
-    cfg = FinetuneConfig(checkpoint=str(pretrained_dir), dev=str(squad_file), train=str(squad_file))
-    checkpoint, model_config, _ = load_pretrained(cfg, np)
-    pretrained, _ = initial_params(checkpoint, model_config, cfg, xp=np)
-    random, _ = initial_params(checkpoint, model_config, FinetuneConfig(**{**cfg.__dict__, "random_init": True}), xp=np)
+    cfg = FinetuneConfig(task="squad", checkpoint=str(pretrained_dir), dev=str(squad_file), train=str(squad_file))
+    pretrained, model_config, _, _, _ = model_setup(cfg, np)
+    random, _, _, _, unused = model_setup(dataclasses.replace(cfg, random_init=True), np)
+    checkpoint = load_checkpoint(pretrained_dir, xp=np)
     word = "bert.embeddings.word_embeddings.weight"
     np.testing.assert_array_equal(pretrained[word], checkpoint.params[word])
     assert not np.allclose(random[word], checkpoint.params[word])
     np.testing.assert_array_equal(random[QA_WEIGHT], pretrained[QA_WEIGHT])  # same head: only the encoder differs
     assert model_config.hidden_dropout_prob == 0.1  # dropout per the checkpoint's config
+    assert unused == sorted(checkpoint.params)
 
 
 # --------------------------------------------------------------------------- CLI errors

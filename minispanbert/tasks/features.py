@@ -1,20 +1,14 @@
 """Single-sequence model inputs: ``[CLS] pieces [SEP]`` padded to the longest row of the set, as
 BERT feeds one sentence (BERT §3, Figure 2: segment A only, token type 0 everywhere).
 
-Special ids are looked up in the tokenizer by their text ([CLS], [SEP], [PAD]) rather than assumed,
-so a tokenizer with another numbering (a Hugging Face vocabulary) works unchanged.
+Special ids are looked up in the tokenizer (`interop.tokenizer.special_token_ids`) rather than
+assumed, so a tokenizer with another numbering (a Hugging Face vocabulary) works unchanged.
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def special_id(tokenizer, token: str) -> int:
-    """The id of ``token`` ([CLS], [SEP], [PAD]) in ``tokenizer``; ValueError when it has none."""
-    token_id = tokenizer.token_to_id(token)
-    if token_id is None:
-        raise ValueError(f"the tokenizer has no {token} token: use a BERT WordPiece tokenizer")
-    return token_id
+from ..interop.tokenizer import special_token_ids
 
 
 def pack_sequences(piece_ids: list[list[int]], tokenizer, max_seq_len: int) -> tuple[dict, int]:
@@ -22,7 +16,8 @@ def pack_sequences(piece_ids: list[list[int]], tokenizer, max_seq_len: int) -> t
     cut). Each row is ``[CLS] ids[:max_seq_len - 2] [SEP]``; T is the longest row, at most max_seq_len."""
     if max_seq_len < 3:
         raise ValueError(f"--max-seq-len must be at least 3 ([CLS] one piece [SEP]), got {max_seq_len}")
-    cls, sep, pad = (special_id(tokenizer, t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+    special = special_token_ids(tokenizer)
+    cls, sep, pad = special["cls"], special["sep"], special["pad"]
     room = max_seq_len - 2
     T = min(max_seq_len, max((len(ids) for ids in piece_ids), default=0) + 2)
     input_ids = np.full((len(piece_ids), T), pad, dtype=np.int64)
