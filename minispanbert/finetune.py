@@ -156,7 +156,8 @@ def model_setup(cfg: FinetuneConfig, xp):
     pretrained = load_pretrained_encoder(cfg.checkpoint, xp=xp, dtype=cfg.dtype)
     model_config = pretrained.config
     if cfg.dropout is not None:
-        model_config = model_config.replace(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
+        model_config = model_config.replace(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                                            classifier_dropout_prob=cfg.dropout)
     if cfg.max_seq_len > model_config.max_position_embeddings:
         raise ValueError(f"--max-seq-len {cfg.max_seq_len} exceeds the model's max_position_embeddings "
                          f"{model_config.max_position_embeddings}: use --max-seq-len "

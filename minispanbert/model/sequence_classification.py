@@ -3,7 +3,7 @@ linear classifier, as Hugging Face ``BertForSequenceClassification`` (BERT §4.1
 
 Head, for the final encoder states h (B, T, H) and C classes:
     p = tanh(h[:, 0] W_p^T + b_p)        (B, H)   bert.pooler.dense (model/pooler.py)
-    d = dropout(p)                       (B, H)   rate config.hidden_dropout_prob, as HF
+    d = dropout(p)                       (B, H)   rate classifier_dropout_prob, else hidden_dropout_prob (HF)
     z = d W_c^T + b_c                    (B, C)   classifier: W_c (C, H), b_c (C,)
 Loss, for gold labels y (B,) (IGNORE_INDEX rows skipped, K = the counted rows):
     L = -(1/|K|) sum_{n in K} log softmax(z_n)[y_n]
@@ -101,8 +101,9 @@ def sequence_classification_forward(params, arrays, config, *, xp, train=False, 
     """
     h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
                                        config, xp=xp, train=train, rng=rng)
-    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp, dropout_p=config.hidden_dropout_prob,
-                                                              rng=rng, train=train)
+    dropout_p = config.hidden_dropout_prob if config.classifier_dropout_prob is None else config.classifier_dropout_prob
+    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp, dropout_p=dropout_p, rng=rng,
+                                                              train=train)
     if "labels" not in arrays:
         return ClassifierOutput(None, logits), (encoder_cache, head_cache, None)
     labels = check_labels(arrays["labels"], logits.shape[1], logits.shape[:1])
