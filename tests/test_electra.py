@@ -6,12 +6,21 @@ import math
 import numpy as np
 import pytest
 
-from minispanbert.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from minispanbert.check_gradients import (MODEL_TOLERANCE, OP_TOLERANCE, check_electra_discriminator_head,
+                                          check_electra_generator_head, check_electra_loss,
+                                          check_electra_shared_embeddings, electra_check_setup)
+from minispanbert.data.tokenizer import CLS_ID, MASK_ID, SEP_ID
 from minispanbert.electra_masking import make_electra_batch, mask_for_electra, max_predictions
-from minispanbert.gradcheck import numerical_gradient, rel_error
+from minispanbert.gradcheck import assert_errors_below, numerical_gradient, rel_error
 from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
-from minispanbert.model.electra import replace_tokens, sample_tokens
+from minispanbert.model.electra import DISC_WEIGHT
+from minispanbert.model.electra import WORD_EMBEDDINGS as ELECTRA_WORD
+from minispanbert.model.electra import (ElectraForPretraining, discriminator_head_backward, discriminator_head_forward,
+                                        discriminator_view, electra_backward, electra_forward, generator_config,
+                                        generator_head_backward, generator_head_forward, generator_view,
+                                        init_electra_params, replace_tokens, sample_tokens,
+                                        save_electra_pretrained)
 
 # --------------------------------------------------------------------------- binary cross-entropy
 
@@ -155,3 +164,200 @@ def test_replaced_labels_a_sample_equal_to_the_original_is_original():
     np.testing.assert_array_equal(corrupt, [[2, 10, 20, 12, 3, 0]])
     np.testing.assert_array_equal(labels, [[0, 0, 1, 0, 0, 0]])
     np.testing.assert_array_equal(original, [[2, 10, 11, 12, 3, 0]])  # not modified in place
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_generator_size_follows_the_authors_rule():
+    from minispanbert.config import ModelConfig
+    small = ModelConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                        intermediate_size=1024, max_position_embeddings=512, model_type="electra", embedding_size=128)
+    g = generator_config(small)  # ELECTRA-Small: H 256 -> generator H 64, A 1, I 256, L 12, E 128
+    assert (g.hidden_size, g.num_attention_heads, g.intermediate_size, g.num_hidden_layers, g.embedding_width) == \
+        (64, 1, 256, 12, 128)
+    base = small.replace(hidden_size=768, num_attention_heads=12, intermediate_size=3072, embedding_size=768)
+    g = generator_config(base, 1 / 3)  # ELECTRA-Base's 1/3: H 256, A 4
+    assert (g.hidden_size, g.num_attention_heads, g.intermediate_size) == (256, 4, 1024)
+    with pytest.raises(ValueError, match="generator size"):
+        generator_config(small, 0.0)
+
+
+def test_electra_gradient_checks_float64():
+    for check, tol in ((check_electra_discriminator_head, OP_TOLERANCE), (check_electra_generator_head, OP_TOLERANCE),
+                       (check_electra_loss, MODEL_TOLERANCE), (check_electra_shared_embeddings, MODEL_TOLERANCE)):
+        assert_errors_below(check(), tol, check.__name__)
+
+
+def separate_networks(params, batch, corrupt, config, gen_config):
+    """Each network run ON ITS OWN from its Hugging Face-named view: the generator's L_MLM and the
+    discriminator's L_Disc, each with its own encoder_forward/backward (no electra_forward)."""
+    from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward as bce_b
+    from minispanbert.layers.cross_entropy import cross_entropy_backward, cross_entropy_forward
+    from minispanbert.model.encoder import encoder_backward, encoder_forward
+    gen, disc = generator_view(params), discriminator_view(params)
+    positions = np.flatnonzero(batch.mlm_labels.reshape(-1) != IGNORE_INDEX)
+    h, enc_cache = encoder_forward(gen, batch.input_ids, batch.token_type_ids, batch.attention_mask, gen_config, xp=np)
+    logits, head_cache = generator_head_forward(gen, h, positions, xp=np)
+    _, ce_cache = cross_entropy_forward(logits, batch.mlm_labels.reshape(-1)[positions], xp=np)
+    dh, gen_grads = generator_head_backward(cross_entropy_backward(1.0, ce_cache, xp=np), head_cache, xp=np)
+    decoder = gen_grads.pop(ELECTRA_WORD)
+    gen_grads.update(encoder_backward(dh, enc_cache, xp=np))
+    gen_grads[ELECTRA_WORD] = gen_grads[ELECTRA_WORD] + decoder
+    h, enc_cache = encoder_forward(disc, corrupt, batch.token_type_ids, batch.attention_mask, config, xp=np)
+    z, head_cache = discriminator_head_forward(disc, h, xp=np)
+    _, bce_cache = binary_cross_entropy_forward(z, (corrupt != batch.original_ids).astype(np.int64),
+                                                batch.attention_mask, xp=np)
+    dh, disc_grads = discriminator_head_backward(bce_b(1.0, bce_cache, xp=np), head_cache, xp=np)
+    disc_grads.update(encoder_backward(dh, enc_cache, xp=np))
+    return gen_grads, disc_grads
+
+
+def test_shared_embedding_gradient_is_the_generator_part_plus_lambda_times_the_discriminator_part():
+    params, batch, corrupt, config, gen_config = electra_check_setup()
+    _, cache = electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)
+    grads = electra_backward(cache, xp=np)
+    gen_grads, disc_grads = separate_networks(params, batch, corrupt, config, gen_config)
+    shared = [n for n in params if n.startswith("electra.embeddings.")]
+    assert len(shared) == 5  # word, position, type tables and the LayerNorm's weight and bias
+    for name in shared:
+        np.testing.assert_allclose(grads[name], gen_grads[name] + DISC_WEIGHT * disc_grads[name], rtol=1e-12, atol=1e-14)
+        assert np.abs(gen_grads[name]).max() > 0 and np.abs(disc_grads[name]).max() > 0  # both really contribute
+    for name, value in grads.items():  # everything else belongs to exactly one network
+        if name not in shared:
+            own = gen_grads[name[len("generator."):]] if name.startswith("generator.") else DISC_WEIGHT * disc_grads[name]
+            np.testing.assert_allclose(value, own, rtol=1e-12, atol=1e-14, err_msg=name)
+    # embeddings_project is NOT shared: each network has its own, of its own width
+    assert params["electra.embeddings_project.weight"].shape == (config.hidden_size, 6)
+    assert params["generator.electra.embeddings_project.weight"].shape == (gen_config.hidden_size, 6)
+
+
+def test_sampling_passes_no_gradient_to_the_generator():
+    """The generator's non-embedding tensors get exactly their L_MLM gradient whatever the
+    discriminator's weight: L_Disc reaches the generator only through the shared embeddings."""
+    params, batch, corrupt, config, gen_config = electra_check_setup()
+    grads = {w: electra_backward(electra_forward(params, batch, config, gen_config, xp=np, disc_weight=w)[1], xp=np)
+             for w in (0.0, 50.0)}
+    for name in params:
+        if name.startswith("generator."):
+            np.testing.assert_array_equal(grads[0.0][name], grads[50.0][name], err_msg=name)
+
+
+def test_electra_loss_at_initialisation_is_ln_v_plus_50_ln_2():
+    from minispanbert.config import ModelConfig
+    config = ModelConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=32, model_type="electra", embedding_size=16,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = ElectraForPretraining.initialise(config, generator_config(config), seed=0, xp=np, dtype="float64")
+    rng = np.random.default_rng(0)
+    batch = make_electra_batch([rng.integers(5, 200, size=28) for _ in range(8)], rng, seq_len=32)
+    out, _ = model.forward(batch)
+    assert float(out.mlm_loss) == pytest.approx(math.log(200), abs=0.05)
+    assert float(out.disc_loss) == pytest.approx(math.log(2), abs=0.01)
+    assert float(out.loss) == pytest.approx(float(out.mlm_loss) + 50 * float(out.disc_loss), rel=1e-12)
+    assert out.mlm_count == int((batch.mlm_labels != IGNORE_INDEX).sum())
+    assert int(out.disc_count) == int(batch.attention_mask.sum())
+    # nearly every sample from a near-uniform generator differs from the original
+    assert int(out.replaced_count) >= out.mlm_count - 2
+
+
+# --------------------------------------------------------------------------- Hugging Face parity
+
+
+def test_losses_and_every_gradient_equal_hugging_face_float64():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from minispanbert.config import ModelConfig
+    config = ModelConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                         max_position_embeddings=10, model_type="electra", embedding_size=12,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    gen_config = generator_config(config, 0.5)
+    params = init_electra_params(config, gen_config, 3, xp=np, dtype="float64")
+    rng = np.random.default_rng(4)
+    params = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in params.items()}  # LN and biases non-trivial
+    # rows: full length P (= T), padded, a [PAD] id inside a real row, a token repeated, both segments
+    original = np.array([[2, 7, 7, 9, 11, 7, 13, 14, 15, 3],
+                         [2, 21, 0, 22, 23, 3, 0, 0, 0, 0],
+                         [2, 30, 31, 7, 3, 0, 0, 0, 0, 0]])
+    mask = (np.arange(10) < np.array([[10], [6], [5]])).astype(np.int64)
+    types = np.zeros_like(original)
+    types[0, 5:] = 1
+    batch = mask_for_electra(original, mask, np.random.default_rng(9), token_type_ids=types, mask_ratio=0.3)
+    out, cache = electra_forward(params, batch, config, gen_config, xp=np)
+    grads = electra_backward(cache, xp=np)
+
+    torch.set_num_threads(1)
+    common = dict(vocab_size=40, embedding_size=12, num_hidden_layers=2, max_position_embeddings=10, type_vocab_size=2,
+                  hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-12,
+                  pad_token_id=None)
+    disc_hf = transformers.ElectraForPreTraining(transformers.ElectraConfig(
+        hidden_size=16, num_attention_heads=2, intermediate_size=24, **common))
+    gen_hf = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        hidden_size=gen_config.hidden_size, num_attention_heads=gen_config.num_attention_heads,
+        intermediate_size=gen_config.intermediate_size, **common))
+    for model in (disc_hf, gen_hf):
+        model.config._attn_implementation = "eager"
+        model.double().eval()
+    gen_hf.electra.embeddings = disc_hf.electra.embeddings  # share the whole embeddings module (LN included)
+    gen_hf.generator_lm_head.weight = disc_hf.electra.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        for model, view in ((disc_hf, discriminator_view(params)), (gen_hf, generator_view(params))):
+            named = dict(model.named_parameters())
+            assert set(named) == set(view), set(named) ^ set(view)
+            for name, p in named.items():
+                p.copy_(torch.from_numpy(view[name]))
+
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in dict(
+        masked=batch.input_ids, corrupt=out.corrupt_ids, mask=mask, types=types, mlm=batch.mlm_labels,
+        labels=out.labels).items()}
+    gen_out = gen_hf(input_ids=t["masked"], attention_mask=t["mask"], token_type_ids=t["types"], labels=t["mlm"])
+    disc_out = disc_hf(input_ids=t["corrupt"], attention_mask=t["mask"], token_type_ids=t["types"], labels=t["labels"])
+    # HF computes its own BCE with labels.float(): float32 even for a double model. Its loss agrees to
+    # float32 precision; the float64 comparison recomputes the same formula (BCEWithLogitsLoss over
+    # attention_mask == 1) from its float64 logits.
+    assert disc_out.loss.dtype == torch.float32
+    assert float(out.disc_loss) == pytest.approx(disc_out.loss.item(), rel=1e-6)
+    active = t["mask"] == 1
+    disc_loss = torch.nn.functional.binary_cross_entropy_with_logits(disc_out.logits[active], t["labels"][active].double())
+    total = gen_out.loss + 50.0 * disc_loss
+    total.backward()
+    assert float(out.mlm_loss) == pytest.approx(gen_out.loss.item(), rel=1e-12)
+    assert float(out.disc_loss) == pytest.approx(disc_loss.item(), rel=1e-12)
+    assert float(out.loss) == pytest.approx(total.item(), rel=1e-12)
+    assert 0 < int(out.replaced_count) and int((batch.mlm_labels != IGNORE_INDEX).sum()) > 0
+    hf_grads = {name: p.grad.numpy() for name, p in disc_hf.named_parameters()}
+    hf_grads.update({"generator." + name: p.grad.numpy() for name, p in gen_hf.named_parameters()
+                     if not name.startswith("electra.embeddings.")})
+    assert hf_grads.keys() == grads.keys()
+    scale = max(float(np.abs(g).max()) for g in hf_grads.values())
+    for name, hf in hf_grads.items():
+        if name.endswith("attention.self.key.bias"):  # exactly zero in exact arithmetic: compare the noise
+            assert np.abs(grads[name]).max() < 1e-13 * scale and np.abs(hf).max() < 1e-13 * scale, name
+        else:
+            assert rel_error(grads[name], hf) < 1e-10, (name, rel_error(grads[name], hf))
+
+
+def test_saved_folders_open_in_hugging_face_with_no_missing_keys(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    params, batch, corrupt, config, gen_config = electra_check_setup()
+    folders = save_electra_pretrained(tmp_path / "hf", params, config, gen_config)
+    out, _ = electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)
+    t = {k: torch.from_numpy(getattr(batch, k)) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    positions = batch.mlm_labels != IGNORE_INDEX
+    for folder, cls in zip(folders, (transformers.ElectraForPreTraining, transformers.ElectraForMaskedLM)):
+        model, info = cls.from_pretrained(folder, output_loading_info=True, attn_implementation="eager",
+                                          dtype=torch.float64)
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+        model.eval()
+        with torch.no_grad():
+            if cls is transformers.ElectraForMaskedLM:
+                hf = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], token_type_ids=t["token_type_ids"],
+                           labels=torch.from_numpy(batch.mlm_labels))
+                assert hf.loss.item() == pytest.approx(float(out.mlm_loss), rel=1e-12)
+                assert model.generator_lm_head.weight.data_ptr() == model.electra.embeddings.word_embeddings.weight.data_ptr()
+            else:
+                hf = model(input_ids=torch.from_numpy(corrupt), attention_mask=t["attention_mask"],
+                           token_type_ids=t["token_type_ids"])
+                np.testing.assert_allclose(hf.logits.numpy(), out.disc_logits, rtol=1e-10, atol=1e-12)
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["discriminator", "generator"]
