@@ -4,7 +4,8 @@ differences in float64, one table.
 Each op is checked against every differentiable input (weights and biases included) with a random
 upstream gradient ``dout``, so no backward is only tried with an all-ones output gradient. Then the
 whole encoder, the MLM and SBO heads and the full SpanBERT loss are checked against every
-parameter, the tied word embedding included. The tests (``tests/test_layers.py``,
+parameter, the tied word embedding included, and so are ELECTRA's heads, its whole loss
+(generator + discriminator, samples held fixed) and its shared embeddings' summed gradient. The tests (``tests/test_layers.py``,
 ``tests/test_encoder.py``, ``tests/test_spanbert_model.py``) assert on the same checks, and
 coursework can point this command at a student's version of the layers.
 
@@ -49,6 +50,15 @@ from .layers.residual import residual_layernorm_backward, residual_layernorm_for
 from .layers.softmax import softmax_backward, softmax_forward
 from .model.encoder import (WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params,
                             key_bias_names)
+from .electra_masking import ElectraBatch
+from .layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
+from .model.electra import DISC_WEIGHT
+from .model.electra import GENERATOR as ELECTRA_GENERATOR
+from .model.electra import SHARED as ELECTRA_SHARED
+from .model.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
+from .model.electra import (discriminator_head_backward, discriminator_head_forward, electra_backward, electra_forward,
+                            generator_config, generator_head_backward, generator_head_forward,
+                            init_discriminator_head_params, init_electra_params, init_generator_head_params)
 from .model.pooler import pooler_backward, pooler_forward
 from .model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
 from .model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
@@ -178,6 +188,13 @@ def op_cases(rng):
                 dropout_p=DROPOUT_P, rng=fixed_dropout_rng(xp), train=True),
             lambda xp, d, c: self_attention_backward(d, c, xp=xp),
             ("x", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"),
+        ),
+        "binary_cross_entropy": (
+            dict(logits=np.concatenate([rng.normal(size=8) * 3, [1000.0, -1000.0, 999.0, -999.0]]),
+                 labels=np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1]), mask=np.array([1] * 7 + [0] + [1] * 4)),
+            lambda xp, logits, labels, mask: binary_cross_entropy_forward(logits, labels, mask, xp=xp),
+            lambda xp, d, c: (binary_cross_entropy_backward(d, c, xp=xp),),
+            ("logits",),
         ),
         "cross_entropy": (
             dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),
@@ -384,6 +401,118 @@ def check_family_encoder(model_type, *, dropout=False, seed=0) -> dict:
     return errors
 
 
+# ELECTRA (model/electra.py): the discriminator head, the generator head, the whole loss
+# L_MLM + 50 L_Disc with the generator's samples held fixed, and the shared embeddings' gradient
+# as the sum of the generator's and the discriminator's parts. E = 6 differs from both H_D = 8 and
+# H_G = 4, so each network has its own embeddings_project.
+ELECTRA_CHECK_CONFIG = FAMILY_CHECK_CONFIGS["electra"].replace(num_hidden_layers=1)
+ELECTRA_GENERATOR_SIZE = 0.5
+
+
+def electra_check_setup(seed=0):
+    """(params, batch, corrupt_ids, config, gen_config): scaled float64 parameters and a hand-made
+    batch whose fixed discriminator input has a replaced token and a sample equal to the original
+    in each row, both segment ids, and two padded positions."""
+    config = ELECTRA_CHECK_CONFIG
+    gen_config = generator_config(config, ELECTRA_GENERATOR_SIZE)
+    rng = np.random.default_rng(seed + 100)
+    params = {k: v * (40 if "embeddings_project" in k else 10) if v.ndim == 2 and not k.startswith(ELECTRA_SHARED) else
+              v + 0.2 * rng.normal(size=v.shape) if v.ndim == 1 else v
+              for k, v in init_electra_params(config, gen_config, seed, xp=np, dtype="float64").items()}
+    original = np.array([[2, 9, 6, 7, 9, 8, 3], [2, 6, 11, 5, 3, 0, 0]])
+    attention_mask = (original != 0).astype(np.int64)
+    mlm_labels = np.full((2, 7), IGNORE_INDEX)
+    targets = ([0, 0, 1, 1], [2, 4, 2, 3])
+    mlm_labels[targets] = original[targets]
+    input_ids = original.copy()
+    input_ids[([0, 0, 1], [2, 4, 2])] = 4  # [MASK]; (1, 3) is a target the generator sees unmasked
+    uniforms = np.zeros((2, 7))
+    uniforms[targets] = [0.1, 0.5, 0.7, 0.9]
+    batch = ElectraBatch(original_ids=original, input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=np.array([[0, 0, 0, 0, 1, 1, 1], [0] * 7]), mlm_labels=mlm_labels,
+                         sample_uniforms=uniforms)
+    corrupt = original.copy()
+    corrupt[targets] = [12, 9, 11, 10]  # replaced, equal to the original (label 0), equal, replaced
+    return params, batch, corrupt, config, gen_config
+
+
+def _electra_key_biases(errors, grads, config, gen_config):
+    for name in key_bias_names(config) | {ELECTRA_GENERATOR + n for n in key_bias_names(gen_config)}:
+        errors[name] = _exact_zero(grads[name], np.zeros(1))
+    return errors
+
+
+def check_electra_discriminator_head(seed=3) -> dict:
+    rng = np.random.default_rng(seed)
+    params = {k: v * 20 if v.ndim == 2 else v + 0.3 * rng.normal(size=v.shape)
+              for k, v in init_discriminator_head_params(ELECTRA_CHECK_CONFIG, rng).items()}
+    h = rng.normal(size=(2, 5, ELECTRA_CHECK_CONFIG.hidden_size))
+    z, cache = discriminator_head_forward(params, h, xp=np)
+    dz = rng.normal(size=z.shape)
+    dh, grads = discriminator_head_backward(dz, cache, xp=np)
+
+    def f():
+        return discriminator_head_forward(params, h, xp=np)[0]
+
+    errors = check_param_gradients(lambda: np.sum(f() * dz), params, grads)
+    errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dz))
+    return errors
+
+
+def check_electra_generator_head(seed=4) -> dict:
+    gen_config = generator_config(ELECTRA_CHECK_CONFIG, ELECTRA_GENERATOR_SIZE)
+    rng = np.random.default_rng(seed)
+    params = {k: v * 20 if v.ndim == 2 else v + 0.3 * rng.normal(size=v.shape)
+              for k, v in init_generator_head_params(gen_config, rng).items()}
+    params[ELECTRA_WORD_EMBEDDINGS] = rng.normal(size=(gen_config.vocab_size, gen_config.embedding_width))
+    h = rng.normal(size=(2, 5, gen_config.hidden_size))
+    positions = np.array([1, 3, 7, 8])
+    logits, cache = generator_head_forward(params, h, positions, xp=np)
+    dlogits = rng.normal(size=logits.shape)
+    dh, grads = generator_head_backward(dlogits, cache, xp=np)
+
+    def f():
+        return generator_head_forward(params, h, positions, xp=np)[0]
+
+    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
+    errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dlogits))
+    return errors
+
+
+def check_electra_loss(seed=0) -> dict:
+    """L = L_MLM + 50 L_Disc against every parameter of both networks, the samples held fixed.
+    L ~ 35 is dominated by 50 L_Disc while the generator's own gradients are ~1e-4, so the step is
+    h = 3e-5: the rounding noise eps L / h falls 3x below that of h = 1e-5 (worst error 2.8e-7
+    instead of 5.7e-7, the generator's query bias) and the truncation error stays below it."""
+    params, batch, corrupt, config, gen_config = electra_check_setup(seed)
+
+    def forward():
+        return electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)
+
+    _, cache = forward()
+    grads = electra_backward(cache, xp=np)
+    errors = check_param_gradients(lambda: float(forward()[0].loss), params, grads, h=3e-5)
+    return _electra_key_biases(errors, grads, config, gen_config)
+
+
+def check_electra_shared_embeddings(seed=0) -> dict:
+    """The shared tensors' analytic gradient of L against the SUM of two separate numerical
+    gradients: of L_MLM (the generator alone) and of 50 L_Disc (the discriminator alone)."""
+    params, batch, corrupt, config, gen_config = electra_check_setup(seed)
+
+    def term(name):
+        return lambda: float(getattr(electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)[0], name))
+
+    _, cache = electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)
+    grads = electra_backward(cache, xp=np)
+    errors = {}
+    for name in (n for n in params if n.startswith(ELECTRA_SHARED)):
+        generator_part = numerical_gradient(term("mlm_loss"), params[name])
+        discriminator_part = DISC_WEIGHT * numerical_gradient(term("disc_loss"), params[name])
+        errors[name + " = G + D"] = rel_error(grads[name], generator_part + discriminator_part)
+    return errors
+
+
 MODEL_CHECKS = {
     "encoder": check_encoder,
     "encoder_dropout": lambda: check_encoder(dropout=True),
@@ -393,6 +522,10 @@ MODEL_CHECKS = {
     "sbo_head": check_sbo_head,
     "pretraining_loss": check_pretraining_loss,
     "pretraining_loss_dropout": lambda: check_pretraining_loss(dropout=True),
+    "electra_discriminator_head": check_electra_discriminator_head,
+    "electra_generator_head": check_electra_generator_head,
+    "electra_loss": check_electra_loss,
+    "electra_shared_embeddings": check_electra_shared_embeddings,
 }
 
 
