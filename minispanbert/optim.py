@@ -224,17 +224,19 @@ def clip_grad_norm(grads: dict, max_norm: float, *, xp):
 
 
 def clip_and_step(params: dict, grads: dict, state: AdamWState, *, lr: float, max_grad_norm: float,
-                  weight_decay: float, decay_mask: dict[str, bool] | None, xp):
+                  weight_decay: float, decay_mask: dict[str, bool] | None, xp,
+                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
     """One optimizer step of the recipe: clip ``grads`` to global norm ``max_grad_norm``
     (:func:`clip_grad_norm`, in place), then :func:`adamw_update` ``params`` and ``state`` in place
-    with its default betas (0.9, 0.999) and eps 1e-8.
+    with betas (0.9, 0.999) and eps 1e-8 unless given (RoBERTa: (0.9, 0.98), 1e-6).
 
     Returns the norm before clipping as a 0-d array on the device. Nothing here waits for the
     device, so the caller decides when to read the norm (and the loss) back; a non-finite gradient
     turns the updated weights into nan, so a caller must read them before it saves the weights.
     """
     grad_norm = clip_grad_norm(grads, max_grad_norm, xp=xp)
-    adamw_update(params, grads, state, lr=lr, weight_decay=weight_decay, decay_mask=decay_mask, xp=xp)
+    adamw_update(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 decay_mask=decay_mask, xp=xp)
     return grad_norm
 
 

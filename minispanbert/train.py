@@ -1,5 +1,8 @@
 """Pretrain a small SpanBERT: ``python -m minispanbert.train [--backend cupy] [--preset tiny] ...``
 
+``--objective bert|roberta|albert`` trains a sibling on the same loop instead (minispanbert/objectives/:
+each objective brings its tokenizer, packing, batch builder, model and optimizer settings).
+
 The loop is deliberately plain (nanoGPT style): read text, train a WordPiece tokenizer, pack
 blocks, then for each step mask a batch (fresh masks every step, so every epoch), run forward and
 backward by hand, clip, step AdamW, and now and then evaluate, plot and checkpoint.
@@ -29,26 +32,14 @@ from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng,
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
 from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
-from .data import (
-    CLS_ID,
-    SEP_ID,
-    encode_documents,
-    load_tokenizer,
-    pack_blocks,
-    read_corpus,
-    resolve_default_corpus,
-    split_documents,
-    train_tokenizer,
-    unigram_distribution,
-)
+from .data import read_corpus, resolve_default_corpus, split_documents, unigram_distribution
 from .layers.cross_entropy import IGNORE_INDEX
-from .masking import make_pretraining_batch
-from .model.spanbert import SpanBertForPretraining
+from .objectives import OBJECTIVES, get_objective
 from .rundir import RunDir, open_run_dir
 from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 
-SCHEMES = ("span", "word", "token")
+SCHEMES = ("span", "word", "token", "ngram")  # each objective accepts some of them (objectives/*.SCHEMES)
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_OUT = "runs/spanbert"
 DEFAULT_OVERFIT_OUT = "runs/overfit-batch"
@@ -57,7 +48,7 @@ PLOT_FILE = "loss.png"
 # Settings that must match for --resume to continue the same run bit for bit.
 # --steps may change: training then continues (or stops earlier) with the schedule recomputed for
 # the new total, which is no longer bit-identical to a straight run of either length.
-RESUME_MUST_MATCH = ("preset", "dtype", "masking", "sbo_weight", "batch_size", "seq_len", "seed", "dropout",
+RESUME_MUST_MATCH = ("objective", "preset", "dtype", "masking", "sbo_weight", "batch_size", "seq_len", "seed", "dropout",
                      "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch")
 
 
@@ -75,10 +66,11 @@ class TrainConfig:
     every save. It changes no number, so a resumed run may change it.
     """
 
+    objective: str = "spanbert"
     preset: str = "tiny"
     backend: str = "numpy"
     dtype: str = "float32"
-    masking: str = "span"
+    masking: str | None = None         # None: the objective's default (spanbert: span)
     sbo_weight: float = 1.0
     steps: int = 1000
     batch_size: int = 16
@@ -104,6 +96,10 @@ class TrainConfig:
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
 
+    def __post_init__(self):
+        if self.masking is None and self.objective in OBJECTIVES:
+            object.__setattr__(self, "masking", get_objective(self.objective).SCHEMES[0])
+
     @property
     def out_dir(self) -> str | None:
         """The --out folder, defaulted; None means "the --resume run's own folder"."""
@@ -122,7 +118,8 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         base = preset(self.preset)
         dropout = self.dropout if self.dropout is not None else (0.0 if self.overfit_batch else base.hidden_dropout_prob)
-        return base.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        return get_objective(self.objective).model_config(
+            base.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout), self)
 
     def validate(self) -> None:
         """Every problem with the flags, one line each, before any work is done."""
@@ -132,6 +129,7 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.masking not in SCHEMES:
             raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
+        get_objective(self.objective).check_flags(self)
         for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "eval_batches",
                      "keep_checkpoints", "print_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -162,23 +160,24 @@ class TrainConfig:
             raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}")
 
 
-def read_tokenizer_flag(path) -> object:
+def read_tokenizer_flag(path, objective="spanbert") -> object:
     """``--tokenizer PATH``: a tokenizer.json file, or a run / checkpoint folder holding one."""
     path = Path(path)
     if path.is_dir():
         from .checkpoint import resolve_checkpoint
 
         path = resolve_checkpoint(path) / TOKENIZER_FILE
-    return load_tokenizer(path)
+    return get_objective(objective).load_tokenizer(path)
 
 
-def data_fingerprint(blocks) -> str:
-    """sha256 of the packed training blocks: ``--resume`` refuses other data (or other packing)."""
+def data_fingerprint(examples) -> str:
+    """sha256 of the packed training examples' token ids (``example[0]``): ``--resume`` refuses
+    other data (or other packing)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for block in blocks:
-        digest.update(np.asarray(block, dtype=np.int64).tobytes())
+    for example in examples:
+        digest.update(np.asarray(example[0], dtype=np.int64).tobytes())
         digest.update(b"|")
     return digest.hexdigest()
 
@@ -188,11 +187,10 @@ def data_fingerprint(blocks) -> str:
 
 @dataclass
 class PretrainingData:
+    """The tokenizer and the objective's packed examples (SpanBERT: (block ids, word starts))."""
     tokenizer: object
-    train_blocks: list
-    train_word_starts: list
-    valid_blocks: list
-    valid_word_starts: list
+    train_examples: list
+    valid_examples: list
     unigram: np.ndarray
     description: str
 
@@ -216,23 +214,27 @@ def load_documents(cfg: TrainConfig, log):
 def prepare_data(cfg: TrainConfig, model_config: ModelConfig, tokenizer, log) -> PretrainingData:
     """Read, tokenize and pack. ``tokenizer`` is None for a fresh run (then one is trained)."""
     train_docs, valid_docs, description = load_documents(cfg, log)
+    objective = get_objective(cfg.objective)
     if tokenizer is None:
-        tokenizer = train_tokenizer((line for doc in train_docs for line in doc), model_config.vocab_size)
+        tokenizer = objective.train_tokenizer((line for doc in train_docs for line in doc), model_config.vocab_size)
     if tokenizer.get_vocab_size() > model_config.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but preset {cfg.preset!r} has a vocabulary "
             f"of {model_config.vocab_size}: use the tokenizer trained with this preset"
         )
-    max_tokens = cfg.seq_len - 2
-    train_blocks, train_starts = pack_blocks(encode_documents(tokenizer, train_docs), max_tokens)
-    valid_blocks, valid_starts = pack_blocks(encode_documents(tokenizer, valid_docs), max_tokens) if valid_docs else ([], [])
-    if len(train_blocks) < cfg.batch_size:
+    # Packing may draw random numbers (BERT/ALBERT pairs), each split from its own (seed) stream.
+    train_examples = objective.pack(objective.encode_documents(tokenizer, train_docs), seq_len=cfg.seq_len,
+                                    rng=np.random.default_rng([cfg.seed, 0, 4]))
+    valid_examples = objective.pack(objective.encode_documents(tokenizer, valid_docs), seq_len=cfg.seq_len,
+                                    rng=np.random.default_rng([cfg.seed, 0, 5])) \
+        if len(valid_docs) >= getattr(objective, "MIN_DOCUMENTS", 1) else []
+    if len(train_examples) < cfg.batch_size:
         raise ValueError(
-            f"the training corpus packs into {len(train_blocks)} blocks, fewer than --batch-size {cfg.batch_size}: "
+            f"the training corpus packs into {len(train_examples)} blocks, fewer than --batch-size {cfg.batch_size}: "
             "use more text or a smaller batch"
         )
-    unigram = unigram_distribution(train_blocks, model_config.vocab_size)
-    return PretrainingData(tokenizer, train_blocks, train_starts, valid_blocks, valid_starts, unigram, description)
+    unigram = unigram_distribution((ex[0] for ex in train_examples), model_config.vocab_size)
+    return PretrainingData(tokenizer, train_examples, valid_examples, unigram, description)
 
 
 def batch_indices(step: int, n_blocks: int, cfg: TrainConfig) -> np.ndarray:
@@ -247,13 +249,9 @@ def batch_indices(step: int, n_blocks: int, cfg: TrainConfig) -> np.ndarray:
 
 
 def make_batch(data: PretrainingData, indices, rng, cfg: TrainConfig, model_config: ModelConfig, *, split="train"):
-    blocks = data.train_blocks if split == "train" else data.valid_blocks
-    starts = data.train_word_starts if split == "train" else data.valid_word_starts
-    return make_pretraining_batch(
-        [blocks[i] for i in indices], [starts[i] for i in indices], cfg.masking, rng,
-        seq_len=cfg.seq_len, vocab_size=model_config.vocab_size, cls_id=CLS_ID, sep_id=SEP_ID,
-        unigram=data.unigram, max_pair_targets=model_config.sbo_max_targets,
-    )
+    examples = data.train_examples if split == "train" else data.valid_examples
+    return get_objective(cfg.objective).make_batch([examples[i] for i in indices], rng, cfg=cfg,
+                                                   model_config=model_config, unigram=data.unigram)
 
 
 # --------------------------------------------------------------------------- step and evaluation
@@ -272,25 +270,29 @@ def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dro
     """
     out, cache = model.forward(batch, train=True, rng=dropout_rng)
     grads = model.backward(cache)
+    objective = get_objective(cfg.objective)
     grad_norm = clip_and_step(model.params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
-                              weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp)
+                              weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp,
+                              betas=objective.ADAM_BETAS, eps=objective.ADAM_EPS)
     return out, grad_norm
 
 
-def read_train_records(pending, *, xp, since: float, tokens_per_step: int) -> list[dict]:
+def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads=("mlm", "sbo")) -> list[dict]:
     """metrics.jsonl records for the steps not yet read back, with ONE device -> host copy.
 
     ``pending``: one (step, lr, output, grad_norm) per step, step counted from 1 (updates done, as
     in the checkpoints), lr a host float, the rest as :func:`train_step` returned them. ``since``:
     when this interval's first step began; each record gets the interval's average tokens/s.
+    ``heads``: the objective's loss terms, logged as ``{head}_loss``.
     """
-    stacked = xp.stack([value for _, _, out, grad_norm in pending
-                        for value in (out.loss, out.mlm_loss, out.sbo_loss, grad_norm)])
-    values = to_numpy(stacked).reshape(len(pending), 4).tolist()  # waits for the device, then Python floats
+    keys = ["loss", *(f"{h}_loss" for h in heads)]
+    stacked = xp.stack([xp.asarray(value) for _, _, out, grad_norm in pending
+                        for value in (*(getattr(out, k) for k in keys), grad_norm)])
+    values = to_numpy(stacked).reshape(len(pending), len(keys) + 1).tolist()  # waits for the device
     tokens_per_s = tokens_per_step * len(pending) / max(time.perf_counter() - since, 1e-9)
-    return [dict(split="train", step=step, loss=loss, mlm_loss=mlm_loss, sbo_loss=sbo_loss, lr=lr,
-                 grad_norm=grad_norm, tokens_per_s=tokens_per_s)
-            for (step, lr, _, _), (loss, mlm_loss, sbo_loss, grad_norm) in zip(pending, values)]
+    return [dict(split="train", step=step, **dict(zip(keys, row[:-1])), lr=lr, grad_norm=row[-1],
+                 tokens_per_s=tokens_per_s)
+            for (step, lr, _, _), row in zip(pending, values)]
 
 
 def non_finite_error(record: dict, last_saved) -> ValueError:
@@ -306,21 +308,23 @@ def non_finite_error(record: dict, last_saved) -> ValueError:
                       "lower --lr or train with --dtype float64")
 
 
-def evaluate(model, eval_batches) -> dict:
-    """Token-weighted MLM and SBO loss and accuracy over fixed (pre-masked) held-out batches."""
-    sums = dict(mlm_loss=0.0, mlm_correct=0.0, mlm_count=0, sbo_loss=0.0, sbo_correct=0.0, sbo_count=0)
+def evaluate(model, eval_batches, heads=("mlm", "sbo")) -> dict:
+    """Per head (MLM, SBO / NSP / SOP): loss and accuracy over fixed (pre-masked) held-out batches,
+    each batch weighted by its target count."""
+    sums = {f"{h}_{k}": 0.0 for h in heads for k in ("loss", "correct", "count")}
     for batch in eval_batches:
         out, _ = model.forward(batch, train=False)
-        sums["mlm_loss"] += float(out.mlm_loss) * out.mlm_count
-        sums["mlm_correct"] += float(out.mlm_correct)
-        sums["mlm_count"] += out.mlm_count
-        sums["sbo_loss"] += float(out.sbo_loss) * out.sbo_count
-        sums["sbo_correct"] += float(out.sbo_correct)
-        sums["sbo_count"] += out.sbo_count
-    m, s = max(sums["mlm_count"], 1), max(sums["sbo_count"], 1)
-    return dict(mlm_loss=sums["mlm_loss"] / m, mlm_acc=sums["mlm_correct"] / m,
-                sbo_loss=sums["sbo_loss"] / s, sbo_acc=sums["sbo_correct"] / s,
-                mlm_targets=sums["mlm_count"], sbo_targets=sums["sbo_count"])
+        for h in heads:
+            count = getattr(out, f"{h}_count")
+            sums[f"{h}_loss"] += float(getattr(out, f"{h}_loss")) * count
+            sums[f"{h}_correct"] += float(getattr(out, f"{h}_correct"))
+            sums[f"{h}_count"] += count
+    result = {}
+    for h in heads:
+        n = max(sums[f"{h}_count"], 1)
+        result.update({f"{h}_loss": sums[f"{h}_loss"] / n, f"{h}_acc": sums[f"{h}_correct"] / n,
+                       f"{h}_targets": int(sums[f"{h}_count"])})
+    return result
 
 
 def most_frequent_token_accuracy(eval_batches, unigram) -> float:
@@ -333,21 +337,22 @@ def most_frequent_token_accuracy(eval_batches, unigram) -> float:
 # --------------------------------------------------------------------------- output
 
 
-def plot_metrics(metrics_path: Path, plot_path: Path) -> None:
+def plot_metrics(metrics_path: Path, plot_path: Path, heads=("mlm", "sbo"), title="SpanBERT") -> None:
     """Training and validation loss curves and held-out accuracies -> PNG."""
     records = read_metrics(metrics_path)
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid"]
     fig, axes = new_figure(2, (11, 4))
-    for key, style in (("mlm_loss", "-"), ("sbo_loss", "--")):
+    for key, style in zip((f"{h}_loss" for h in heads), ("-", "--", ":")):
         axes[0].plot([r["step"] for r in train], [r[key] for r in train], style, label=f"train {key}", alpha=0.7)
         if valid:
             axes[0].plot([r["step"] for r in valid], [r[key] for r in valid], style + "o", label=f"valid {key}")
-    axes[0].set(xlabel="step", ylabel="cross-entropy (nats)", title="SpanBERT pretraining loss")
+    axes[0].set(xlabel="step", ylabel="cross-entropy (nats)", title=f"{title} pretraining loss")
     axes[0].legend()
     if valid:
-        axes[1].plot([r["step"] for r in valid], [r["mlm_acc"] for r in valid], "o-", label="valid MLM accuracy")
-        axes[1].plot([r["step"] for r in valid], [r["sbo_acc"] for r in valid], "s-", label="valid SBO accuracy")
+        for h, style in zip(heads, ("o-", "s-", "^-")):
+            axes[1].plot([r["step"] for r in valid], [r[f"{h}_acc"] for r in valid], style,
+                         label=f"valid {h.upper()} accuracy")
         axes[1].axhline(valid[-1]["baseline_acc"], color="grey", ls=":", label="most frequent token")
     axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
     axes[1].legend()
@@ -416,7 +421,7 @@ def _load_resumed(cfg: TrainConfig, model_config: ModelConfig, xp):
         raise ValueError(f"the checkpoint in {resumed.directory} holds non-finite weights ({bad[0]}): "
                          "resume from an earlier checkpoint folder (checkpoints/step-*)")
     try:
-        tokenizer = load_tokenizer(resumed.directory / TOKENIZER_FILE)
+        tokenizer = get_objective(cfg.objective).load_tokenizer(resumed.directory / TOKENIZER_FILE)
     except ValueError:
         raise ValueError(f"the checkpoint in {resumed.directory} has no readable {TOKENIZER_FILE}, and the weights "
                          "only fit the tokenizer they were trained with: resume from another checkpoint folder "
@@ -427,37 +432,39 @@ def _load_resumed(cfg: TrainConfig, model_config: ModelConfig, xp):
 def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     xp = get_backend(cfg.backend)
     model_config = cfg.model_config()
+    objective = get_objective(cfg.objective)
+    heads, title = objective.HEADS, "SpanBERT" if cfg.objective == "spanbert" else cfg.objective
 
     resumed, tokenizer = _load_resumed(cfg, model_config, xp) if cfg.resume else (None, None)
     if cfg.tokenizer is not None:
-        tokenizer = read_tokenizer_flag(cfg.tokenizer)
+        tokenizer = read_tokenizer_flag(cfg.tokenizer, cfg.objective)
 
     data = prepare_data(cfg, model_config, tokenizer, log)
-    fingerprint = data_fingerprint(data.train_blocks)
+    fingerprint = data_fingerprint(data.train_examples)
     if resumed is not None:
         saved_fingerprint = resumed.extra.get("data_sha256")
         if saved_fingerprint is not None and saved_fingerprint != fingerprint:
             raise ValueError(f"the training data differs from the data the run in {cfg.resume} was trained on "
                              f"(--data {cfg.data}): resume with the run's --data, or start a fresh run")
-        model = SpanBertForPretraining(model_config, resumed.params, xp=xp, sbo_weight=cfg.sbo_weight)
+        model = objective.from_params(model_config, resumed.params, xp=xp, cfg=cfg)
         opt_state, start_step = resumed.optimizer_state, resumed.step
         if start_step >= cfg.steps:
             raise ValueError(f"the checkpoint in {cfg.resume} is already at step {start_step}: "
                              f"ask for more --steps than that to continue training")
     else:
-        model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
-                                                  sbo_weight=cfg.sbo_weight)
+        model = objective.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype, cfg=cfg)
         opt_state, start_step = adamw_init(model.params, xp=xp), 0
     decay_mask = no_decay_mask(model.params)
 
     eval_rng = np.random.default_rng([cfg.seed, 0, 2])  # fixed masks: evaluations are comparable
-    n_eval = min(len(data.valid_blocks), cfg.eval_batches * cfg.batch_size)
+    n_eval = min(len(data.valid_examples), cfg.eval_batches * cfg.batch_size)
     eval_batches = [make_batch(data, range(i, min(i + cfg.batch_size, n_eval)), eval_rng, cfg, model_config, split="valid")
                     for i in range(0, n_eval, cfg.batch_size)]
     baseline_acc = most_frequent_token_accuracy(eval_batches, data.unigram) if eval_batches else None
 
     log(f"data: {data.description}")
-    log(f"blocks: {len(data.train_blocks)} train, {len(data.valid_blocks)} valid; tokenizer vocabulary "
+    log(f"objective: {cfg.objective} (losses: {', '.join(h.upper() for h in heads)}; --masking {cfg.masking})")
+    log(f"blocks: {len(data.train_examples)} train, {len(data.valid_examples)} valid; tokenizer vocabulary "
         f"{data.tokenizer.get_vocab_size()} (model {model_config.vocab_size})"
         + ("" if cfg.tokenizer is None else f", read from {cfg.tokenizer}"))
     if not eval_batches:
@@ -466,7 +473,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     log(f"model: {json.dumps(model_config.to_dict())}")
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
     log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
-        f"per objective ({2 * math.log(model_config.vocab_size):.3f} for MLM + SBO)")
+        f"for MLM" + (", ln 2 = 0.693 for NSP/SOP" if set(heads) & {"nsp", "sop"} else ""))
     log(f"output: {run_dir.final}" + (" (replaced by this run at its first checkpoint; until then the old run "
                                       "is untouched)" if run_dir.staged else ""))
     if resumed is not None:
@@ -499,7 +506,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     recent = []  # train losses since the last progress line
     for step in bar:
         mask_rng = np.random.default_rng(overfit_rng_seed if cfg.overfit_batch else [cfg.seed, step, 1])
-        batch = make_batch(data, batch_indices(step, len(data.train_blocks), cfg), mask_rng, cfg, model_config)
+        batch = make_batch(data, batch_indices(step, len(data.train_examples), cfg), mask_rng, cfg, model_config)
         lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
         out, grad_norm = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
                                     dropout_rng=make_rng([cfg.seed, step, 3], xp=xp))
@@ -511,7 +518,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
         if not (evaluate_now or save_now or print_now or done % cfg.log_every == 0):
             continue
         # Read back before evaluating or saving: a non-finite step must stop the run before its weights are written.
-        records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step)
+        records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step, heads=heads)
         pending.clear()
         for record in records:
             if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
@@ -523,23 +530,24 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
             append_metrics(run_dir.path / METRICS_FILE, record)
         bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", tok_s=f"{records[-1]['tokens_per_s']:.0f}")
         if print_now and recent:
+            parts = ", ".join(f"{h.upper()} {np.mean([r[h + '_loss'] for r in recent]):.3f}" for h in heads)
             say(f"step {done}/{cfg.steps}: train loss {np.mean([r['loss'] for r in recent]):.3f} "
-                f"(MLM {np.mean([r['mlm_loss'] for r in recent]):.3f}, SBO {np.mean([r['sbo_loss'] for r in recent]):.3f}; "
-                f"mean of the last {len(recent)} steps) | lr {lr:.2e} | {records[-1]['tokens_per_s']:,.0f} tokens/s")
+                f"({parts}; mean of the last {len(recent)} steps) | lr {lr:.2e} | "
+                f"{records[-1]['tokens_per_s']:,.0f} tokens/s")
             recent = []
         if evaluate_now:
-            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches))
+            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches, heads))
             append_metrics(run_dir.path / METRICS_FILE, last_eval)
-            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE)
-            say(f"step {done}: valid MLM loss {last_eval['mlm_loss']:.3f} acc {last_eval['mlm_acc']:.3f} | "
-                f"SBO loss {last_eval['sbo_loss']:.3f} acc {last_eval['sbo_acc']:.3f} | "
-                f"most-frequent-token acc {baseline_acc:.3f}")
+            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title)
+            say(f"step {done}: valid " + " | ".join(f"{h.upper()} loss {last_eval[h + '_loss']:.3f} acc "
+                                                    f"{last_eval[h + '_acc']:.3f}" for h in heads)
+                + f" | most-frequent-token acc {baseline_acc:.3f}")
         if save_now:
             save(done)
         t_interval = time.perf_counter()  # evaluating and saving are not training throughput
     bar.close()
     if not eval_batches:
-        plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE)
+        plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title)
     log(f"wrote checkpoints/{step_dir_name(cfg.steps)}, {METRICS_FILE} and {PLOT_FILE} to {run_dir.path}")
     return {"last_eval": last_eval, "train_losses": history, "out": str(run_dir.path)}
 
@@ -547,10 +555,14 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
 def parse_args(argv=None) -> TrainConfig:
     defaults = TrainConfig()
     p = Parser("python -m minispanbert.train", __doc__)
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=defaults.objective,
+                   help="spanbert = span masking + SBO; bert = MLM + NSP; roberta = MLM, full sentences, byte-level "
+                        "BPE; albert = factorised + shared, n-gram MLM + SOP")
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help="array backend")
     p.add_argument("--preset", choices=list(PRESETS), default=defaults.preset, help="model size")
-    p.add_argument("--masking", choices=SCHEMES, default=defaults.masking,
-                   help="span = SpanBERT; word = whole words; token = BERT subword tokens")
+    p.add_argument("--masking", choices=SCHEMES, default=None,
+                   help="span = SpanBERT; word = whole words; token = BERT subword tokens; ngram = ALBERT "
+                        "(default: the objective's: span, token, token, ngram)")
     p.add_argument("--sbo-weight", type=float, default=defaults.sbo_weight, help="0 switches the SBO off")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="blocks per step")

@@ -11,6 +11,7 @@ import pytest
 
 from minispanbert import train
 from minispanbert.checkpoint import load_checkpoint
+from minispanbert.model.spanbert import SpanBertForPretraining
 from minispanbert.optim import adamw_init
 from minispanbert.train import TrainConfig, batch_indices, run, train_step
 
@@ -155,7 +156,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
     out = tmp_path / "run"
     tiny_run(corpus, out, steps=6, save_every=3)
     before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    real_forward = train.SpanBertForPretraining.forward
+    real_forward = SpanBertForPretraining.forward
 
     def poisoned(self, batch, **kwargs):
         result, cache = real_forward(self, batch, **kwargs)
@@ -163,7 +164,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
             result.loss = result.loss * np.nan
         return result, cache
 
-    monkeypatch.setattr(train.SpanBertForPretraining, "forward", poisoned)
+    monkeypatch.setattr(SpanBertForPretraining, "forward", poisoned)
     with pytest.raises(ValueError, match="loss became nan at step 1; no checkpoint was written yet"):
         tiny_run(corpus, out, steps=6, save_every=3, overwrite=True)  # a new run meant to replace the old one
     assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
@@ -201,7 +202,7 @@ def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(c
     so steps 6-8 are read together just before the step-8 save, which is not a log step. Step 7
     alone is poisoned: in its loss, or in a gradient (which turns every weight nan)."""
     out, train_calls, saved = tmp_path / "run", [], {}
-    real = getattr(train.SpanBertForPretraining, poison)
+    real = getattr(SpanBertForPretraining, poison)
     real_save = train.save_checkpoint
 
     def poisoned(self, *args, **kwargs):
@@ -221,7 +222,7 @@ def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(c
         saved[kwargs["step"]] = (folder / "model.safetensors").read_bytes()
         return folder
 
-    monkeypatch.setattr(train.SpanBertForPretraining, poison, poisoned)
+    monkeypatch.setattr(SpanBertForPretraining, poison, poisoned)
     monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
     with pytest.raises(ValueError, match=message) as exc:
         tiny_run(corpus, out, steps=10, save_every=4, eval_every=100, log_every=5)
