@@ -233,7 +233,7 @@ def test_cli_list_shows_status_and_folders(tmp_path, fake_squad, capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line.startswith(" ")}
     assert rows == {"name": "status", "wikitext-2-raw": "missing", "wikitext-2": "missing",
-                    "wikitext-103-raw": "missing", "squad-v1.1": "partial"}
+                    "wikitext-103-raw": "missing", "squad-v1.1": "partial", "sst2": "missing", "wnut17": "missing"}
     assert str(data / "squad-v1.1") in out
 
 

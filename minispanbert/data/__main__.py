@@ -3,7 +3,7 @@
     python -m minispanbert.data list [--dir data]
     python -m minispanbert.data download NAME [--dir data] [--from PATH] [--force] [--timeout S]
 
-NAME is one of wikitext-2-raw, wikitext-2, wikitext-103-raw, squad-v1.1. ``--from PATH`` installs
+NAME is one of wikitext-2-raw, wikitext-2, wikitext-103-raw, squad-v1.1, sst2, wnut17. ``--from PATH`` installs
 from a local copy (the official archive/file, checked by sha256, or an extracted folder) instead of
 the network. Every failure ends with one ``error: ...`` line and exit status 1.
 """
@@ -42,7 +42,7 @@ def _list(data_dir: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m minispanbert.data",
-        description="List and download the public data sets (WikiText, SQuAD) into a data folder.",
+        description="List and download the public data sets (WikiText, SQuAD, SST-2, WNUT-17) into a data folder.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="show the data sets, whether they are present, and where they go")

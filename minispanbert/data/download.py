@@ -6,8 +6,12 @@ Layout under the data folder (default ``data/`` at the repository root, git-igno
     data/wikitext-2/wiki.{train,valid,test}.tokens        from wikitext-2-v1.zip
     data/wikitext-103-raw/wiki.{train,valid,test}.raw     from wikitext-103-raw-v1.zip
     data/squad-v1.1/{train,dev}-v1.1.json                 the two official JSON files
+    data/sst2/{train,dev,test}.tsv                        from GLUE's SST-2.zip
+    data/wnut17/{wnut17train.conll, emerging.dev.conll, emerging.test.annotated}   the official files
 
-The WikiText folders are the official zips' single top folder, moved into place whole.
+The WikiText and SST-2 folders are the official zips' single top folder, moved into place whole.
+GLUE publishes no checksum for SST-2.zip: its files are checked instead by reading them with the
+SST-2 reader and comparing the row counts with GLUE's (67,349 / 872 / 1,821).
 
 Safety rules, so that an interrupted or failed run never leaves a file that looks valid:
 
@@ -49,10 +53,11 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Remote:
-    """One official file: its address, sha256 and size in bytes."""
+    """One official file: its address, sha256 (None when none is published: the data set's
+    ``check`` then verifies the unpacked files) and size in bytes."""
 
     url: str
-    sha256: str
+    sha256: str | None
     size: int
 
 
@@ -62,6 +67,8 @@ class DatasetSpec:
 
     ``files`` maps a split name to a file name. The files come either from one zip ``archive``
     (member ``archive_root/FILE`` for each file) or one by one from ``remotes`` (FILE -> Remote).
+    ``check`` (optional) is called with the folder of unpacked files before they are moved into
+    place and raises ValueError when they are not the data set's.
     """
 
     description: str
@@ -69,10 +76,24 @@ class DatasetSpec:
     archive: Remote | None = None
     archive_root: str = ""
     remotes: dict[str, Remote] = field(default_factory=dict)
+    check: Callable[[Path], None] | None = None
 
 
 _WIKITEXT = "https://wikitext.smerity.com/"
 _SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
+_WNUT17 = "https://raw.githubusercontent.com/leondz/emerging_entities_17/e52a2d2a71ac1a051ca2d532eef28653c5c02603/"
+SST2_ROWS = {"train.tsv": 67_349, "dev.tsv": 872, "test.tsv": 1_821}  # GLUE's published SST-2 sizes
+
+
+def _check_sst2(folder: Path) -> None:
+    """Each SST-2 file parses (`tasks.sst2.read_sst2`) and has GLUE's number of rows."""
+    from ..tasks.sst2 import read_sst2
+
+    for fname, rows in SST2_ROWS.items():
+        found = len(read_sst2(folder / fname))
+        if found != rows:
+            raise ValueError(f"{fname} has {found} sentences, GLUE's SST-2 has {rows}: it is not the official "
+                             "file; download SST-2.zip again")
 
 # The one table of official addresses and checksums.
 DATASETS: dict[str, DatasetSpec] = {
@@ -105,6 +126,26 @@ DATASETS: dict[str, DatasetSpec] = {
                                       "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955", 30_288_272),
             "dev-v1.1.json": Remote(_SQUAD + "dev-v1.1.json",
                                     "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9", 4_854_279),
+        },
+    ),
+    "sst2": DatasetSpec(
+        "GLUE SST-2 binary sentiment (Socher et al. 2013; research use, as distributed by GLUE)",
+        {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+        # no published checksum (see _check_sst2); the size, about 7.4 MB, only feeds the progress bar
+        archive=Remote("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip", None, 7_400_000),
+        archive_root="SST-2",
+        check=_check_sst2,
+    ),
+    "wnut17": DatasetSpec(
+        "WNUT-17 emerging and rare entities, English NER (Derczynski et al. 2017; CC BY 4.0)",
+        {"train": "wnut17train.conll", "dev": "emerging.dev.conll", "test": "emerging.test.annotated"},
+        remotes={
+            "wnut17train.conll": Remote(_WNUT17 + "wnut17train.conll",
+                                        "731820e13f71af324c6b55a1575ec2ce59fbaa2a0806f8f0400b98d56cd6a7a5", 493_781),
+            "emerging.dev.conll": Remote(_WNUT17 + "emerging.dev.conll",
+                                         "e053b752b8155113ca66e7db08af5f2f5f43ab993694e4774f1ec5bad42312d8", 114_749),
+            "emerging.test.annotated": Remote(_WNUT17 + "emerging.test.annotated",
+                                              "2aa79b764e56ec9264a1b30fdd9b70195bd00ff400b62edd8f399d5f13c178f0", 192_425),
         },
     ),
 }
@@ -178,7 +219,7 @@ def fetch_verified(remote: Remote, directory: Path, *, timeout: float = DEFAULT_
                     f"could not download {remote.url} ({_reason(exc)}): check the network, "
                     "or fetch the file elsewhere and install it with --from PATH"
                 ) from None
-        if digest.hexdigest() != remote.sha256:
+        if remote.sha256 is not None and digest.hexdigest() != remote.sha256:
             raise DownloadError(
                 f"{remote.url} gave sha256 {digest.hexdigest()}, expected {remote.sha256} "
                 "(a proxy or captive portal page?): nothing was kept; retry or use --from PATH"
@@ -207,9 +248,19 @@ def _install_archive(name: str, archive: Path, data_dir: Path) -> Path:
                         shutil.copyfileobj(src, dst, CHUNK_BYTES)
         except zipfile.BadZipFile:
             raise ValueError(f"{archive} is not a readable zip archive: download it again") from None
+        _check(spec, staging, archive)
         return _move_into_place(staging, dataset_dir(name, data_dir))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check(spec: DatasetSpec, staging: Path, source: Path) -> None:
+    """Run the data set's own check on the unpacked files, naming ``source`` in the error."""
+    if spec.check is not None:
+        try:
+            spec.check(staging)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
 
 
 def _move_into_place(staging: Path, final: Path) -> Path:
@@ -291,7 +342,7 @@ def install_from(
     if spec.archive is not None:
         if source.is_file():
             digest = sha256_file(source)
-            if digest != spec.archive.sha256:
+            if spec.archive.sha256 is not None and digest != spec.archive.sha256:
                 raise ValueError(
                     f"--from {source}: sha256 {digest} is not that of the official "
                     f"{Path(spec.archive.url).name} ({spec.archive.sha256}); "
@@ -311,6 +362,7 @@ def install_from(
             try:
                 for fname in spec.files.values():
                     shutil.copyfile(root / fname, staging / fname)
+                _check(spec, staging, source)
                 _move_into_place(staging, folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
