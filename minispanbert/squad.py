@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .atomic import write_text_atomic
-from .data.tokenizer import CLS_ID, PAD_ID, SEP_ID, check_special_ids
 
 # The [CLS] + [SEP] + [SEP] that every window adds around question and passage.
 SPECIALS_PER_WINDOW = 3
@@ -255,9 +254,10 @@ def make_features(
     ending at the passage end (a passage with no tokens gets no window, so decoding predicts "").
     With ``training=True`` each window is labelled with the first gold
     answer's token span, or (0, 0) = [CLS] when the answer is not fully inside it (also when no
-    passage token overlaps the answer's characters). ``tokenizer`` is a `tokenizers.Tokenizer`
-    with minispanbert's fixed special ids ([PAD]=0 ... [MASK]=4, as `minispanbert.data.tokenizer` makes);
-    its truncation and padding settings are ignored.
+    passage token overlaps the answer's characters). ``tokenizer`` is a BERT WordPiece
+    `tokenizers.Tokenizer`: minispanbert's own (`minispanbert.data.tokenizer`, [CLS]=2, [SEP]=3,
+    [PAD]=0) or a Hugging Face checkpoint's (`minispanbert.interop.tokenizer`, [CLS]=101 ...); the
+    special ids are read from it, and its truncation and padding settings are ignored.
 
     Maximal context (BERT `_check_is_max_context`): a token in several windows belongs to the window
     maximising min(tokens left of it, tokens right of it) + 0.01 * window length; the first such
@@ -278,6 +278,7 @@ def make_features(
             f"max_seq_len - max_query_len - {SPECIALS_PER_WINDOW}): windows could not step by it; lower doc_stride"
         )
     tokenizer = _without_truncation_or_padding(tokenizer)
+    cls_id, sep_id, pad_id = _window_special_ids(tokenizer)
 
     # Many questions share a paragraph: tokenize each distinct context once.
     contexts = list(dict.fromkeys(ex.context for ex in examples))
@@ -306,12 +307,12 @@ def make_features(
         answer_tokens = _answer_token_span(example, offsets) if training else None
 
         for window_index, (doc_start, length) in enumerate(windows):
-            input_ids = np.full(max_seq_len, PAD_ID, dtype=np.int32)
-            input_ids[0] = CLS_ID
+            input_ids = np.full(max_seq_len, pad_id, dtype=np.int32)
+            input_ids[0] = cls_id
             input_ids[1:passage_start - 1] = query_ids
-            input_ids[passage_start - 1] = SEP_ID
+            input_ids[passage_start - 1] = sep_id
             input_ids[passage_start:passage_start + length] = ids[doc_start:doc_start + length]
-            input_ids[passage_start + length] = SEP_ID
+            input_ids[passage_start + length] = sep_id
             token_type_ids = np.zeros(max_seq_len, dtype=np.int32)
             token_type_ids[passage_start:passage_start + length + 1] = 1
             attention_mask = np.zeros(max_seq_len, dtype=np.int32)
@@ -335,9 +336,16 @@ def make_features(
     return features
 
 
+def _window_special_ids(tokenizer) -> tuple[int, int, int]:
+    """The tokenizer's [CLS], [SEP] and [PAD] ids, or a one-line ValueError when one is missing."""
+    ids = tuple(tokenizer.token_to_id(token) for token in ("[CLS]", "[SEP]", "[PAD]"))
+    if None in ids:
+        raise ValueError("make_features tokenizer lacks [CLS], [SEP] or [PAD]: pass a BERT WordPiece tokenizer")
+    return ids
+
+
 def _without_truncation_or_padding(tokenizer):
-    """A copy of ``tokenizer`` that never truncates or pads (windows do that), after checking its ids."""
-    check_special_ids(tokenizer, "make_features tokenizer")
+    """A copy of ``tokenizer`` that never truncates or pads (windows do that)."""
     if tokenizer.truncation is None and tokenizer.padding is None:
         return tokenizer
     plain = type(tokenizer).from_str(tokenizer.to_str())

@@ -296,10 +296,15 @@ def test_training_false_has_no_labels_and_validation_errors():
         make_features(ex, tok, max_seq_len=6, doc_stride=1, max_query_len=3, training=True)
     with pytest.raises(ValueError, match="doc_stride=11 is larger than the smallest passage window \\(10"):
         make_features(ex, tok, max_seq_len=16, doc_stride=11, max_query_len=3, training=True)
-    shifted_vocab = {"[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+    # A Hugging Face vocabulary's special ids (here [PAD]=1, [CLS]=7, [SEP]=5) are read from the tokenizer...
+    shifted_vocab = {"[UNK]": 0, "[PAD]": 1, "[MASK]": 4, "[SEP]": 5, "[CLS]": 7}
     shifted = Tokenizer(models.WordPiece(shifted_vocab, unk_token="[UNK]"))
-    with pytest.raises(ValueError, match=r"\[PAD\] has id 1, expected 0"):
-        make_features(ex, shifted, training=True, **WINDOWS)
+    row = make_features(ex, shifted, training=True, **WINDOWS)[0].input_ids
+    assert row[0] == 7 and list(row).count(5) == 2 and row[-1] == 1
+    # ...and a tokenizer without one of them is refused.
+    no_cls = Tokenizer(models.WordPiece({"[UNK]": 0, "[PAD]": 1, "[SEP]": 3}, unk_token="[UNK]"))
+    with pytest.raises(ValueError, match=r"lacks \[CLS\], \[SEP\] or \[PAD\]"):
+        make_features(ex, no_cls, training=True, **WINDOWS)
 
 
 def test_tokenizer_truncation_setting_does_not_cut_the_passage():
