@@ -306,7 +306,7 @@ def _ours_saved_then_opened_by_transformers(tmp_path, params, config, tok, auto_
     return hf_model.double().eval(), info
 
 
-@pytest.mark.parametrize("kind", ["spanbert", "qa", "sequence_classifier", "token_classifier", "pretraining"])
+@pytest.mark.parametrize("kind", ["spanbert", "qa", "sequence_classifier", "token_classifier", "pretraining", "encoder"])
 def test_saved_folder_opens_in_transformers_with_the_same_outputs(tmp_path, kind):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -325,6 +325,7 @@ def test_saved_folder_opens_in_transformers_with_the_same_outputs(tmp_path, kind
         "qa": ("AutoModelForQuestionAnswering", init_qa_params(config, 1, xp=np, dtype="float64"), set()),
         "sequence_classifier": ("AutoModelForSequenceClassification", {**encoder, **pooler, **classifier}, set()),
         "token_classifier": ("AutoModelForTokenClassification", {**encoder, **classifier}, set()),
+        "encoder": ("AutoModel", {**encoder, **pooler}, set()),
         "pretraining": ("AutoModelForPreTraining",
                         {**{n: v for n, v in params.items() if not n.startswith("cls.sbo.")}, **pooler,
                          "cls.seq_relationship.weight": rng.normal(0, 0.3, (2, H)),
@@ -342,8 +343,8 @@ def test_saved_folder_opens_in_transformers_with_the_same_outputs(tmp_path, kind
     model = load_pretrained(tmp_path, dtype="float64")
     ours = bert_outputs(model, ids, types, mask, xp=np)
     reference = _hf_outputs(hf_model, torch, ids, types, mask)
-    keys = [k for k in ("logits", "prediction_logits", "seq_relationship_logits", "start_logits", "end_logits")
-            if getattr(reference, k, None) is not None]
+    keys = [k for k in ("logits", "prediction_logits", "seq_relationship_logits", "start_logits", "end_logits",
+                        "pooler_output") if getattr(reference, k, None) is not None]
     assert keys
     for key in keys:
         assert _rel(ours[key], getattr(reference, key).numpy()) < 1e-10, key
@@ -386,3 +387,30 @@ def test_bert_wordpiece_round_trip_through_transformers_folder(tmp_path):
         reference = bert_wordpiece({t: i for i, t in enumerate(VOCAB)}, **kwargs)
         for text in TOKENIZER_SAMPLE:
             assert ours.encode(text).ids == hf(text)["input_ids"] == reference.encode(text).ids, (name, text)
+
+
+def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
+    """A minispanbert run folder (checkpoint + tokenizer.json) exports to a folder that loads back with
+    the same tensors; --random-init writes a preset-sized model; a run folder is never overwritten."""
+    from minispanbert.checkpoint import save_checkpoint
+    from minispanbert.data import save_tokenizer, train_tokenizer
+    from minispanbert.export_hf import main as export_main
+    tok = train_tokenizer(["the capital of france is paris"] * 3, vocab_size=40)
+    config = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=H, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=F, max_position_embeddings=P, sbo_position_dim=4, sbo_max_targets=5)
+    params = init_pretraining_params(config, 0, xp=np)
+    save_checkpoint(tmp_path / "run", params=params, step=3, config={"model": config.to_dict()})
+    save_tokenizer(tok, tmp_path / "run" / "tokenizer.json")
+    assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == "BertForMaskedLM"
+    model = load_pretrained(tmp_path / "hf")
+    assert model.config == config and set(model.params) == set(params)
+    for name in params:
+        np.testing.assert_array_equal(model.params[name], params[name])
+    assert export_main(["--random-init", "tiny", "--head", "qa", "--tokenizer", str(tmp_path / "hf"),
+                        "--out", str(tmp_path / "random")]) == "BertForQuestionAnswering"
+    random = load_pretrained(tmp_path / "random")
+    assert random.config.hidden_size == 128 and random.config.vocab_size == tok.get_vocab_size()
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: .*is a minispanbert run folder.*choose another --out$"):
+        export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before

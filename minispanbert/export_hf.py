@@ -1,0 +1,90 @@
+"""Write a minispanbert model as a Hugging Face folder that ``transformers`` opens.
+
+    python -m minispanbert.export_hf --checkpoint runs/spanbert --out hf/spanbert-tiny     # pretraining run
+    python -m minispanbert.export_hf --checkpoint runs/qa --out hf/qa-tiny                 # finetune_qa run
+    python -m minispanbert.export_hf --random-init base --head qa --tokenizer runs/spanbert/tokenizer.json \\
+        --out hf/random-base-qa                                                            # for timing
+
+The folder holds config.json (with "architectures"), model.safetensors and the tokenizer files
+(`interop.huggingface.save_pretrained`); ``transformers.AutoModelFor*.from_pretrained(folder)``
+and ``AutoTokenizer.from_pretrained(folder)`` open it. A pretraining run becomes BertForMaskedLM:
+its SBO head (``cls.sbo.*``) has no Hugging Face class, so transformers lists exactly those tensors
+as unexpected and ignores them. A QA run becomes BertForQuestionAnswering.
+
+``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
+``--tokenizer``: a minispanbert tokenizer.json or a Hugging Face folder): its speed is that of a
+trained model of the same size, which is how the README's base-size throughput is measured.
+``--out`` must not be a minispanbert run folder (its model.safetensors would be replaced).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint
+from .config import PRESETS, ModelConfig, preset
+from .data import load_tokenizer
+from .interop.huggingface import save_pretrained
+from .interop.tokenizer import load_bert_tokenizer
+from .model.qa_head import init_qa_params
+from .model.spanbert import init_pretraining_params
+from .train import TOKENIZER_FILE
+
+HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
+
+
+def read_tokenizer(path: Path):
+    """A minispanbert tokenizer.json file, or the tokenizer of a Hugging Face folder."""
+    if path.is_dir():
+        tok = load_bert_tokenizer(path)
+        if tok is None:
+            raise ValueError(f"{path} holds no vocab.txt or tokenizer.json: pass a tokenizer file or model folder")
+        return tok
+    return load_tokenizer(path)
+
+
+def export(args) -> str:
+    out = Path(args.out)
+    if (out / TRAINER_STATE_FILE).exists():
+        raise ValueError(f"{out} is a minispanbert run folder: exporting into it would replace its {MODEL_FILE}; "
+                         "choose another --out")
+    if args.random_init is not None:
+        if args.tokenizer is None:
+            raise ValueError("--random-init needs --tokenizer (a tokenizer.json or a Hugging Face model folder)")
+        tok = read_tokenizer(Path(args.tokenizer))
+        config = preset(args.random_init).replace(vocab_size=tok.get_vocab_size())
+        params = HEADS[args.head](config, args.seed, xp=np, dtype="float32")
+        return save_pretrained(out, params, config, tokenizer=tok)
+    run = Path(args.checkpoint)
+    if out.resolve() == run.resolve():
+        raise ValueError("--out is the --checkpoint folder: choose another --out")
+    checkpoint = load_checkpoint(run, xp=np)
+    if "model" not in checkpoint.config:
+        raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
+    tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else run / TOKENIZER_FILE)
+    return save_pretrained(out, checkpoint.params, ModelConfig.from_dict(checkpoint.config["model"]), tokenizer=tok)
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(prog="python -m minispanbert.export_hf", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a minispanbert run folder (train or finetune_qa --out)")
+    source.add_argument("--random-init", choices=list(PRESETS), help="a freshly initialised model of this preset")
+    p.add_argument("--out", required=True, help="the Hugging Face folder to write")
+    p.add_argument("--head", choices=list(HEADS), default="mlm", help="with --random-init: MLM+SBO or QA head")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json or Hugging Face folder (default: the run's)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        architecture = export(args)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"wrote {architecture} to {args.out} (config.json, {MODEL_FILE}, tokenizer files)")
+    return architecture
+
+
+if __name__ == "__main__":
+    main()
