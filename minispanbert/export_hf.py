@@ -18,17 +18,16 @@ trained model of the same size, which is how the README's base-size throughput i
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint
+from .checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint
+from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
-from .data import load_tokenizer
 from .interop.huggingface import save_pretrained
-from .interop.tokenizer import load_bert_tokenizer
+from .interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
 from .model.qa_head import init_qa_params
 from .model.spanbert import init_pretraining_params
 from .train import TOKENIZER_FILE
@@ -37,18 +36,19 @@ HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
 
 
 def read_tokenizer(path: Path):
-    """A minispanbert tokenizer.json file, or the tokenizer of a Hugging Face folder."""
+    """A tokenizer.json file (minispanbert's or a Hugging Face vocabulary's special ids), or the
+    tokenizer of a Hugging Face folder."""
     if path.is_dir():
         tok = load_bert_tokenizer(path)
         if tok is None:
             raise ValueError(f"{path} holds no vocab.txt or tokenizer.json: pass a tokenizer file or model folder")
         return tok
-    return load_tokenizer(path)
+    return read_tokenizer_json(path)
 
 
 def export(args) -> str:
     out = Path(args.out)
-    if (out / TRAINER_STATE_FILE).exists():
+    if (out / TRAINER_STATE_FILE).exists() or (out / CHECKPOINTS_DIR).exists():
         raise ValueError(f"{out} is a minispanbert run folder: exporting into it would replace its {MODEL_FILE}; "
                          "choose another --out")
     if args.random_init is not None:
@@ -64,12 +64,13 @@ def export(args) -> str:
     checkpoint = load_checkpoint(run, xp=np)
     if "model" not in checkpoint.config:
         raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
-    tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else run / TOKENIZER_FILE)
+    folder = checkpoint.directory or run  # the step folder holds the run's tokenizer.json
+    tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
     return save_pretrained(out, checkpoint.params, ModelConfig.from_dict(checkpoint.config["model"]), tokenizer=tok)
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(prog="python -m minispanbert.export_hf", description=__doc__.split("\n\n")[0])
+    p = Parser("python -m minispanbert.export_hf", __doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a minispanbert run folder (train or finetune_qa --out)")
     source.add_argument("--random-init", choices=list(PRESETS), help="a freshly initialised model of this preset")

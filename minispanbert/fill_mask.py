@@ -16,13 +16,13 @@ attention mask); a progress bar and a throughput line (tokens/s) go to stderr.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
 from .backend import BACKENDS, get_backend, synchronize, to_numpy
+from .cli import Parser
 from .interop.heads import bert_outputs
 from .interop.huggingface import load_pretrained
 from .interop.tokenizer import special_token_ids
@@ -94,7 +94,7 @@ def fill_mask(model, texts, *, xp, top_k: int = 5, batch_size: int = 8, log=prin
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minispanbert.fill_mask", description=__doc__.split("\n\n")[0])
+    parser = Parser("python -m minispanbert.fill_mask", __doc__)
     parser.add_argument("texts", nargs="+", help="text(s) with one or more [MASK]")
     parser.add_argument("--model", required=True, help="Hugging Face model folder (or hub id, downloaded if possible)")
     parser.add_argument("--top-k", type=int, default=5)

@@ -21,7 +21,6 @@ throughput line (real tokens/s and questions/s) go to stderr; the scores are one
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 import numpy as np
 
 from .backend import BACKENDS, get_backend, synchronize, to_numpy
+from .cli import Parser
 from .interop.huggingface import load_pretrained
 from .model.qa_head import qa_forward
 from .squad import decode_predictions, evaluate, features_to_arrays, make_features, read_squad, write_predictions
@@ -85,8 +85,7 @@ def predict(model, examples, *, xp, batch_size=32, max_seq_len=384, doc_stride=1
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m minispanbert.predict_qa", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser("python -m minispanbert.predict_qa", __doc__)
     p.add_argument("--model", required=True, help="Hugging Face QA model folder (or hub id, downloaded if possible)")
     p.add_argument("--data", required=True, help="SQuAD v1.1 JSON file (e.g. dev-v1.1.json)")
     p.add_argument("--out", default=None, help="write the predictions {id: answer} here (official format)")

@@ -393,14 +393,14 @@ def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
     """A minispanbert run folder (checkpoint + tokenizer.json) exports to a folder that loads back with
     the same tensors; --random-init writes a preset-sized model; a run folder is never overwritten."""
     from minispanbert.checkpoint import save_checkpoint
-    from minispanbert.data import save_tokenizer, train_tokenizer
+    from minispanbert.data import train_tokenizer
     from minispanbert.export_hf import main as export_main
     tok = train_tokenizer(["the capital of france is paris"] * 3, vocab_size=40)
     config = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=H, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=F, max_position_embeddings=P, sbo_position_dim=4, sbo_max_targets=5)
     params = init_pretraining_params(config, 0, xp=np)
-    save_checkpoint(tmp_path / "run", params=params, step=3, config={"model": config.to_dict()})
-    save_tokenizer(tok, tmp_path / "run" / "tokenizer.json")
+    save_checkpoint(tmp_path / "run", params=params, step=3, config={"model": config.to_dict()},
+                    files={"tokenizer.json": tok.to_str()})
     assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == "BertForMaskedLM"
     model = load_pretrained(tmp_path / "hf")
     assert model.config == config and set(model.params) == set(params)
@@ -410,7 +410,8 @@ def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
                         "--out", str(tmp_path / "random")]) == "BertForQuestionAnswering"
     random = load_pretrained(tmp_path / "random")
     assert random.config.hidden_size == 128 and random.config.vocab_size == tok.get_vocab_size()
-    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    weights = tmp_path / "run" / "checkpoints" / "step-000003" / "model.safetensors"
+    before = weights.read_bytes()
     with pytest.raises(SystemExit, match=r"^error: .*is a minispanbert run folder.*choose another --out$"):
         export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run")])
-    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+    assert weights.read_bytes() == before

@@ -137,3 +137,34 @@ def test_predict_qa_errors_are_one_line(tiny, tmp_path):
             predict_qa_main(args)
         message = str(exc_info.value.code)
         assert message.startswith("error: ") and "\n" not in message and expect in message, message
+
+
+def test_finetune_qa_from_hf_folder_then_export_and_predict(tiny, tmp_path, capsys):
+    """finetune squad --checkpoint takes a Hugging Face folder whose vocabulary puts the specials where
+    BERT's does ([CLS]=3 here, not minispanbert's 2); the fine-tuned run exported with export_hf and
+    answered by predict_qa gives the same predictions and scores as the fine-tuning run's own evaluation."""
+    from minispanbert.export_hf import main as export_main
+    from minispanbert.finetune import main as finetune_main
+    from minispanbert.interop.tokenizer import bert_wordpiece
+    ours = load_pretrained(tiny / "mlm")
+    pieces = [t for t, _ in sorted(ours.tokenizer.get_vocab().items(), key=lambda item: item[1])
+              if t not in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")]
+    hf_tok = bert_wordpiece({t: i for i, t in enumerate(["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                                         *pieces])}, do_lower_case=False)
+    config = ours.config.replace(vocab_size=hf_tok.get_vocab_size())
+    params = init_pretraining_params(config, 3, xp=np)
+    save_pretrained(tmp_path / "hf", params, config, tokenizer=hf_tok)
+    data = squad_file(tmp_path / "dev.json")
+    windows = ["--max-seq-len", "64", "--doc-stride", "16", "--max-query-len", "12"]
+    result = finetune_main(["squad", "--checkpoint", str(tmp_path / "hf"), "--train", str(data), "--dev", str(data),
+                            "--out", str(tmp_path / "run"), "--steps", "150", "--batch-size", "4", "--lr", "5e-3",
+                            "--dropout", "0", *windows])
+    assert result["scores"]["dev"]["f1"] == 100.0  # the three questions are learned
+    fine_tuned = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf-qa")])
+    exported = load_pretrained(tmp_path / "hf-qa")
+    assert exported.architecture == "BertForQuestionAnswering" and exported.tokenizer.token_to_id("[CLS]") == 3
+    scores = predict_qa_main(["--model", str(tmp_path / "hf-qa"), "--data", str(data), "--out",
+                              str(tmp_path / "p.json"), *windows])
+    assert json.loads((tmp_path / "p.json").read_text()) == fine_tuned
+    assert scores == result["scores"]["dev"]

@@ -97,18 +97,26 @@ def tokenizer_flags(directory) -> dict:
     return flags
 
 
+def read_tokenizer_json(path) -> Tokenizer:
+    """A tokenizer.json file (any special-token ids), with a one-line ValueError when it is corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"tokenizer file {path} not found: pass a tokenizer.json or a model folder")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for bad JSON or schema
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} is corrupt ({first_line}): download or save it again") from None
+    special_token_ids(tok)
+    return tok
+
+
 def load_bert_tokenizer(directory) -> Tokenizer | None:
     """The folder's tokenizer (tokenizer.json, else vocab.txt + tokenizer_config.json), or None when
     it has neither file."""
     directory = Path(directory)
     if (directory / TOKENIZER_FILE).is_file():
-        path = directory / TOKENIZER_FILE
-        try:
-            return Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception for bad JSON or schema
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"{path} is corrupt ({first_line}): download it again, or delete it to use "
-                             f"{VOCAB_FILE}") from None
+        return read_tokenizer_json(directory / TOKENIZER_FILE)
     if (directory / VOCAB_FILE).is_file():
         return bert_wordpiece(read_vocab(directory / VOCAB_FILE), **tokenizer_flags(directory))
     return None
