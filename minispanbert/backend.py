@@ -14,6 +14,7 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     synchronize(xp)            wait for queued GPU work (for honest timings)
     make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
     cpu_threads()              how many threads NumPy's BLAS runs (and parallel_for uses)
+    set_cpu_threads(n)         change that count in a running process (threadpoolctl)
     parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads (NumPy)
 
 Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
@@ -176,17 +177,39 @@ def to_device(a, *, xp):
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
 
 
+_threads_set = None  # the count given to set_cpu_threads, once it has been called
+
+
 def cpu_threads() -> int:
-    """NumPy's OpenBLAS thread count as OpenBLAS decides it at import: the first of
-    OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS set to a positive integer, else the
-    usable cores (capped by them either way). :func:`parallel_for` uses as many threads, so one
-    variable sets both."""
+    """NumPy's OpenBLAS thread count: the one given to :func:`set_cpu_threads`, else as OpenBLAS
+    decides it at import: the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS
+    set to a positive integer, else the usable cores (capped by them either way).
+    :func:`parallel_for` and the numba kernels use as many threads, so one setting sets all."""
+    if _threads_set is not None:
+        return _threads_set
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for var in BLAS_THREAD_VARS:
         value = os.environ.get(var, "")
         if value.strip().isdigit() and int(value) > 0:
             return min(int(value), cores)
     return cores
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Run NumPy's BLAS (and so :func:`parallel_for` and the numba kernels) on ``threads`` threads
+    from now on. OpenBLAS reads its count from the environment once, at import; threadpoolctl
+    changes it in the running process. Without threadpoolctl this is a ValueError saying which
+    variable to set instead."""
+    global _threads_set
+    if threads < 1:
+        raise ValueError(f"the thread count must be at least 1, got {threads}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise ValueError(f"setting the thread count needs threadpoolctl (pip install threadpoolctl), or start "
+                         f"Python as OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads} python ...") from None
+    threadpool_limits(threads, user_api="blas")
+    _threads_set = threads
 
 
 @functools.cache

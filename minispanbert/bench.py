@@ -12,10 +12,17 @@ float32) on a synthetic batch and reports what a reader needs to judge the engin
 * peak memory: host RSS, and on CuPy the high-water mark of the default memory pool;
 * achieved GFLOP/s and model-FLOPs utilisation (MFU), against a peak MEASURED here with one large
   float32 GEMM on the same backend (not a vendor figure), see :func:`training_flops`;
-* ``--compare-torch``: the same weights, batch and optimizer in PyTorch eager (fp32, the same
-  thread count) through :mod:`minispanbert.torch_reference`; both first-step losses are printed and
-  checked, and both throughputs and the ratio ours / torch come from one run, with the two
-  engines' steps interleaved so background load hits both alike.
+* ``--compare-torch``: the fair yardstick. The same weights, batch and optimizer in PyTorch eager
+  (fp32, :mod:`minispanbert.torch_reference`: fused AdamW, scaled_dot_product_attention), each
+  engine in a FRESH PROCESS of its own (``--engine numpy|torch``, internal), the weights handed
+  over as a safetensors file and the batch as an npz, every thread pool of the child set to the
+  same count (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS, torch.set_num_threads), ``--rounds`` rounds
+  alternating which engine goes first; each process warms up and then times its steps; the
+  report pools each engine's timed steps (median) and lists every round's ratio. Running both in
+  one process was unfair to PyTorch: OpenBLAS's spinning threads and PyTorch's OpenMP pool
+  fought over the same cores. Both first-step losses are printed and checked.
+* ``--table``: the README's CPU table (tiny 16, mini 16, small 8; seq 128) as Markdown, one
+  --compare-torch per row: one command re-measures the whole table.
 
 The batch: ``--batch-size`` blocks of ``--seq-len - 2`` random word-piece ids (Zipf-distributed
 ids, words of 1-4 pieces; no tokenizer is needed), masked once by the real
@@ -30,11 +37,10 @@ added, and ``train_step`` itself never waits for the device. On NumPy every phas
 on CuPy the phase boundaries are only when the work was queued, so the forward / backward /
 optimizer split is approximate (their sum is exact).
 
-Threads: NumPy's BLAS (OpenBLAS) fixes its thread count when NumPy is imported, from
-OPENBLAS_NUM_THREADS / GOTO_NUM_THREADS / OMP_NUM_THREADS, else the usable cores. A process cannot
-change it afterwards without extra packages, so ``--threads N`` does not try: the bench reports the
-count it detected and refuses an N that disagrees with it (set the variable when starting Python).
-PyTorch, for --compare-torch, gets ``torch.set_num_threads(N)``.
+Threads: ``--threads N`` sets NumPy's BLAS (OpenBLAS) to N threads in the running process through
+threadpoolctl (:func:`backend.set_cpu_threads`; ``parallel_for`` and the numba kernels follow it);
+without it the count OpenBLAS chose at import (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the
+cores) is used. PyTorch gets ``torch.set_num_threads(N)``.
 
 Dropout: the preset's 0.1 as in training, except with --compare-torch, where it is 0 for both
 engines (the PyTorch reference has no dropout), so they do the same work and their losses agree.
@@ -45,25 +51,30 @@ AdamW still launches one kernel per array operation of each parameter.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, backend_name, cpu_threads, get_backend, make_rng, synchronize, to_numpy
+from .backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, get_backend, make_rng, set_cpu_threads,
+                      synchronize)
+from .checkpoint import load_params, save_params
 from .config import PRESETS
 from .data import CLS_ID, SEP_ID, unigram_distribution
 from .atomic import write_text_atomic
 from .layers.cross_entropy import IGNORE_INDEX
-from .masking import NUM_SPECIAL_IDS, make_pretraining_batch
-from .model.spanbert import SpanBertForPretraining
+from .masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
+from .model.spanbert import SpanBertForPretraining, init_pretraining_params
 from .optim import adamw_init, no_decay_mask
 from .train import SCHEMES, TrainConfig, device_description, train_step
 
@@ -339,9 +350,14 @@ class TorchStepper:
         self.batch = to_torch_batch(torch, batch, model_config, device=device)  # converted once, outside timing
 
     def step(self, index: int):
+        self.synchronize()
         start = self.now()
         parts = self.train_step(self.batch)  # returns floats: .item() waits for the device
         return parts["loss"], self.now() - start
+
+    def synchronize(self):
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
 
 
 def torch_device(torch, backend: str):
@@ -358,7 +374,7 @@ def torch_device(torch, backend: str):
 def bench_config(args) -> TrainConfig:
     """The TrainConfig the benchmarked train_step runs under (validated: bad flags are one line)."""
     dropout = args.dropout
-    if args.compare_torch:
+    if args.compare_torch or args.engine == "torch":
         if dropout:
             raise ValueError("--compare-torch runs without dropout (the PyTorch reference has none): "
                              "drop --dropout or --compare-torch")
@@ -370,6 +386,8 @@ def bench_config(args) -> TrainConfig:
         raise ValueError(f"--warmup-steps must be at least 0, got {args.warmup_steps}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
     return cfg
 
 
@@ -377,61 +395,107 @@ def median_ms(seconds) -> float:
     return 1e3 * float(np.median(seconds))
 
 
-def torch_yardstick(cfg: TrainConfig, model, model_config, batch, threads: int, now):
-    """-> (TorchStepper on a copy of the model's current weights, None), or (None, why it is skipped)."""
-    torch = import_torch()
-    if torch is None:
-        return None, "PyTorch is not installed: --compare-torch skipped"
-    device = torch_device(torch, cfg.backend)
-    if device is None:
-        return None, "this PyTorch build has no CUDA: --compare-torch on cupy skipped"
-    torch.set_num_threads(threads)
-    initial = {name: to_numpy(value).copy() for name, value in model.params.items()}
-    return TorchStepper(torch, cfg, initial, model_config, batch, device=device, now=now), None
-
-
-def run_benchmark(args) -> dict:
-    """Run the benchmark described by the parsed flags; returns the report as a JSON-ready dict."""
-    cfg = bench_config(args)
+def bench_threads(args) -> int:
+    """The thread count this process runs: ``--threads`` (NumPy's BLAS set to it through
+    threadpoolctl, see :func:`backend.set_cpu_threads`), else the count OpenBLAS chose at import.
+    ``--clock cpu`` needs one thread on NumPy (CPU seconds = step time only then)."""
     threads = cpu_threads()
     if args.threads is not None and args.backend == "numpy" and args.threads != threads:
-        raise ValueError(
-            f"NumPy's BLAS runs {threads} threads, fixed when NumPy was imported: start the bench as "
-            f"OPENBLAS_NUM_THREADS={args.threads} OMP_NUM_THREADS={args.threads} python -m minispanbert.bench ..."
-        )
+        set_cpu_threads(args.threads)
+        threads = args.threads
     threads = args.threads or threads
     if args.clock == "cpu" and (args.backend != "numpy" or threads != 1):
         raise ValueError(
             "--clock cpu counts this process's CPU seconds, which equal step time only for one thread on "
-            "NumPy: run OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python -m minispanbert.bench --clock cpu ..."
+            "NumPy: run python -m minispanbert.bench --threads 1 --clock cpu ..."
         )
+    return threads
+
+
+HANDOFF_PARAMS, HANDOFF_BATCH = "params.safetensors", "batch.npz"
+
+
+def write_handoff(directory: Path, params: dict, batch) -> None:
+    """The initial weights (safetensors) and the batch (npz of int64 arrays) that both engines'
+    processes read, so they start from the same bytes. No pickle: the npz holds plain arrays."""
+    save_params(directory / HANDOFF_PARAMS, params)
+    fields = {f.name: np.asarray(getattr(batch, f.name)) for f in dataclasses.fields(batch)}
+    np.savez(directory / HANDOFF_BATCH, **fields)
+
+
+def read_handoff(directory: Path, *, xp):
+    """-> (params on ``xp``, PretrainingBatch) written by :func:`write_handoff`."""
+    params = load_params(Path(directory) / HANDOFF_PARAMS, xp=xp)
+    with np.load(Path(directory) / HANDOFF_BATCH, allow_pickle=False) as saved:
+        batch = PretrainingBatch(**{name: saved[name] for name in saved.files})
+    return params, batch
+
+
+def run_torch_engine(args) -> dict:
+    """The PyTorch eager step alone, in this process (``--engine torch``, started by --compare-torch):
+    the same flags, weights and batch (``--handoff``), warm-up, then the timed steps."""
+    cfg = bench_config(args)
+    if args.handoff is None:
+        raise ValueError("--engine torch needs --handoff DIR (written by --compare-torch)")
+    threads = args.threads or cpu_threads()
+    torch = import_torch()
+    if torch is None:
+        raise ValueError("PyTorch is not installed: pip install torch, or drop --compare-torch")
+    device = torch_device(torch, cfg.backend)
+    if device is None:
+        raise ValueError("this PyTorch build has no CUDA: install a CUDA build of torch to compare on a GPU")
+    torch.set_num_threads(threads)
+    model_config = cfg.model_config()
+    params, batch = read_handoff(Path(args.handoff), xp=np)
+    stepper = TorchStepper(torch, cfg, params, model_config, batch, device=device, now=CLOCKS[args.clock])
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
+    losses, seconds = [], []
+    for index in range(args.warmup_steps + cfg.steps):
+        loss, elapsed = stepper.step(index)
+        losses.append(loss)
+        if index >= args.warmup_steps:
+            seconds.append(elapsed)
+    return {
+        "engine": "torch", "pid": os.getpid(), "version": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+        "optimizer": stepper.train_step.optimizer_kind, "step_ms": median_ms(seconds),
+        "step_ms_all": [1e3 * s for s in seconds], "losses": losses,
+        "host_peak_rss_bytes": host_peak_rss_bytes(),
+        "device_peak_reserved_bytes": torch.cuda.max_memory_reserved() if device != "cpu" else None,
+        "device_peak_allocated_bytes": torch.cuda.max_memory_allocated() if device != "cpu" else None,
+    }
+
+
+def run_benchmark(args) -> dict:
+    """Run the benchmark described by the parsed flags; returns the report as a JSON-ready dict."""
+    if args.compare_torch:
+        return run_comparison(args)
+    if args.engine == "torch":
+        return run_torch_engine(args)
+    cfg = bench_config(args)
+    threads = bench_threads(args)
     xp = get_backend(cfg.backend)
     model_config = cfg.model_config()
-    batch = synthetic_batch(cfg, model_config)
+    model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
+                                              sbo_weight=cfg.sbo_weight)
+    if args.handoff is None:
+        batch = synthetic_batch(cfg, model_config)
+    else:
+        params, batch = read_handoff(Path(args.handoff), xp=xp)
+        model.params.update({name: params[name] for name in model.params})
     mlm_targets = int(np.count_nonzero(batch.mlm_labels != IGNORE_INDEX))
     sbo_targets = int(batch.sbo_target.size)
     tokens = cfg.batch_size * cfg.seq_len
 
-    model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
-                                              sbo_weight=cfg.sbo_weight)
     now = CLOCKS[args.clock]
-    torch_stepper, torch_note = (torch_yardstick(cfg, model, model_config, batch, threads, now)
-                                 if args.compare_torch else (None, None))
     pool_peak = DevicePoolPeak(xp)
     ours = EngineStepper(cfg, model, batch, pool_peak, now)
-    our_losses, rows, torch_losses, torch_seconds = [], [], [], []
-    # Interleave the two engines step by step: on a shared machine a burst of background load then
-    # slows both, not one, and the ratio stays meaningful.
+    our_losses, rows = [], []
     for index in range(args.warmup_steps + cfg.steps):
         loss, *timing = ours.step(index)
         our_losses.append(loss)
         if index >= args.warmup_steps:
             rows.append(timing)
-        if torch_stepper is not None:
-            loss, seconds = torch_stepper.step(index)
-            torch_losses.append(loss)
-            if index >= args.warmup_steps:
-                torch_seconds.append(seconds)
 
     with OpProfiler(xp, now) as profiler:
         _, profiled_seconds, *_ = ours.step(args.warmup_steps + cfg.steps)
@@ -441,8 +505,8 @@ def run_benchmark(args) -> dict:
                            mlm_targets=mlm_targets, sbo_targets=sbo_targets)
     peak = measure_peak_gflops(xp, now=now)
     achieved = flops["total"] / (step_ms / 1e3) / 1e9
-    result = {
-        "backend": cfg.backend, "device": device_description(xp), "preset": cfg.preset,
+    return {
+        "engine": "minispanbert", "pid": os.getpid(), "backend": cfg.backend, "device": device_description(xp), "preset": cfg.preset,
         "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "masking": cfg.masking, "dtype": cfg.dtype,
         "dropout": model_config.hidden_dropout_prob, "steps": cfg.steps, "warmup_steps": args.warmup_steps,
         "threads": threads, "clock": args.clock, "parameters": model.num_parameters(),
@@ -458,21 +522,106 @@ def run_benchmark(args) -> dict:
         "host_peak_rss_bytes": host_peak_rss_bytes(), "device_pool_peak_bytes": pool_peak.peak,
         "torch": None,
     }
-    if torch_stepper is not None:
-        torch_ms = median_ms(torch_seconds)
-        torch_tps = tokens / (torch_ms / 1e3)
-        result["torch"] = {
-            "version": torch_stepper.torch.__version__, "device": torch_stepper.device,
-            "threads": torch_stepper.torch.get_num_threads(),
-            "step_ms": torch_ms, "step_ms_all": [1e3 * s for s in torch_seconds], "tokens_per_s": torch_tps,
-            "losses": torch_losses,
-            "first_loss_ours": our_losses[0], "first_loss_torch": torch_losses[0],
-            "losses_agree": bool(abs(our_losses[0] - torch_losses[0]) <= LOSS_RTOL * abs(torch_losses[0])),
-            "ratio_ours_over_torch": result["tokens_per_s"] / torch_tps,
-        }
-    elif torch_note:
-        result["torch"] = {"skipped": torch_note}
+
+
+def engine_argv(args, cfg: TrainConfig, threads: int) -> list[str]:
+    """The flags that make a child process benchmark the same step as this one."""
+    return ["--backend", cfg.backend, "--preset", cfg.preset, "--batch-size", str(cfg.batch_size),
+            "--seq-len", str(cfg.seq_len), "--steps", str(cfg.steps), "--warmup-steps", str(args.warmup_steps),
+            "--masking", cfg.masking, "--seed", str(cfg.seed), "--threads", str(threads), "--clock", args.clock,
+            "--dropout", "0"]  # the PyTorch twin has no dropout
+
+
+def thread_environment(threads: int) -> dict:
+    """This process's environment with every CPU thread pool (OpenBLAS, OpenMP, MKL, numba) set to
+    ``threads``, for a child that benchmarks one engine."""
+    env = dict(os.environ)
+    for var in BLAS_THREAD_VARS + ("MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def run_engine_process(engine: str, argv: list[str], handoff: Path, threads: int, timeout: float | None) -> dict:
+    """Run ``python -m minispanbert.bench --engine ENGINE`` in a fresh process and return its report."""
+    report = handoff / f"{engine}-{time.monotonic_ns()}.json"
+    command = [sys.executable, "-m", "minispanbert.bench", *argv, "--engine", engine,
+               "--handoff", str(handoff), "--json", str(report)]
+    done = subprocess.run(command, env=thread_environment(threads), capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ValueError(f"the {engine} benchmark process failed: {last}")
+    return json.loads(report.read_text())
+
+
+def run_comparison(args) -> dict:
+    """``--compare-torch``: each engine in its own process, ``--rounds`` times, alternating which
+    goes first, on the same weights and batch handed over as files. Our report is the first
+    round's (its profile, FLOPs, memory) with the step times of all rounds pooled; the ratio is
+    the median over all timed steps of each engine, and each round's ratio is listed too."""
+    cfg = bench_config(args)
+    threads = args.threads or cpu_threads()
+    if args.clock == "cpu" and (cfg.backend != "numpy" or threads != 1):
+        raise ValueError("--clock cpu counts one process's CPU seconds: use it with --threads 1 on numpy")
+    torch = import_torch()
+    if torch is None:
+        result = run_benchmark(argparse.Namespace(**{**vars(args), "compare_torch": False}))
+        result["torch"] = {"skipped": "PyTorch is not installed: --compare-torch skipped"}
+        return result
+    model_config = cfg.model_config()
+    params = init_pretraining_params(model_config, cfg.seed, xp=np, dtype=cfg.dtype)
+    argv = engine_argv(args, cfg, threads)
+    ours_runs, torch_runs = [], []
+    with tempfile.TemporaryDirectory(prefix="minispanbert-bench-") as tmp:
+        handoff = Path(tmp)
+        write_handoff(handoff, params, synthetic_batch(cfg, model_config))
+        for index in range(args.rounds):
+            order = ("numpy", "torch") if index % 2 == 0 else ("torch", "numpy")
+            for engine in order:
+                run = run_engine_process(engine, argv, handoff, threads, args.process_timeout)
+                (ours_runs if engine == "numpy" else torch_runs).append(run)
+    result = dict(ours_runs[0])
+    ours_all = [ms for run in ours_runs for ms in run["step_ms_all"]]
+    torch_all = [ms for run in torch_runs for ms in run["step_ms_all"]]
+    result.update(step_ms=float(np.median(ours_all)), step_ms_all=ours_all,
+                  tokens_per_s=result["tokens_per_step"] / (float(np.median(ours_all)) / 1e3))
+    result["achieved_gflops"] = result["flops_per_step"]["total"] / (result["step_ms"] / 1e3) / 1e9
+    result["mfu"] = result["achieved_gflops"] / result["peak_gflops_measured"]
+    t = torch_runs[0]
+    torch_ms = float(np.median(torch_all))
+    first_ours, first_torch = ours_runs[0]["losses"][0], t["losses"][0]
+    result["torch"] = {
+        "version": t["version"], "device": t["device"], "threads": t["threads"], "optimizer": t["optimizer"],
+        "step_ms": torch_ms, "step_ms_all": torch_all, "tokens_per_s": result["tokens_per_step"] / (torch_ms / 1e3),
+        "losses": t["losses"], "first_loss_ours": first_ours, "first_loss_torch": first_torch,
+        "losses_agree": bool(abs(first_ours - first_torch) <= LOSS_RTOL * abs(first_torch)),
+        "ratio_ours_over_torch": torch_ms / result["step_ms"],
+        "round_ratios": [tr["step_ms"] / our["step_ms"] for our, tr in zip(ours_runs, torch_runs)],
+        "pids": {"numpy": [run["pid"] for run in ours_runs], "torch": [run["pid"] for run in torch_runs]},
+        "host_peak_rss_bytes": max(run["host_peak_rss_bytes"] or 0 for run in torch_runs) or None,
+        "device_peak_reserved_bytes": t["device_peak_reserved_bytes"],
+        "device_peak_allocated_bytes": t["device_peak_allocated_bytes"],
+        "method": (f"each engine in a fresh process (python -m minispanbert.bench --engine numpy|torch), "
+                   f"{args.rounds} rounds alternating which runs first, the same weights (safetensors) and "
+                   f"batch (npz) read from files, {threads} threads in both (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS"
+                   f"={threads}, torch.set_num_threads({threads})), {args.warmup_steps} warm-up + "
+                   f"{cfg.steps} timed steps per process, {args.clock} clock, median over all timed steps"),
+    }
     return result
+
+
+TABLE_ROWS = (("tiny", 16, 10), ("mini", 16, 6), ("small", 8, 5))  # preset, batch, timed steps per process
+
+
+def run_table(args) -> list[dict]:
+    """``--table``: --compare-torch for each row of the README's CPU table (seq 128, the flags'
+    threads, clock and rounds) -> one comparison report per row."""
+    rows = []
+    for preset, batch_size, steps in TABLE_ROWS:
+        row_args = argparse.Namespace(**{**vars(args), "preset": preset, "batch_size": batch_size, "steps": steps,
+                                         "seq_len": 128, "compare_torch": True, "table": False})
+        rows.append(run_benchmark(row_args))
+        print(format_table_row(rows[-1]), flush=True)
+    return rows
 
 
 # --------------------------------------------------------------------------- report
@@ -508,13 +657,30 @@ def format_report(r: dict) -> str:
         lines.append(t["skipped"])
     elif t:
         lines += [
-            f"PyTorch {t['version']} eager on {t['device']}, {t['threads']} threads: {t['step_ms']:.1f} ms = "
-            f"{t['tokens_per_s']:,.0f} tokens/s",
+            f"PyTorch {t['version']} eager on {t['device']}, {t['threads']} threads, {t['optimizer']}: "
+            f"{t['step_ms']:.1f} ms = {t['tokens_per_s']:,.0f} tokens/s; peak host RSS {_mib(t['host_peak_rss_bytes'])}, "
+            f"device reserved {_mib(t['device_peak_reserved_bytes'])}",
             f"first-step loss: ours {t['first_loss_ours']:.6f}, torch {t['first_loss_torch']:.6f} -> "
             f"{'agree' if t['losses_agree'] else 'DISAGREE'} (rtol {LOSS_RTOL:g})",
-            f"ratio ours/torch (tokens/s): {t['ratio_ours_over_torch']:.2f}x",
+            f"ratio ours/torch (tokens/s): {t['ratio_ours_over_torch']:.2f}x "
+            f"(per round: {', '.join(f'{x:.2f}' for x in t['round_ratios'])})",
+            f"how: {t['method']}",
         ]
     return "\n".join(lines)
+
+
+TABLE_HEADER = ("| preset (batch) | threads | clock | minispanbert tok/s | PyTorch eager tok/s | ratio | per-round ratios |"
+                " losses agree |\n|---|---|---|---|---|---|---|---|")
+
+
+def format_table_row(r: dict) -> str:
+    """One Markdown row of the CPU table from a --compare-torch report."""
+    t = r["torch"]
+    if "skipped" in t:
+        return f"| {r['preset']} ({r['batch_size']}) | {r['threads']} | {r['clock']} | {r['tokens_per_s']:,.0f} | skipped | | | |"
+    rounds = " ".join(f"{x:.2f}" for x in t["round_ratios"])
+    return (f"| {r['preset']} ({r['batch_size']}) | {r['threads']} | {r['clock']} | {r['tokens_per_s']:,.0f} | "
+            f"{t['tokens_per_s']:,.0f} | {t['ratio_ours_over_torch']:.2f} | {rounds} | {t['losses_agree']} |")
 
 
 # --------------------------------------------------------------------------- command line
@@ -537,20 +703,33 @@ def parse_args(argv=None):
                         "also torch.set_num_threads); default: the count detected")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time (NumPy, 1 thread; for shared machines)")
-    p.add_argument("--compare-torch", action="store_true", help="also time PyTorch eager on the same model and batch")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="also time PyTorch eager on the same weights and batch, each engine in its own process")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--compare-torch: processes per engine, alternating which engine runs first")
+    p.add_argument("--table", action="store_true",
+                   help="the README's CPU table: --compare-torch for tiny (16), mini (16), small (8) at seq 128")
+    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy", help=argparse.SUPPRESS)  # a child of --compare-torch
+    p.add_argument("--handoff", default=None, help=argparse.SUPPRESS)  # the folder with the weights and batch files
+    p.add_argument("--process-timeout", type=float, default=1800, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the report as JSON to this path")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> dict:
+def main(argv=None):
     args = parse_args(argv)
     try:
-        result = run_benchmark(args)
+        if args.table:
+            print(TABLE_HEADER, flush=True)
+            result = run_table(args)
+        else:
+            result = run_benchmark(args)
         if args.json:
             write_text_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, subprocess.TimeoutExpired) as exc:
         sys.exit(f"error: {exc}")
-    print(format_report(result))
+    if not args.table and args.engine == "numpy":
+        print(format_report(result))
     return result
 
 
