@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from minispanbert.backend import is_cupy, parallel_for
+from minispanbert.fused_cpu import adamw as fused_cpu_adamw, applies as fused_cpu_applies
 
 # Added to the norm in the clipping coefficient, as in torch.nn.utils.clip_grad_norm_.
 CLIP_NORM_EPS = 1e-6
@@ -102,7 +103,8 @@ def adamw_update(
     (sqrt(v) + eps)); the two agree once 1 - b2**t is near 1, i.e. after a few thousand steps.
 
     Cost: about a dozen elementwise passes, no allocation; on NumPy each parameter's passes are
-    split into slices shared among the cores (backend.parallel_for). ``lr`` is a Python float (host side),
+    split into slices shared among the cores (backend.parallel_for). On NumPy float32 with numba
+    installed, one fused pass per parameter instead (minispanbert/fused_cpu/adamw.py). ``lr`` is a Python float (host side),
     so nothing here waits for the device. Gradients must match the parameters' dtype: a float64
     gradient for a float32 weight is a bug upstream, not something to cast silently.
     """
@@ -131,6 +133,12 @@ def adamw_update(
                 f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
             )
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
+        if fused_cpu_applies(xp, w, g, m, v) and all(a.flags.c_contiguous for a in (w, g, m, v)):
+            # numba, NumPy float32: the same update in one pass (minispanbert/fused_cpu/adamw.py)
+            fused_cpu_adamw.adamw_update_one(w, g, m, v, decay_factor=1.0 - lr * decay, beta1=beta1, beta2=beta2,
+                                             bias_correction2_sqrt=bias_correction2_sqrt, eps=eps,
+                                             step_size=step_size)
+            continue
         work = _scratch_like(state, params, w, xp)
 
         def update(w, g, m, v, work):

@@ -9,7 +9,9 @@ accurate to 4e-7 absolute, far below float32 training noise; float64 uses scipy'
 Cache: x and Phi(x) (Phi is reused by the derivative).
 
 ``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/gelu.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+``minispanbert/fused/gelu.py`` when ``xp`` is CuPy, and the numba version in
+``minispanbert/fused_cpu/gelu.py`` on NumPy float32 (where numba is installed); ``fused=False``,
+or any other case, runs the plain
 code below: the reference that the notebooks and gradient checks use and that the fused
 kernel is tested against. Pass the same ``fused``
 to backward as to forward.
@@ -29,6 +31,7 @@ import math
 
 from ..backend import erf, is_cupy
 from ..fused import gelu as fused_gelu
+from ..fused_cpu import applies as fused_cpu_applies, gelu as fused_cpu_gelu
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -38,6 +41,8 @@ def gelu_forward(x, *, xp, fused=True):
     """x (...) -> (gelu(x) (...), cache)."""
     if fused and is_cupy(xp):
         return fused_gelu.gelu_forward(x, xp=xp)
+    if fused and fused_cpu_applies(xp, x):  # numba, NumPy float32: minispanbert/fused_cpu
+        return fused_cpu_gelu.gelu_forward(x, xp=xp)
     cdf = erf(x * _INV_SQRT2, xp=xp)
     cdf += 1.0
     cdf *= 0.5
@@ -48,6 +53,8 @@ def gelu_backward(dy, cache, *, xp, fused=True):
     """dy (...) -> dx (...)."""
     if fused and is_cupy(xp):
         return fused_gelu.gelu_backward(dy, cache, xp=xp)
+    if fused and fused_cpu_applies(xp, dy, *cache):
+        return fused_cpu_gelu.gelu_backward(dy, cache, xp=xp)
     x, cdf = cache
     # phi(x) = exp(-x^2 / 2) / sqrt(2 pi), built in one buffer (no temporaries for -x^2 / 2)
     pdf = x * x

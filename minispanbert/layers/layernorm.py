@@ -16,7 +16,9 @@ Cache: xhat and rstd (xhat is kept rather than recomputed from x: it costs one a
 and saves two passes in backward).
 
 ``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/layernorm.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+``minispanbert/fused/layernorm.py`` when ``xp`` is CuPy, and the numba version in
+``minispanbert/fused_cpu/layernorm.py`` on NumPy float32 (where numba is installed); ``fused=False``,
+or any other case, runs the plain
 code below: the reference that the notebooks and gradient checks use and that the fused
 kernel is tested against. Pass the same ``fused``
 to backward as to forward.
@@ -25,12 +27,15 @@ from __future__ import annotations
 
 from ..backend import is_cupy
 from ..fused import layernorm as fused_layernorm
+from ..fused_cpu import applies as fused_cpu_applies, layernorm as fused_cpu_layernorm
 
 
 def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12, fused=True):
     """x (..., H), gamma (H,), beta (H,) -> (y (..., H), cache)."""
     if fused and is_cupy(xp):
         return fused_layernorm.layernorm_forward(x, gamma, beta, xp=xp, eps=eps)
+    if fused and fused_cpu_applies(xp, x, gamma, beta):  # numba, NumPy float32: minispanbert/fused_cpu
+        return fused_cpu_layernorm.layernorm_forward(x, gamma, beta, xp=xp, eps=eps)
     mu = x.mean(axis=-1, keepdims=True)
     centred = x - mu
     var = xp.mean(centred * centred, axis=-1, keepdims=True)
@@ -46,6 +51,8 @@ def layernorm_backward(dy, cache, *, xp, fused=True):
     """dy (..., H) -> (dx (..., H), dgamma (H,), dbeta (H,))."""
     if fused and is_cupy(xp):
         return fused_layernorm.layernorm_backward(dy, cache, xp=xp)
+    if fused and fused_cpu_applies(xp, dy, *cache):
+        return fused_cpu_layernorm.layernorm_backward(dy, cache, xp=xp)
     xhat, rstd, gamma = cache
     lead = tuple(range(dy.ndim - 1))
     dbeta = dy.sum(axis=lead)

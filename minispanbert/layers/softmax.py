@@ -8,7 +8,9 @@ Dropping the sum term (treating softmax as elementwise) is a bug seen in peers; 
 catches it. Cache: y.
 
 ``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/softmax.py`` when ``xp`` is CuPy; ``fused=False``, or NumPy, runs the plain
+``minispanbert/fused/softmax.py`` when ``xp`` is CuPy, and the numba version in
+``minispanbert/fused_cpu/softmax.py`` on NumPy float32 (where numba is installed); ``fused=False``,
+or any other case, runs the plain
 code below: the reference that the notebooks and gradient checks use and that the fused
 kernel is tested against. Pass the same ``fused``
 to backward as to forward.
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 from ..backend import is_cupy
 from ..fused import softmax as fused_softmax
+from ..fused_cpu import applies as fused_cpu_applies, softmax as fused_cpu_softmax
 
 
 def softmax_forward(x, *, xp, fused=True):
     """x (..., N) -> (y (..., N), cache)."""
     if fused and is_cupy(xp):
         return fused_softmax.softmax_forward(x, xp=xp)
+    if fused and fused_cpu_applies(xp, x):  # numba, NumPy float32: minispanbert/fused_cpu
+        return fused_cpu_softmax.softmax_forward(x, xp=xp)
     y = x - x.max(axis=-1, keepdims=True)
     xp.exp(y, out=y)
     y /= y.sum(axis=-1, keepdims=True)
@@ -33,6 +38,8 @@ def softmax_backward(dy, cache, *, xp, fused=True):
     """dy (..., N) -> dx (..., N)."""
     if fused and is_cupy(xp):
         return fused_softmax.softmax_backward(dy, cache, xp=xp)
+    if fused and fused_cpu_applies(xp, dy, cache):
+        return fused_cpu_softmax.softmax_backward(dy, cache, xp=xp)
     y = cache
     dx = dy - (y * dy).sum(axis=-1, keepdims=True)
     dx *= y

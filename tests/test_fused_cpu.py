@@ -1,0 +1,110 @@
+"""The numba kernels of minispanbert/fused_cpu against the plain NumPy ops they stand beside.
+
+The plain op (``fused=False``) is the reference: each fused kernel must give its output, its
+gradient and a cache the plain backward accepts (and the other way round), on odd shapes (rows
+not a multiple of the thread count, ignored labels, a strided input). The dispatch rules are
+tested too: float64 and a missing numba fall back to the plain ops. Skipped without numba.
+"""
+import numpy as np
+import pytest
+
+from minispanbert import fused_cpu, optim
+from minispanbert.layers import cross_entropy, gelu, layernorm, softmax
+
+pytest.importorskip("numba")
+
+RTOL, ATOL = 2e-5, 2e-6  # float32: the kernels accumulate in float64, the plain ops in float32
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_gelu_matches_the_plain_op(rng):
+    x = (3 * rng.standard_normal((3, 7, 33))).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, cache = gelu.gelu_forward(x, xp=np)
+    y_ref, cache_ref = gelu.gelu_forward(x, xp=np, fused=False)
+    close(y, y_ref)
+    close(gelu.gelu_backward(dy, cache, xp=np), gelu.gelu_backward(dy, cache_ref, xp=np, fused=False))
+    close(gelu.gelu_backward(dy, cache_ref, xp=np), gelu.gelu_backward(dy, cache, xp=np, fused=False))
+
+
+def test_layernorm_matches_the_plain_op(rng):
+    x = (2 + 3 * rng.standard_normal((5, 9, 24))).astype(np.float32)[:, ::2]  # strided: 5 x 5 rows
+    gamma, beta = (rng.standard_normal(24).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, cache = layernorm.layernorm_forward(x, gamma, beta, xp=np)
+    y_ref, cache_ref = layernorm.layernorm_forward(x, gamma, beta, xp=np, fused=False)
+    close(y, y_ref)
+    assert cache[1].shape == cache_ref[1].shape == (5, 5, 1)
+    for got, want in zip(layernorm.layernorm_backward(dy, cache, xp=np),
+                         layernorm.layernorm_backward(dy, cache_ref, xp=np, fused=False)):
+        close(got, want)
+    close(layernorm.layernorm_backward(dy, cache_ref, xp=np)[1], layernorm.layernorm_backward(dy, cache, xp=np, fused=False)[1])
+
+
+def test_softmax_matches_the_plain_op(rng):
+    x = (5 * rng.standard_normal((2, 3, 11, 11))).astype(np.float32)
+    x[..., 3] = -3.4e38  # a masked key: exp underflows to 0, as in attention with padding
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, cache = softmax.softmax_forward(x, xp=np)
+    y_ref, cache_ref = softmax.softmax_forward(x, xp=np, fused=False)
+    close(y, y_ref)
+    assert np.all(y[..., 3] == 0)
+    close(softmax.softmax_backward(dy, cache, xp=np), softmax.softmax_backward(dy, cache_ref, xp=np, fused=False))
+
+
+def test_cross_entropy_matches_the_plain_op(rng):
+    logits = (4 * rng.standard_normal((13, 50))).astype(np.float32)
+    labels = rng.integers(0, 50, 13)
+    labels[[2, 7]] = cross_entropy.IGNORE_INDEX
+    dloss = np.float32(0.7)
+    loss, cache = cross_entropy.cross_entropy_forward(logits, labels, xp=np)
+    loss_ref, cache_ref = cross_entropy.cross_entropy_forward(logits, labels, xp=np, fused=False)
+    assert loss.dtype == loss_ref.dtype == np.float32 and loss.shape == ()
+    close(loss, loss_ref)
+    dlogits = cross_entropy.cross_entropy_backward(dloss, cache, xp=np)
+    close(dlogits, cross_entropy.cross_entropy_backward(dloss, cache_ref, xp=np, fused=False))
+    assert np.all(dlogits[[2, 7]] == 0)
+    # all labels ignored: loss 0, gradient 0 (the plain op's convention)
+    none = np.full(13, cross_entropy.IGNORE_INDEX)
+    loss, cache = cross_entropy.cross_entropy_forward(logits, none, xp=np)
+    assert loss == 0 and not cross_entropy.cross_entropy_backward(dloss, cache, xp=np).any()
+
+
+def test_adamw_matches_the_plain_update_over_several_steps(rng, monkeypatch):
+    params = {"w": rng.standard_normal((37, 5)).astype(np.float32), "b.bias": rng.standard_normal(5).astype(np.float32)}
+    mask = optim.no_decay_mask(params)
+    runs = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(fused_cpu.ENV_VAR, switch)
+        p = {k: v.copy() for k, v in params.items()}
+        state = optim.adamw_init(p, xp=np)
+        for step in range(3):
+            grads = {k: np.random.default_rng(step).standard_normal(v.shape).astype(np.float32) for k, v in p.items()}
+            optim.adamw_update(p, grads, state, lr=1e-2, weight_decay=0.1, decay_mask=mask, xp=np)
+        runs[switch] = (p, state)
+    for k in params:
+        np.testing.assert_allclose(runs["1"][0][k], runs["0"][0][k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(runs["1"][1].v[k], runs["0"][1].v[k], rtol=1e-5, atol=1e-9)
+    assert not np.allclose(runs["1"][0]["w"], params["w"])  # it moved
+
+
+def test_dispatch_float32_only_and_plain_ops_without_numba(monkeypatch):
+    x32, x64 = np.ones(3, np.float32), np.ones(3)
+    assert fused_cpu.applies(np, x32) and not fused_cpu.applies(np, x64)
+    monkeypatch.setenv(fused_cpu.ENV_VAR, "0")
+    assert not fused_cpu.applies(np, x32)
+    monkeypatch.delenv(fused_cpu.ENV_VAR)
+    monkeypatch.setattr(fused_cpu, "_HAVE_NUMBA", False)  # as on a machine without numba
+    assert not fused_cpu.applies(np, x32)
+    calls = []
+    monkeypatch.setattr(fused_cpu.cpu_kernel, "__call__", lambda *a: calls.append(a))
+    y, _ = gelu.gelu_forward(np.linspace(-2, 2, 9, dtype=np.float32), xp=np)
+    assert y.dtype == np.float32 and not calls
