@@ -310,20 +310,24 @@ def non_finite_error(record: dict, last_saved) -> ValueError:
 
 def evaluate(model, eval_batches, heads=("mlm", "sbo")) -> dict:
     """Per head (MLM, SBO / NSP / SOP): loss and accuracy over fixed (pre-masked) held-out batches,
-    each batch weighted by its target count."""
-    sums = {f"{h}_{k}": 0.0 for h in heads for k in ("loss", "correct", "count")}
+    each batch weighted by its target count. The sums stay on the device and are read back once,
+    at the end (not one device sync per value per batch)."""
+    counts = {h: 0 for h in heads}
+    device_sums = None  # per head: loss * count, correct
     for batch in eval_batches:
         out, _ = model.forward(batch, train=False)
+        values = []
         for h in heads:
             count = getattr(out, f"{h}_count")
-            sums[f"{h}_loss"] += float(getattr(out, f"{h}_loss")) * count
-            sums[f"{h}_correct"] += float(getattr(out, f"{h}_correct"))
-            sums[f"{h}_count"] += count
+            values += [getattr(out, f"{h}_loss") * count, getattr(out, f"{h}_correct") * 1.0]
+            counts[h] += count
+        part = getattr(model, "xp", np).stack(values)  # a stand-in model without xp gives host floats
+        device_sums = part if device_sums is None else device_sums + part
+    sums = [0.0] * (2 * len(heads)) if device_sums is None else to_numpy(device_sums).tolist()
     result = {}
-    for h in heads:
-        n = max(sums[f"{h}_count"], 1)
-        result.update({f"{h}_loss": sums[f"{h}_loss"] / n, f"{h}_acc": sums[f"{h}_correct"] / n,
-                       f"{h}_targets": int(sums[f"{h}_count"])})
+    for i, h in enumerate(heads):
+        n = max(counts[h], 1)
+        result.update({f"{h}_loss": sums[2 * i] / n, f"{h}_acc": sums[2 * i + 1] / n, f"{h}_targets": int(counts[h])})
     return result
 
 
