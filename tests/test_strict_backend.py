@@ -16,7 +16,6 @@ from minispanbert import fused, train
 from minispanbert.backend import make_rng, to_numpy
 from minispanbert.check_gradients import CHECK_CONFIG, hand_batch
 from minispanbert.checkpoint import load_checkpoint, save_checkpoint
-from minispanbert.layers import gelu
 from minispanbert.model import qa_head
 from minispanbert.model.spanbert import SpanBertForPretraining
 from minispanbert.optim import adamw_init, clip_and_step, no_decay_mask
@@ -114,19 +113,27 @@ def test_checkpoint_round_trip_through_the_device(tmp_path):
                                   to_numpy(state.v["cls.predictions.bias"]))
 
 
+def plant(monkeypatch, name, make_planted):
+    """Replace the function ``name`` wherever minispanbert imported it with ``make_planted(real)``."""
+    import sys
+
+    real = None
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("minispanbert") and callable(getattr(module, name, None)):
+            real = real or getattr(module, name)
+            monkeypatch.setattr(module, name, make_planted(real))
+    assert real is not None, name
+
+
 def test_a_planted_implicit_host_conversion_in_the_training_step_is_caught(monkeypatch):
-    real = gelu.gelu_forward
+    def make_planted(real):
+        def planted(x, *args, xp, **kwargs):
+            if x.max() > 1e4:  # a "harmless" overflow guard: an implicit device -> host sync every call
+                raise AssertionError("unreachable")
+            return real(x, *args, xp=xp, **kwargs)
+        return planted
 
-    def planted(x, *, xp, fused=True):
-        if x.max() > 1e4:  # a "harmless" overflow guard: an implicit device -> host sync every call
-            raise AssertionError("unreachable")
-        return real(x, xp=xp, fused=fused)
-
-    monkeypatch.setattr(gelu, "gelu_forward", planted)
-    for module in ("minispanbert.model.encoder", "minispanbert.model.transform"):
-        mod = __import__(module, fromlist=["_"])
-        if hasattr(mod, "gelu_forward"):
-            monkeypatch.setattr(mod, "gelu_forward", planted)
+    plant(monkeypatch, "layernorm_forward", make_planted)
     model = new_model()
     with pytest.raises(ImplicitHostConversion, match=r"bool\(\)"):
         one_train_step(model, adamw_init(model.params, xp=xp))
