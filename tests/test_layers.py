@@ -138,12 +138,24 @@ def test_attention_ignores_padded_keys(rng):
     np.testing.assert_allclose(out2[0], out[0], rtol=1e-12)
 
 
+def test_parity_backends_are_second_backends_that_skip_with_their_reason():
+    """NumPy is the reference side of every parity test, never a parametrisation: NumPy against
+    NumPy would pass while checking nothing. Without CuPy the CuPy cases skip and say why."""
+    values = [param.values[0] if hasattr(param, "values") else param for param in BACKENDS]
+    assert "numpy" not in values and values
+    for param in BACKENDS:
+        for mark in getattr(param, "marks", ()):
+            if mark.name == "skipif" and mark.args[0]:
+                assert "cupy" in mark.kwargs["reason"].lower()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", PARITY_OP_NAMES)
 def test_op_backend_parity(name, dtype, backend):
     """The same host inputs through NumPy and the backend give the same outputs and gradients."""
     xp = get_backend(backend)
+    assert xp is not np, "parity of NumPy with NumPy proves nothing"
     tol = TOLERANCES[f"parity_{dtype}"]
     rng = np.random.default_rng(7)
     inputs, forward, backward, _ = op_cases(rng)[name]
