@@ -40,7 +40,7 @@ from .backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .cli import Parser
 from .config import ModelConfig
-from .data.tokenizer import load_tokenizer
+from .interop.tokenizer import read_tokenizer_json
 from .model.pretrained_weights import load_encoder_weights
 from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 from .pretrained import TOKENIZER_FILE, load_pretrained_encoder
@@ -211,7 +211,7 @@ def resume_state(cfg: FinetuneConfig, xp):
                          "the --out folder of an interrupted python -m minispanbert.finetune run")
     check_compatible(saved.config["finetune"], dataclasses.asdict(cfg), RESUME_MUST_MATCH)
     try:
-        tokenizer = load_tokenizer(saved.directory / TOKENIZER_FILE)
+        tokenizer = read_tokenizer_json(saved.directory / TOKENIZER_FILE)  # any special ids (a run from a HF folder)
     except ValueError:
         raise ValueError(f"the checkpoint in {saved.directory} has no readable {TOKENIZER_FILE}: resume from another "
                          "checkpoint folder (checkpoints/step-*)") from None
