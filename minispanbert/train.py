@@ -49,7 +49,8 @@ PLOT_FILE = "loss.png"
 # --steps may change: training then continues (or stops earlier) with the schedule recomputed for
 # the new total, which is no longer bit-identical to a straight run of either length.
 RESUME_MUST_MATCH = ("objective", "preset", "dtype", "masking", "sbo_weight", "batch_size", "seq_len", "seed", "dropout",
-                     "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch")
+                     "lr", "warmup", "weight_decay", "max_grad_norm", "overfit_batch", "generator_size", "disc_weight")
+ELECTRA_DEFAULTS = {"generator_size": 0.25, "disc_weight": 50.0}  # --objective electra's own flags
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class TrainConfig:
     dtype: str = "float32"
     masking: str | None = None         # None: the objective's default (spanbert: span)
     sbo_weight: float = 1.0
+    generator_size: float = ELECTRA_DEFAULTS["generator_size"]  # ELECTRA: H_G / H_D
+    disc_weight: float = ELECTRA_DEFAULTS["disc_weight"]        # ELECTRA: lambda in L_MLM + lambda L_Disc
     steps: int = 1000
     batch_size: int = 16
     seq_len: int = 128
@@ -130,6 +133,9 @@ class TrainConfig:
         if self.masking not in SCHEMES:
             raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
         get_objective(self.objective).check_flags(self)
+        for name, default in ELECTRA_DEFAULTS.items():
+            if self.objective != "electra" and getattr(self, name) != default:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --objective electra only: drop the flag")
         for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "eval_batches",
                      "keep_checkpoints", "print_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -277,17 +283,27 @@ def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dro
     return out, grad_norm
 
 
-def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads=("mlm", "sbo")) -> list[dict]:
+def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads=("mlm", "sbo"), ratios=None) -> list[dict]:
     """metrics.jsonl records for the steps not yet read back, with ONE device -> host copy.
 
     ``pending``: one (step, lr, output, grad_norm) per step, step counted from 1 (updates done, as
     in the checkpoints), lr a host float, the rest as :func:`train_step` returned them. ``since``:
     when this interval's first step began; each record gets the interval's average tokens/s.
-    ``heads``: the objective's loss terms, logged as ``{head}_loss``.
+    ``heads``: the objective's loss terms, logged as ``{head}_loss``. ``ratios``: the objective's
+    optional RATIOS, {name: (numerator attribute, denominator attribute)} of its output, logged
+    as numerator / max(denominator, 1) (ELECTRA: accuracy on replaced tokens, ...).
     """
-    keys = ["loss", *(f"{h}_loss" for h in heads)]
-    stacked = xp.stack([xp.asarray(value) for _, _, out, grad_norm in pending
-                        for value in (*(getattr(out, k) for k in keys), grad_norm)])
+    ratios = ratios or {}
+    keys = ["loss", *(f"{h}_loss" for h in heads), *ratios]
+
+    def value(out, key):
+        if key in ratios:
+            numerator, denominator = (getattr(out, a) for a in ratios[key])
+            return xp.asarray(numerator) / xp.maximum(xp.asarray(denominator), 1)
+        return getattr(out, key)
+
+    stacked = xp.stack([xp.asarray(v, dtype=xp.float64) for _, _, out, grad_norm in pending
+                        for v in (*(value(out, k) for k in keys), grad_norm)])
     values = to_numpy(stacked).reshape(len(pending), len(keys) + 1).tolist()  # waits for the device
     tokens_per_s = tokens_per_step * len(pending) / max(time.perf_counter() - since, 1e-9)
     return [dict(split="train", step=step, **dict(zip(keys, row[:-1])), lr=lr, grad_norm=row[-1],
@@ -308,12 +324,15 @@ def non_finite_error(record: dict, last_saved) -> ValueError:
                       "lower --lr or train with --dtype float64")
 
 
-def evaluate(model, eval_batches, heads=("mlm", "sbo")) -> dict:
+def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None) -> dict:
     """Per head (MLM, SBO / NSP / SOP): loss and accuracy over fixed (pre-masked) held-out batches,
-    each batch weighted by its target count. The sums stay on the device and are read back once,
+    each batch weighted by its target count; per ratio (the objective's optional RATIOS): the summed
+    numerators over the summed denominators. The sums stay on the device and are read back once,
     at the end (not one device sync per value per batch)."""
+    ratios = ratios or {}
+    xp = getattr(model, "xp", np)  # a stand-in model without xp gives host floats
     counts = {h: 0 for h in heads}
-    device_sums = None  # per head: loss * count, correct
+    device_sums = None  # per head: loss * count, correct; per ratio: numerator, denominator
     for batch in eval_batches:
         out, _ = model.forward(batch, train=False)
         values = []
@@ -321,13 +340,17 @@ def evaluate(model, eval_batches, heads=("mlm", "sbo")) -> dict:
             count = getattr(out, f"{h}_count")
             values += [getattr(out, f"{h}_loss") * count, getattr(out, f"{h}_correct") * 1.0]
             counts[h] += count
-        part = getattr(model, "xp", np).stack(values)  # a stand-in model without xp gives host floats
+        for attributes in ratios.values():
+            values += [xp.asarray(getattr(out, a)) * 1.0 for a in attributes]
+        part = xp.stack(values)
         device_sums = part if device_sums is None else device_sums + part
-    sums = [0.0] * (2 * len(heads)) if device_sums is None else to_numpy(device_sums).tolist()
+    sums = [0.0] * (2 * len(heads) + 2 * len(ratios)) if device_sums is None else to_numpy(device_sums).tolist()
     result = {}
     for i, h in enumerate(heads):
         n = max(counts[h], 1)
         result.update({f"{h}_loss": sums[2 * i] / n, f"{h}_acc": sums[2 * i + 1] / n, f"{h}_targets": int(counts[h])})
+    for k, name in enumerate(ratios, start=len(heads)):
+        result[name] = sums[2 * k] / max(sums[2 * k + 1], 1)
     return result
 
 
@@ -341,7 +364,7 @@ def most_frequent_token_accuracy(eval_batches, unigram) -> float:
 # --------------------------------------------------------------------------- output
 
 
-def plot_metrics(metrics_path: Path, plot_path: Path, heads=("mlm", "sbo"), title="SpanBERT") -> None:
+def plot_metrics(metrics_path: Path, plot_path: Path, heads=("mlm", "sbo"), title="SpanBERT", ratios=()) -> None:
     """Training and validation loss curves and held-out accuracies -> PNG."""
     records = read_metrics(metrics_path)
     train = [r for r in records if r["split"] == "train"]
@@ -357,6 +380,8 @@ def plot_metrics(metrics_path: Path, plot_path: Path, heads=("mlm", "sbo"), titl
         for h, style in zip(heads, ("o-", "s-", "^-")):
             axes[1].plot([r["step"] for r in valid], [r[f"{h}_acc"] for r in valid], style,
                          label=f"valid {h.upper()} accuracy")
+        for name in ratios:
+            axes[1].plot([r["step"] for r in valid], [r[name] for r in valid], ".--", label=f"valid {name}")
         axes[1].axhline(valid[-1]["baseline_acc"], color="grey", ls=":", label="most frequent token")
     axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
     axes[1].legend()
@@ -438,6 +463,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     model_config = cfg.model_config()
     objective = get_objective(cfg.objective)
     heads, title = objective.HEADS, "SpanBERT" if cfg.objective == "spanbert" else cfg.objective
+    ratios = getattr(objective, "RATIOS", {})
 
     resumed, tokenizer = _load_resumed(cfg, model_config, xp) if cfg.resume else (None, None)
     if cfg.tokenizer is not None:
@@ -477,7 +503,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     log(f"model: {json.dumps(model_config.to_dict())}")
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
     log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
-        f"for MLM" + (", ln 2 = 0.693 for NSP/SOP" if set(heads) & {"nsp", "sop"} else ""))
+        f"for MLM" + (", ln 2 = 0.693 for NSP/SOP/DISC" if set(heads) & {"nsp", "sop", "disc"} else ""))
     log(f"output: {run_dir.final}" + (" (replaced by this run at its first checkpoint; until then the old run "
                                       "is untouched)" if run_dir.staged else ""))
     if resumed is not None:
@@ -522,7 +548,8 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
         if not (evaluate_now or save_now or print_now or done % cfg.log_every == 0):
             continue
         # Read back before evaluating or saving: a non-finite step must stop the run before its weights are written.
-        records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step, heads=heads)
+        records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step, heads=heads,
+                                     ratios=ratios)
         pending.clear()
         for record in records:
             if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
@@ -540,9 +567,9 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
                 f"{records[-1]['tokens_per_s']:,.0f} tokens/s")
             recent = []
         if evaluate_now:
-            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches, heads))
+            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches, heads, ratios))
             append_metrics(run_dir.path / METRICS_FILE, last_eval)
-            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title)
+            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
             say(f"step {done}: valid " + " | ".join(f"{h.upper()} loss {last_eval[h + '_loss']:.3f} acc "
                                                     f"{last_eval[h + '_acc']:.3f}" for h in heads)
                 + f" | most-frequent-token acc {baseline_acc:.3f}")
@@ -551,8 +578,10 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
         t_interval = time.perf_counter()  # evaluating and saving are not training throughput
     bar.close()
     if not eval_batches:
-        plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title)
+        plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
     log(f"wrote checkpoints/{step_dir_name(cfg.steps)}, {METRICS_FILE} and {PLOT_FILE} to {run_dir.path}")
+    if hasattr(objective, "after_run"):  # an objective's own exports (ELECTRA: Hugging Face folders)
+        objective.after_run(run_dir.path, model, data.tokenizer, cfg, log)
     return {"last_eval": last_eval, "train_losses": history, "out": str(run_dir.path)}
 
 
@@ -561,13 +590,18 @@ def parse_args(argv=None) -> TrainConfig:
     p = Parser("python -m minispanbert.train", __doc__)
     p.add_argument("--objective", choices=list(OBJECTIVES), default=defaults.objective,
                    help="spanbert = span masking + SBO; bert = MLM + NSP; roberta = MLM, full sentences, byte-level "
-                        "BPE; albert = factorised + shared, n-gram MLM + SOP")
+                        "BPE; albert = factorised + shared, n-gram MLM + SOP; electra = a small generator MLM + a "
+                        "discriminator of replaced tokens (--generator-size, --disc-weight)")
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help="array backend")
     p.add_argument("--preset", choices=list(PRESETS), default=defaults.preset, help="model size")
     p.add_argument("--masking", choices=SCHEMES, default=None,
                    help="span = SpanBERT; word = whole words; token = BERT subword tokens; ngram = ALBERT "
-                        "(default: the objective's: span, token, token, ngram)")
+                        "(default: the objective's: span, token, token, ngram, token)")
     p.add_argument("--sbo-weight", type=float, default=defaults.sbo_weight, help="0 switches the SBO off")
+    p.add_argument("--generator-size", type=float, default=defaults.generator_size,
+                   help="electra: the generator's hidden size as a fraction of the discriminator's (paper: 1/4 to 1/2)")
+    p.add_argument("--disc-weight", type=float, default=defaults.disc_weight,
+                   help="electra: lambda in L_MLM + lambda L_Disc")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="blocks per step")
     p.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per block, [CLS] and [SEP] included")

@@ -361,3 +361,83 @@ def test_saved_folders_open_in_hugging_face_with_no_missing_keys(tmp_path):
                            token_type_ids=t["token_type_ids"])
                 np.testing.assert_allclose(hf.logits.numpy(), out.disc_logits, rtol=1e-10, atol=1e-12)
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["discriminator", "generator"]
+
+
+# --------------------------------------------------------------------------- python -m minispanbert.train --objective electra
+
+WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
+         "slowly through heavy rain under grey skies near old stone bridges").split()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = ["\n".join(" ".join(rng.choice(WORDS, size=rng.integers(5, 20))) + " ." for _ in range(5))
+            for _ in range(30)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def electra_run(corpus, out, **overrides):
+    from minispanbert.train import TrainConfig, run
+    cfg = dict(objective="electra", data=str(corpus), out=str(out), steps=6, batch_size=4, seq_len=32, eval_every=3,
+               save_every=3, eval_batches=2, print_every=1000)
+    cfg.update(overrides)
+    return run(TrainConfig(**cfg), log=lambda _msg: None)
+
+
+def test_train_objective_electra_logs_exports_and_resumes_bit_identically(corpus, tmp_path, monkeypatch):
+    import json
+
+    from minispanbert import train
+    from minispanbert.train import TrainConfig, run
+    straight = electra_run(corpus, tmp_path / "straight", dtype="float64")
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    valid = [r for r in records if r["split"] == "valid"]
+    assert {"mlm_loss", "disc_loss", "replaced_share", "disc_acc_replaced", "disc_acc_original"} <= set(train_records[0])
+    assert {"mlm_acc", "disc_acc", "replaced_share", "disc_acc_replaced", "disc_acc_original"} <= set(valid[0])
+    assert train_records[0]["loss"] == pytest.approx(train_records[0]["mlm_loss"] + 50 * train_records[0]["disc_loss"])
+    assert 0.1 < valid[0]["replaced_share"] < 0.2  # ~15% of the tokens masked, nearly all samples differ
+    assert sorted(p.name for p in (tmp_path / "straight" / "hf").iterdir()) == ["discriminator", "generator"]
+    assert json.loads((tmp_path / "straight" / "hf" / "generator" / "config.json").read_text())["hidden_size"] == 32
+
+    # interrupted right after the step-3 checkpoint, then resumed: the samples, hence the losses, replay exactly
+    cut = dict(objective="electra", data=str(corpus), out=str(tmp_path / "cut"), steps=6, batch_size=4, seq_len=32,
+               eval_every=3, save_every=3, eval_batches=2, dtype="float64")
+    real_save = train.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(TrainConfig(**cut), log=lambda _m: None)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    resumed = run(TrainConfig(**{**cut, "resume": cut["out"]}), log=lambda _m: None)
+    assert resumed["train_losses"] == straight["train_losses"][3:]  # exact: bit-identical through sampling
+    assert resumed["last_eval"] == straight["last_eval"]
+
+
+def test_train_objective_electra_overfits_one_batch(corpus, tmp_path):
+    result = electra_run(corpus, tmp_path / "of", steps=100, overfit_batch=True, lr=3e-3, eval_every=1000,
+                         save_every=1000)
+    import json
+    records = [json.loads(line) for line in (tmp_path / "of" / "metrics.jsonl").read_text().splitlines()]
+    disc = [r["disc_loss"] for r in records if r["split"] == "train"]
+    assert disc[0] == pytest.approx(math.log(2), abs=0.05)
+    assert min(disc[-10:]) < 0.05, disc[-10:]
+    assert result["train_losses"][-1] < result["train_losses"][0] / 5
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(generator_size=0.0), "--generator-size"),
+    (dict(disc_weight=-1.0), "--disc-weight"),
+    (dict(masking="span"), "--masking span"),
+    (dict(objective="spanbert", generator_size=0.5), "applies to --objective electra only"),
+])
+def test_electra_flags_are_one_line_errors(corpus, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        electra_run(corpus, tmp_path / "bad", **overrides)

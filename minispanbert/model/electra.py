@@ -215,17 +215,20 @@ def init_electra_params(config, gen_config, seed, *, xp, dtype="float32") -> dic
 class ElectraOutput:
     """Loss parts and counts as backend 0-d arrays (read back with float() only when logging).
 
-    mlm_*: the generator at the masked positions; disc_*: the discriminator over non-pad tokens;
-    replaced_count: tokens with y = 1; disc_replaced_correct / disc_original_correct: tokens with
-    y = 1 and z > 0 / y = 0 and z <= 0 (accuracy on each class). ``corrupt_ids``, ``labels`` and
+    mlm_*: the generator at the masked positions; disc_*: the discriminator over the non-pad tokens
+    (``disc_correct``: [z > 0] == y; the counts ``mlm_count``/``disc_count`` are host ints, read off
+    the host batch); replaced_count / original_count: non-pad tokens with y = 1 / y = 0;
+    disc_replaced_correct / disc_original_correct: those with z > 0 / z <= 0 (accuracy on each class). ``corrupt_ids``, ``labels`` and
     ``disc_logits`` (B, T, on the backend) are the discriminator's input, targets and logits z."""
     loss: object
     mlm_loss: object
     disc_loss: object
     mlm_correct: object
     mlm_count: int
-    disc_count: object
+    disc_correct: object
+    disc_count: int
     replaced_count: object
+    original_count: object
     disc_replaced_correct: object
     disc_original_correct: object
     corrupt_ids: object
@@ -269,11 +272,15 @@ def electra_forward(params, batch, config, gen_config, *, xp, disc_weight=DISC_W
     disc_loss, bce_cache = binary_cross_entropy_forward(z, labels, mask, xp=xp)
 
     predicted_replaced = z > 0
+    disc_count = int(np.asarray(batch.attention_mask).sum())
+    replaced_count = labels.sum()
+    replaced_correct = (predicted_replaced * labels).sum()
+    original_correct = (~predicted_replaced * (mask - labels)).sum()
     out = ElectraOutput(
         loss=mlm_loss + disc_weight * disc_loss, mlm_loss=mlm_loss, disc_loss=disc_loss,
-        mlm_correct=mlm_correct, mlm_count=int(positions.size), disc_count=mask.sum(),
-        replaced_count=labels.sum(), disc_replaced_correct=(predicted_replaced * labels).sum(),
-        disc_original_correct=(~predicted_replaced * (mask - labels)).sum(),
+        mlm_correct=mlm_correct, mlm_count=int(positions.size), disc_correct=replaced_correct + original_correct,
+        disc_count=disc_count, replaced_count=replaced_count, original_count=disc_count - replaced_count,
+        disc_replaced_correct=replaced_correct, disc_original_correct=original_correct,
         corrupt_ids=corrupt_ids, labels=labels, disc_logits=z,
     )
     cache = (gen_encoder_cache, gen_head_cache, ce_cache, disc_encoder_cache, disc_head_cache, bce_cache,
@@ -322,37 +329,11 @@ def metric_values(out, *, xp):
     def ratio(num, den):
         return num / xp.maximum(den, 1)
 
-    original_count = out.disc_count - out.replaced_count
+    original_count = out.original_count
     return xp.stack([xp.asarray(v, dtype=xp.float64) for v in (
         out.loss, out.mlm_loss, out.disc_loss, ratio(out.mlm_correct, out.mlm_count),
         ratio(out.replaced_count, out.disc_count), ratio(out.disc_replaced_correct, out.replaced_count),
         ratio(out.disc_original_correct, original_count))])
-
-
-def evaluate_electra(model, batches) -> dict:
-    """Each METRIC over fixed held-out batches, weighted by its own count (masked positions for the
-    generator, non-pad tokens for the discriminator, replaced / original tokens for its accuracies).
-    The masks and sampling uniforms are fixed, but the samples follow the current generator."""
-    sums = dict.fromkeys(("mlm_loss", "mlm_correct", "mlm_count", "disc_loss", "disc_count", "replaced",
-                          "replaced_correct", "original_correct"), 0.0)
-    for batch in batches:
-        out, _ = model.forward(batch, train=False)
-        disc_count = float(out.disc_count)
-        sums["mlm_loss"] += float(out.mlm_loss) * out.mlm_count
-        sums["mlm_correct"] += float(out.mlm_correct)
-        sums["mlm_count"] += out.mlm_count
-        sums["disc_loss"] += float(out.disc_loss) * disc_count
-        sums["disc_count"] += disc_count
-        sums["replaced"] += float(out.replaced_count)
-        sums["replaced_correct"] += float(out.disc_replaced_correct)
-        sums["original_correct"] += float(out.disc_original_correct)
-    m, d = max(sums["mlm_count"], 1), max(sums["disc_count"], 1)
-    mlm_loss, disc_loss = sums["mlm_loss"] / m, sums["disc_loss"] / d
-    return dict(loss=mlm_loss + model.disc_weight * disc_loss, mlm_loss=mlm_loss, disc_loss=disc_loss,
-                mlm_acc=sums["mlm_correct"] / m, replaced_share=sums["replaced"] / d,
-                disc_acc_replaced=sums["replaced_correct"] / max(sums["replaced"], 1),
-                disc_acc_original=sums["original_correct"] / max(sums["disc_count"] - sums["replaced"], 1),
-                mlm_targets=int(sums["mlm_count"]), disc_tokens=int(sums["disc_count"]))
 
 
 class ElectraForPretraining:

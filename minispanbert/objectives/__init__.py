@@ -14,6 +14,9 @@ Each is a small module (imported on first use) that tells train.py everything th
     make_batch(examples, rng, *, cfg, model_config, unigram) -> a batch dataclass of host arrays,
                            rows on axis 0, with ``mlm_labels``
     MIN_DOCUMENTS          optional (default 1): a held-out split with fewer documents is not evaluated
+    RATIOS                 optional {name: (numerator attribute, denominator attribute)} of the output,
+                           logged per step, pooled over the held-out batches and plotted (ELECTRA)
+    after_run(run_path, model, tokenizer, cfg, log)   optional: exports at the end of a run
     initialise(model_config, *, seed, xp, dtype, cfg) / from_params(model_config, params, *, xp, cfg)
                            -> a model with .params .xp .forward(batch, *, train, rng) -> (out, cache),
                            .backward(cache, term_scales=None) -> grads, .num_parameters()
@@ -27,6 +30,7 @@ OBJECTIVES = {
     "bert": "minispanbert.objectives.bert",
     "roberta": "minispanbert.objectives.roberta",
     "albert": "minispanbert.objectives.albert",
+    "electra": "minispanbert.objectives.electra",
 }
 
 
