@@ -441,3 +441,19 @@ def test_train_objective_electra_overfits_one_batch(corpus, tmp_path):
 def test_electra_flags_are_one_line_errors(corpus, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         electra_run(corpus, tmp_path / "bad", **overrides)
+
+
+def test_the_discriminator_is_the_encoder_a_fine_tuning_model_takes():
+    """finetune's load_encoder_weights takes exactly the discriminator's electra.* tensors (shared
+    embeddings included); the generator and the discriminator head are reported unused."""
+    from minispanbert.model.encoder import init_encoder_params
+    from minispanbert.model.pretrained_weights import load_encoder_weights
+    params, _, _, config, _ = electra_check_setup()
+    task = init_encoder_params(config, np.random.default_rng(5))
+    task["classifier.weight"] = np.zeros((2, config.hidden_size))
+    loaded, unused = load_encoder_weights(task, params, xp=np)
+    assert set(task) - {"classifier.weight"} == {n for n in params if n.startswith("electra.")}
+    for name in task:
+        if name != "classifier.weight":
+            np.testing.assert_array_equal(loaded[name], params[name])
+    assert set(unused) == {n for n in params if n.startswith(("generator.", "discriminator_predictions."))}
