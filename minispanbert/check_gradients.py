@@ -513,6 +513,53 @@ def check_electra_shared_embeddings(seed=0) -> dict:
     return errors
 
 
+def family_pair_batch(model_type="bert"):
+    """Two sequences of 7, ``[CLS] A [SEP] B [SEP]`` (types 0 then 1) and a shorter padded one, with
+    MLM targets in both rows (token 9 twice: duplicate embedding updates) and sentence labels 0, 1.
+    RoBERTa's version uses its ids (<s> 0, <pad> 1, </s> 2) and one token type."""
+    cls, pad, sep = (0, 1, 2) if model_type == "roberta" else (2, 0, 3)
+    input_ids = np.array([[cls, 9, 4, sep, 4, 9, sep], [cls, 6, sep, 4, sep, pad, pad]])
+    attention_mask = (np.arange(7) < np.array([[7], [5]])).astype(np.int64)
+    token_type_ids = np.array([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0]])
+    if model_type == "roberta":
+        token_type_ids[:] = 0
+    mlm_labels = np.full((2, 7), IGNORE_INDEX)
+    mlm_labels[0, 2], mlm_labels[0, 4], mlm_labels[1, 3], mlm_labels[0, 5] = 11, 12, 5, 9
+    return SimpleNamespace(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           mlm_labels=mlm_labels, sentence_labels=np.array([0, 1]))
+
+
+def check_family_loss(objective, *, dropout=False, seed=0) -> dict:
+    """The whole pretraining loss of BERT (MLM + NSP), RoBERTa (MLM) or ALBERT (MLM + SOP, shared
+    layers, E < H) against every parameter, the tied word table included (model/bert_nsp.py)."""
+    from .model.albert import AlbertForPretraining
+    from .model.bert_nsp import BertForPretraining
+    from .model.roberta import RobertaForMaskedLM
+
+    model_class, config = {"bert": (BertForPretraining, CHECK_CONFIG),
+                           "roberta": (RobertaForMaskedLM, FAMILY_CHECK_CONFIGS["roberta"]),
+                           "albert": (AlbertForPretraining, FAMILY_CHECK_CONFIGS["albert"])}[objective]
+    if dropout:
+        config = config.replace(hidden_dropout_prob=DROPOUT_P, attention_probs_dropout_prob=DROPOUT_P)
+    model = model_class.initialise(config, seed=seed, xp=np, dtype="float64")
+    rng = np.random.default_rng(seed + 100)
+    for name, value in model.params.items():
+        value *= 25 if ("mapping_in" in name and value.ndim == 2) else 10 if value.ndim == 2 else 1
+        if value.ndim == 1:
+            value += 0.2 * rng.normal(size=value.shape)
+    batch = family_pair_batch(config.model_type)
+
+    def forward():
+        return model.forward(batch, train=dropout, rng=fixed_dropout_rng() if dropout else None)
+
+    grads = model.backward(forward()[1])
+    errors = check_param_gradients(lambda: float(forward()[0].loss), model.params, grads,
+                                   max_elements=DROPOUT_MAX_ELEMENTS if dropout else None)
+    for name in key_bias_names(config):
+        errors[name] = _exact_zero(grads[name], np.zeros(1))
+    return errors
+
+
 MODEL_CHECKS = {
     "encoder": check_encoder,
     "encoder_dropout": lambda: check_encoder(dropout=True),
@@ -522,6 +569,8 @@ MODEL_CHECKS = {
     "sbo_head": check_sbo_head,
     "pretraining_loss": check_pretraining_loss,
     "pretraining_loss_dropout": lambda: check_pretraining_loss(dropout=True),
+    **{f"{o}_loss{'_dropout' if d else ''}": (lambda o=o, d=d: check_family_loss(o, dropout=d))
+       for o in ("bert", "roberta", "albert") for d in (False, True)},
     "electra_discriminator_head": check_electra_discriminator_head,
     "electra_generator_head": check_electra_generator_head,
     "electra_loss": check_electra_loss,

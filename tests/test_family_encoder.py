@@ -169,28 +169,14 @@ def test_config_rejects_incompatible_fields(changes, message):
 
 
 def hf_encoder(config):
-    """The Hugging Face base model with ``config``'s settings, float64, eval mode, eager attention."""
+    """The Hugging Face base model with ``config``'s settings (tests/family_hf.py)."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    kwargs = dict(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                  num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-                  intermediate_size=config.intermediate_size, hidden_act=config.hidden_act,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                  max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size,
-                  layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id,
-                  attn_implementation="eager")
-    if config.model_type == "bert":
-        model = transformers.BertModel(transformers.BertConfig(**kwargs), add_pooling_layer=False)
-    elif config.model_type == "roberta":
-        model = transformers.RobertaModel(transformers.RobertaConfig(**kwargs, bos_token_id=0, eos_token_id=2),
-                                          add_pooling_layer=False)
-    elif config.model_type == "albert":
-        model = transformers.AlbertModel(transformers.AlbertConfig(
-            **kwargs, embedding_size=config.embedding_width, num_hidden_groups=config.num_hidden_groups,
-            inner_group_num=config.inner_group_num, classifier_dropout_prob=0.0), add_pooling_layer=False)
-    else:
-        model = transformers.ElectraModel(transformers.ElectraConfig(**kwargs, embedding_size=config.embedding_width))
-    return torch, model.double().eval()
+    pytest.importorskip("transformers")
+    from family_hf import hf_model
+
+    name = {"bert": "BertModel", "roberta": "RobertaModel", "albert": "AlbertModel", "electra": "ElectraModel"}
+    kwargs = {} if config.model_type == "electra" else dict(add_pooling_layer=False)
+    return torch, hf_model(config, name[config.model_type], **kwargs)
 
 
 @pytest.mark.parametrize("config", [
