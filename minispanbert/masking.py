@@ -211,6 +211,33 @@ def _runs(masked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
+def _replace_spans(token_ids, starts, ends, replacement: str, rng, *, vocab_size: int, unigram) -> np.ndarray:
+    """BERT's 80/10/10 corruption of the masked tokens -> a corrupted copy of ``token_ids`` (n,).
+
+    starts, ends  (S,) inclusive bounds of the merged spans (sorted, disjoint): every token in
+                  them is masked, no other token is touched
+    replacement   "span": ONE uniform r per merged span, shared by all its tokens (SpanBERT §3.1,
+                  the code's ``span`` replacement), so a span is all [MASK], all random or all
+                  unchanged; "token": one r per masked token (BERT)
+    r < 0.8 -> [MASK] (MASK_PROB);  0.8 <= r < 0.9 -> a random token (RANDOM_PROB, drawn by
+    :func:`_random_tokens` from ``unigram`` or uniformly over the ordinary ids);  else unchanged.
+    Randomness, in this order: the uniforms (S of them, or one per masked token), then the
+    random tokens.
+    """
+    lengths = ends - starts + 1
+    positions = np.repeat(starts, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    # One uniform per merged span, shared by its tokens, or one per token.
+    if replacement == "span":
+        draw = np.repeat(rng.random(starts.size), lengths)
+    else:
+        draw = rng.random(positions.size)
+    input_ids = token_ids.copy()
+    input_ids[positions[draw < MASK_PROB]] = MASK_ID
+    randomised = positions[(draw >= MASK_PROB) & (draw < MASK_PROB + RANDOM_PROB)]
+    input_ids[randomised] = _random_tokens(rng, randomised.size, vocab_size, unigram)
+    return input_ids
+
+
 def _sbo_targets(starts, ends, n, max_pair_targets):
     """Pair targets as in the authors' ``span_masking``: spans touching the block edges have no
     external boundary inside the block and are skipped; a span contributes only its first
@@ -281,15 +308,7 @@ def mask_block(token_ids, word_starts, scheme: str, rng: np.random.Generator, *,
 
     starts, ends = _runs(masked)
     positions = np.flatnonzero(masked)
-    # One uniform per merged span, shared by its tokens, or one per token.
-    if replacement == "span":
-        draw = np.repeat(rng.random(starts.size), ends - starts + 1)
-    else:
-        draw = rng.random(positions.size)
-    input_ids = token_ids.copy()
-    input_ids[positions[draw < MASK_PROB]] = MASK_ID
-    randomised = positions[(draw >= MASK_PROB) & (draw < MASK_PROB + RANDOM_PROB)]
-    input_ids[randomised] = _random_tokens(rng, randomised.size, vocab_size, unigram)
+    input_ids = _replace_spans(token_ids, starts, ends, replacement, rng, vocab_size=vocab_size, unigram=unigram)
     mlm_labels = np.full(n, IGNORE_INDEX, dtype=np.int64)
     mlm_labels[positions] = token_ids[positions]
 
