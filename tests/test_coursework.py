@@ -101,9 +101,9 @@ GS_FORMATS = {"text", "html", "simple_format", "md", "ansi"}
 def validate_gradescope(report: dict) -> None:
     report = json.loads(json.dumps(report, allow_nan=False))  # plain JSON, no NaN
     assert set(report) <= GS_TOP_KEYS, set(report) - GS_TOP_KEYS
-    assert isinstance(report["tests"], list) and report["tests"]
+    assert isinstance(report.get("tests", []), list) and ("score" in report or report["tests"])
     for key in ("score", "execution_time"):
-        assert isinstance(report[key], (int, float)) and report[key] >= 0
+        assert key not in report or isinstance(report[key], (int, float)) and report[key] >= 0
     assert report["visibility"] in GS_VISIBILITY and report["stdout_visibility"] in GS_VISIBILITY
     assert report["output_format"] in GS_FORMATS and isinstance(report["output"], str)
     for test in report["tests"]:
@@ -114,7 +114,8 @@ def validate_gradescope(report: dict) -> None:
         assert test["status"] in ("passed", "failed") and test["visibility"] in GS_VISIBILITY
         assert test["output_format"] in GS_FORMATS
         assert isinstance(test["tags"], list) and all(isinstance(tag, str) for tag in test["tags"])
-    assert abs(report["score"] - sum(t["score"] for t in report["tests"])) < 1e-9
+    if report["tests"]:
+        assert abs(report["score"] - sum(t["score"] for t in report["tests"])) < 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,11 @@ def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
                          cwd=student, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert f"{len(UNLISTED_TESTS[name])} passed" in run.stdout
+    # The student copy cannot rebuild the assignment: it has no assignment files and no graded tests.
+    run = subprocess.run([sys.executable, "-m", "minispanbert.coursework", "build", name, "--out", "rebuilt"],
+                         cwd=student, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: unknown assignment '{name}'"), run.stderr
+    assert "none: this is a student copy" in run.stderr and not (student / "rebuilt").exists()
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -264,9 +270,9 @@ CRASHING_FILES = {
     "minispanbert/layers/linear.py": ("y = x.reshape(-1, x.shape[-1]) @ weight.T", "while True:\n        pass"),
     # softmax_forward kills its process
     "minispanbert/layers/softmax.py": ("y = x - x.max(axis=-1, keepdims=True)", "import os; os._exit(3)"),
-    # layernorm_forward prints 20 MB before answering correctly
-    "minispanbert/layers/layernorm.py": ("mu = x.mean(axis=-1, keepdims=True)",
-                                         "print('spam' * 5_000_000)\n    mu = x.mean(axis=-1, keepdims=True)"),
+    # layernorm_backward prints 20 MB before answering correctly
+    "minispanbert/layers/layernorm.py": ("xhat, rstd, gamma = cache",
+                                         "print('spam' * 5_000_000)\n    xhat, rstd, gamma = cache"),
 }
 
 
@@ -275,7 +281,7 @@ def test_crashing_hanging_chatty_and_torch_importing_submission_still_gets_valid
     autograder = tmp_path / "autograder"
     shutil.copytree(built("A1") / "autograder", autograder)
     toml = autograder / "assignment.toml"
-    toml.write_text(toml.read_text().replace("time_limit = 10", "time_limit = 1"))
+    toml.write_text(toml.read_text().replace("time_limit = 10", "time_limit = 2"))
     submission = solution_submission(spec, tmp_path / "submission")
     for rel, (old, new) in CRASHING_FILES.items():
         text = (submission / rel).read_text()
@@ -286,13 +292,13 @@ def test_crashing_hanging_chatty_and_torch_importing_submission_still_gets_valid
     validate_gradescope(json.loads((tmp_path / "results.json").read_text()))
     by_name = {t["name"]: t for t in report["tests"]}
     for name in ("linear_forward", "linear_backward", "attention_forward", "attention_backward"):
-        assert "time limit of 1 s exceeded" in by_name[name]["output"], by_name[name]
+        assert "time limit of 2 s exceeded" in by_name[name]["output"], by_name[name]
     for name in ("softmax_forward", "softmax_backward"):
         assert "ended unexpectedly" in by_name[name]["output"], by_name[name]
     for name in ("gelu_forward", "gelu_backward"):
         assert "imports torch" in by_name[name]["output"], by_name[name]
-    assert by_name["layernorm_forward"]["status"] == "passed"
-    assert "more characters of output cut" in by_name["layernorm_forward"]["output"]
+    assert by_name["layernorm_backward_input"]["status"] == "passed"
+    assert "more characters of output cut" in by_name["layernorm_backward_input"]["output"]
     assert len(json.dumps(report)) < 200_000
     passing = {"layernorm_forward", "layernorm_backward_input", "layernorm_backward_params", "layernorm_backward_3d",
                "cross_entropy_forward", "cross_entropy_backward", "cross_entropy_edge_cases"}
@@ -308,8 +314,12 @@ def test_cli_reports_bad_input_in_one_line(built, tmp_path, capsys):
     assert coursework_main(["build", "A1", "--out", str(tmp_path / "full")]) == 2
     assert "pick a new --out" in capsys.readouterr().err
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
-    assert coursework_main(["grade", str(tmp_path / "nothing"), "--autograder", str(built("A1") / "autograder")]) == 2
+    assert coursework_main(["grade", str(tmp_path / "nothing"), "--autograder", str(built("A1") / "autograder"),
+                            "--out", str(tmp_path / "results.json")]) == 2
     assert capsys.readouterr().err.startswith("error: submission")
+    report = json.loads((tmp_path / "results.json").read_text())  # Gradescope still gets a valid file
+    validate_gradescope(report)
+    assert report["score"] == 0 and "could not grade" in report["output"]
     assert coursework_main(["submit", "--root", str(tmp_path)]) == 2
     assert "no coursework.json" in capsys.readouterr().err
 

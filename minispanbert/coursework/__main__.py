@@ -63,9 +63,15 @@ def main(argv=None) -> int:
             from .assignment import available, load
             for name in available():
                 spec = load(name)
-                print(f"{spec.id}  {spec.title}  ({len(spec.functions)} functions, {len(spec.tests)} tests, "
-                      f"{spec.max_score:g} points)")
-    except ValueError as exc:
+                hidden = sum(t.hidden for t in spec.tests)
+                print(f"{spec.id}  {spec.title}  ({len(spec.functions)} functions, {len(spec.tests)} tests of "
+                      f"which {hidden} hidden, {spec.max_score:g} points)")
+    except Exception as exc:  # noqa: BLE001 -- one line, never a traceback; grade still leaves a results.json
+        if args.command == "grade" and args.out:
+            from .grade import write_failure_results
+            write_failure_results(args.out, str(exc))
+        if not isinstance(exc, (ValueError, OSError)):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

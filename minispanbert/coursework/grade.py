@@ -160,6 +160,16 @@ def grade(submission, autograder, *, out=None) -> dict:
     return report
 
 
+def write_failure_results(out, message: str) -> None:
+    """A valid results.json (score 0, the reason) for when grading itself could not run, so that
+    Gradescope shows the reason instead of a missing-file error."""
+    report = {"score": 0.0, "output": f"the autograder could not grade this submission: {message}",
+              "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+
+
 def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
     """Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)."""
     tests = []
