@@ -324,6 +324,22 @@ def test_cli_reports_bad_input_in_one_line(built, tmp_path, capsys):
     assert "no coursework.json" in capsys.readouterr().err
 
 
+def test_notebook_exercises_are_nbgrader_solution_cells():
+    """Every cell with a solution region carries nbgrader's solution metadata and a unique grade_id
+    (nbgrader generate_assignment refuses a region outside a solution cell)."""
+    grade_ids = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            lines = {line.strip() for line in "".join(cell["source"]).splitlines()}
+            if "### BEGIN SOLUTION" in lines:
+                meta = cell.get("metadata", {}).get("nbgrader", {})
+                assert "### END SOLUTION" in lines, f"{path.name} cell {index}: unclosed solution region"
+                assert meta.get("solution") is True and meta.get("grade_id"), (
+                    f"{path.name} cell {index}: add nbgrader metadata (solution: true, a grade_id)")
+                grade_ids.append(meta["grade_id"])
+    assert grade_ids and len(set(grade_ids)) == len(grade_ids)
+
+
 def test_shipped_assignments_load_and_cover_their_functions():
     for name in assignments.available():
         spec = assignments.load(name)
