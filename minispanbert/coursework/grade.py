@@ -45,9 +45,10 @@ def read_submission(submission: Path, wanted: list[str]) -> tuple[dict[str, byte
             entries = {p.relative_to(submission).as_posix(): p for p in submission.rglob("*") if p.is_file()}
         read = lambda key: entries[key].read_bytes()  # noqa: E731
     elif zipfile.is_zipfile(submission):
-        archive = zipfile.ZipFile(submission)
-        entries = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-        read = lambda key: archive.read(entries[key])  # noqa: E731
+        with zipfile.ZipFile(submission) as archive:
+            entries = {info.filename: archive.read(info) for info in archive.infolist()
+                       if not info.is_dir() and info.filename.endswith((".py", ".ipynb"))}
+        read = entries.__getitem__
     else:
         raise ValueError(f"{submission} is neither a folder nor a zip file: pass the student's folder or "
                          "the zip that `python -m minispanbert.coursework submit` wrote")
