@@ -53,7 +53,12 @@ def load_pretrained_encoder(path, *, xp, dtype="float32") -> PretrainedEncoder:
         raise ValueError(f"{folder / TOKENIZER_FILE} is missing: the weights only fit the tokenizer they were "
                          "pretrained with, so pass a complete checkpoint folder (do not train a new tokenizer)")
     try:
-        tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
+        if config.model_type == "roberta":  # byte-level BPE with RoBERTa's special tokens
+            from .data.bpe_tokenizer import load_bpe_tokenizer
+
+            tokenizer = load_bpe_tokenizer(folder / TOKENIZER_FILE)
+        else:
+            tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
     except ValueError:
         raise ValueError(f"{folder / TOKENIZER_FILE} is corrupt: the weights only fit the tokenizer they were "
                          "pretrained with, so pass another checkpoint folder (do not train a new tokenizer)") from None

@@ -124,8 +124,12 @@ def load_bert_tokenizer(directory) -> Tokenizer | None:
 
 def special_token_ids(tok: Tokenizer) -> dict[str, int]:
     """{"cls": id, "sep": id, "pad": id, "mask": id, "unk": id} (HF BERT: 101, 102, 0, 103, 100;
-    minispanbert's own: 2, 3, 0, 4, 1). Raises when [CLS], [SEP] or [PAD] is missing."""
+    minispanbert's own: 2, 3, 0, 4, 1; a RoBERTa byte-level BPE: <s> 0, </s> 2, <pad> 1, <mask> 4,
+    <unk> 3). Raises when [CLS], [SEP] or [PAD] is missing."""
     ids = {name.removesuffix("_token").replace("_", ""): tok.token_to_id(token) for name, token in SPECIAL.items()}
+    if ids["cls"] is None and tok.token_to_id("<s>") is not None:  # RoBERTa's byte-level BPE (data/bpe_tokenizer.py)
+        ids = {name: tok.token_to_id(token) for name, token in
+               (("cls", "<s>"), ("sep", "</s>"), ("pad", "<pad>"), ("mask", "<mask>"), ("unk", "<unk>"))}
     missing = [SPECIAL[f"{name}_token"] for name in ("cls", "sep", "pad") if ids[name] is None]
     if missing:
         raise ValueError(f"the tokenizer has no {', '.join(missing)} token: it is not a BERT tokenizer")
