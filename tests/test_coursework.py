@@ -27,6 +27,9 @@ from minispanbert.coursework.stubs import function_body
 from minispanbert.coursework.submit import submit
 
 ROOT = project_root()
+if subprocess.run(["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "pyproject.toml"],
+                  capture_output=True).returncode != 0:
+    pytest.skip("the coursework kit builds from a git checkout; this is not one", allow_module_level=True)
 SHIPPED = ("A1", "A2", "A3")
 # Tests of functions the assignment does not list: they must pass in the student copy.
 UNLISTED_TESTS = {
