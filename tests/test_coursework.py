@@ -226,10 +226,14 @@ def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_untouched_student_copy_scores_zero_naming_each_stub(built, name, tmp_path):
+def test_untouched_student_copy_scores_zero_naming_each_stub(built, name, tmp_path, capsys):
     spec = assignments.load(name)
-    report = grade(built(name) / "student", built(name) / "autograder", out=tmp_path / "results.json")
-    validate_gradescope(json.loads((tmp_path / "results.json").read_text()))
+    assert coursework_main(["grade", str(built(name) / "student"), "--autograder", str(built(name) / "autograder"),
+                            "--out", str(tmp_path / "results.json")]) == 0
+    summary = capsys.readouterr().out
+    assert f"score 0 / {spec.max_score:g}" in summary and summary.count("FAIL ") == len(spec.tests)
+    report = json.loads((tmp_path / "results.json").read_text())
+    validate_gradescope(report)
     assert report["score"] == 0
     listed = {f.name for f in spec.functions}
     for test in report["tests"]:
