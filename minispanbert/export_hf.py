@@ -2,7 +2,7 @@
 
     python -m minispanbert.export_hf --checkpoint runs/spanbert --out hf/spanbert-tiny     # pretraining run
     python -m minispanbert.export_hf --checkpoint runs/qa --out hf/qa-tiny                 # finetune_qa run
-    python -m minispanbert.export_hf --random-init base --head qa --tokenizer runs/spanbert/tokenizer.json \\
+    python -m minispanbert.export_hf --random-init base --head qa --tokenizer runs/spanbert \\
         --out hf/random-base-qa                                                            # for timing
 
 The folder holds config.json (with "architectures"), model.safetensors and the tokenizer files
@@ -12,7 +12,7 @@ its SBO head (``cls.sbo.*``) has no Hugging Face class, so transformers lists ex
 as unexpected and ignores them. A QA run becomes BertForQuestionAnswering.
 
 ``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
-``--tokenizer``: a minispanbert tokenizer.json or a Hugging Face folder): its speed is that of a
+``--tokenizer``: a tokenizer.json, a minispanbert run folder or a Hugging Face folder): its speed is that of a
 trained model of the same size, which is how the README's base-size throughput is measured.
 ``--out`` must not be a minispanbert run folder (its model.safetensors would be replaced).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint
+from .checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint, resolve_checkpoint
 from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
 from .interop.huggingface import save_pretrained
@@ -36,8 +36,10 @@ HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
 
 
 def read_tokenizer(path: Path):
-    """A tokenizer.json file (minispanbert's or a Hugging Face vocabulary's special ids), or the
-    tokenizer of a Hugging Face folder."""
+    """A tokenizer.json file (minispanbert's or a Hugging Face vocabulary's special ids), the
+    tokenizer of a minispanbert run folder (its latest checkpoint's), or that of a Hugging Face folder."""
+    if (path / CHECKPOINTS_DIR).is_dir():
+        return read_tokenizer_json(resolve_checkpoint(path) / TOKENIZER_FILE)
     if path.is_dir():
         tok = load_bert_tokenizer(path)
         if tok is None:
@@ -76,7 +78,8 @@ def main(argv=None) -> str:
     source.add_argument("--random-init", choices=list(PRESETS), help="a freshly initialised model of this preset")
     p.add_argument("--out", required=True, help="the Hugging Face folder to write")
     p.add_argument("--head", choices=list(HEADS), default="mlm", help="with --random-init: MLM+SBO or QA head")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json or Hugging Face folder (default: the run's)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json, a minispanbert run folder or a Hugging Face folder (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:

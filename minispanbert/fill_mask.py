@@ -48,6 +48,13 @@ def encode_texts(tokenizer, texts, max_len: int) -> list[np.ndarray]:
     return out
 
 
+def token_text(tokenizer, token_id: int) -> str:
+    """The vocabulary entry of ``token_id``, or "<id N>" for a row of the model's embedding table
+    beyond the tokenizer's vocabulary (a minispanbert preset's V can exceed a trained vocabulary)."""
+    token = tokenizer.id_to_token(token_id)
+    return f"<id {token_id}>" if token is None else token
+
+
 def pad_batch(rows, pad_id: int):
     """Rows of ids -> (input_ids, token_type_ids, attention_mask) (B, T_max) int64."""
     T = max(len(r) for r in rows)
@@ -84,7 +91,7 @@ def fill_mask(model, texts, *, xp, top_k: int = 5, batch_size: int = 8, log=prin
         top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         rows_of = positions // input_ids.shape[1]
         for b in range(input_ids.shape[0]):
-            results.append([[(model.tokenizer.id_to_token(int(t)), float(probs[n, t])) for t in top[n]]
+            results.append([[(token_text(model.tokenizer, int(t)), float(probs[n, t])) for t in top[n]]
                             for n in np.flatnonzero(rows_of == b)])
     synchronize(xp)
     seconds = time.perf_counter() - start

@@ -406,7 +406,7 @@ def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
     assert model.config == config and set(model.params) == set(params)
     for name in params:
         np.testing.assert_array_equal(model.params[name], params[name])
-    assert export_main(["--random-init", "tiny", "--head", "qa", "--tokenizer", str(tmp_path / "hf"),
+    assert export_main(["--random-init", "tiny", "--head", "qa", "--tokenizer", str(tmp_path / "run"),
                         "--out", str(tmp_path / "random")]) == "BertForQuestionAnswering"
     random = load_pretrained(tmp_path / "random")
     assert random.config.hidden_size == 128 and random.config.vocab_size == tok.get_vocab_size()

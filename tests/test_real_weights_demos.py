@@ -168,3 +168,11 @@ def test_finetune_qa_from_hf_folder_then_export_and_predict(tiny, tmp_path, caps
                               str(tmp_path / "p.json"), *windows])
     assert json.loads((tmp_path / "p.json").read_text()) == fine_tuned
     assert scores == result["scores"]["dev"]
+
+
+def test_fill_mask_names_embedding_rows_beyond_the_vocabulary(tiny):
+    """A minispanbert preset's V can exceed its trained vocabulary: such rows print as "<id N>"."""
+    from minispanbert.fill_mask import token_text
+    tok = load_pretrained(tiny / "mlm").tokenizer
+    assert token_text(tok, tok.token_to_id("[MASK]")) == "[MASK]"
+    assert token_text(tok, tok.get_vocab_size() + 5) == f"<id {tok.get_vocab_size() + 5}>"
