@@ -479,19 +479,27 @@ def check_electra_generator_head(seed=4) -> dict:
     return errors
 
 
-def check_electra_loss(seed=0) -> dict:
-    """L = L_MLM + 50 L_Disc against every parameter of both networks, the samples held fixed.
-    L ~ 35 is dominated by 50 L_Disc while the generator's own gradients are ~1e-4, so the step is
-    h = 3e-5: the rounding noise eps L / h falls 3x below that of h = 1e-5 (worst error 2.8e-7
-    instead of 5.7e-7, the generator's query bias) and the truncation error stays below it."""
+def check_electra_loss(seed=0, *, dropout=False) -> dict:
+    """L = L_MLM + 50 L_Disc against every parameter of both networks, the samples held fixed;
+    with ``dropout``, as in training (both networks' dropout on, the same masks at every evaluation).
+    L ~ 35 is dominated by 50 L_Disc while the generator's own gradients are ~1e-4, so without
+    dropout the step is h = 3e-5: the rounding noise eps L / h falls 3x below that of h = 1e-5
+    (worst error 2.8e-7 instead of 5.7e-7, the generator's query bias). With dropout the masks'
+    1/(1-p) scaling makes the truncation error of h = 3e-5 dominate (2.3e-6 on the word table), so
+    it keeps h = 1e-5 (worst 2.6e-7 on a sample of 24 elements per tensor)."""
     params, batch, corrupt, config, gen_config = electra_check_setup(seed)
+    if dropout:
+        config, gen_config = (c.replace(hidden_dropout_prob=DROPOUT_P, attention_probs_dropout_prob=DROPOUT_P)
+                              for c in (config, gen_config))
 
     def forward():
-        return electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)
+        return electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt, train=dropout,
+                               rng=fixed_dropout_rng() if dropout else None)
 
     _, cache = forward()
     grads = electra_backward(cache, xp=np)
-    errors = check_param_gradients(lambda: float(forward()[0].loss), params, grads, h=3e-5)
+    errors = check_param_gradients(lambda: float(forward()[0].loss), params, grads, h=1e-5 if dropout else 3e-5,
+                                   max_elements=DROPOUT_MAX_ELEMENTS if dropout else None)
     return _electra_key_biases(errors, grads, config, gen_config)
 
 
@@ -574,6 +582,7 @@ MODEL_CHECKS = {
     "electra_discriminator_head": check_electra_discriminator_head,
     "electra_generator_head": check_electra_generator_head,
     "electra_loss": check_electra_loss,
+    "electra_loss_dropout": lambda: check_electra_loss(dropout=True),
     "electra_shared_embeddings": check_electra_shared_embeddings,
 }
 

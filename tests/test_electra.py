@@ -185,8 +185,9 @@ def test_generator_size_follows_the_authors_rule():
 
 def test_electra_gradient_checks_float64():
     for check, tol in ((check_electra_discriminator_head, OP_TOLERANCE), (check_electra_generator_head, OP_TOLERANCE),
-                       (check_electra_loss, MODEL_TOLERANCE), (check_electra_shared_embeddings, MODEL_TOLERANCE)):
-        assert_errors_below(check(), tol, check.__name__)
+                       (check_electra_loss, MODEL_TOLERANCE), (check_electra_shared_embeddings, MODEL_TOLERANCE),
+                       (lambda: check_electra_loss(dropout=True), MODEL_TOLERANCE)):
+        assert_errors_below(check(), tol, getattr(check, "__name__", "electra_loss_dropout"))
 
 
 def separate_networks(params, batch, corrupt, config, gen_config):
