@@ -1,14 +1,15 @@
 """Compare pretraining objectives on equal terms:
 ``python -m minispanbert.compare_objectives --data WIKITEXT --out DIR [--finetune sst2 --sst2-dir D]``
 
-Every objective (default: spanbert, bert, roberta, albert) is pretrained by ``python -m
+Every objective (default: spanbert, bert, roberta, albert, electra) is pretrained by ``python -m
 minispanbert.train`` on the same corpus with the same preset, steps, batch size, sequence length,
 learning rate and seed, so each sees the same number of token positions; then, if asked, each
 checkpoint is fine-tuned on the same downstream task(s) with the same ``python -m
 minispanbert.finetune`` settings. The table (``DIR/comparison.md``, also printed) and
 ``DIR/comparison.json`` give per objective: parameter count, training tokens/s (mean over the run,
 the first step excluded), wall time, the objective's own held-out MLM loss and accuracy (with the
-most-frequent-token floor), its second loss (SBO / NSP / SOP) and the downstream scores.
+most-frequent-token floor), its second loss (SBO / NSP / SOP / ELECTRA's DISC) and the downstream scores. ELECTRA's parameter
+count includes its generator (discarded after pretraining; fine-tuning takes the discriminator).
 
 Read it with care: the held-out MLM numbers are each objective's own task (different masking
 schemes; RoBERTa also a different tokenizer, byte-level BPE), so they are comparable only roughly;
@@ -50,7 +51,7 @@ def pretrain(objective, args, seed, out: Path, log) -> dict:
 
     params = sum(int(np.prod(w.shape)) for w in load_checkpoint(out, xp=np).params.values())
     last = result["last_eval"]
-    second = next((h for h in ("sbo", "nsp", "sop") if f"{h}_loss" in last), None)
+    second = next((h for h in ("sbo", "nsp", "sop", "disc") if f"{h}_loss" in last), None)
     return dict(parameters=params, tokens_per_s=tokens_per_s, pretrain_seconds=seconds,
                 mlm_loss=last.get("mlm_loss"), mlm_acc=last.get("mlm_acc"), baseline_acc=last.get("baseline_acc"),
                 second_head=second, second_loss=last.get(f"{second}_loss") if second else None,
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
     p = Parser("python -m minispanbert.compare_objectives", __doc__)
     p.add_argument("--data", required=True, help="pretraining corpus (e.g. WikiText-2 wiki.train.tokens)")
     p.add_argument("--out", required=True, help="folder for the runs and comparison.{md,json} (runs are replaced)")
-    p.add_argument("--objectives", default="spanbert,bert,roberta,albert", help="comma-separated")
+    p.add_argument("--objectives", default="spanbert,bert,roberta,albert,electra", help="comma-separated")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny")
     p.add_argument("--steps", type=int, default=1000, help="pretraining steps, the same for every objective")
     p.add_argument("--batch-size", type=int, default=16)
