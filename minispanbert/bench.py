@@ -563,9 +563,12 @@ def run_comparison(args) -> dict:
     if args.clock == "cpu" and (cfg.backend != "numpy" or threads != 1):
         raise ValueError("--clock cpu counts one process's CPU seconds: use it with --threads 1 on numpy")
     torch = import_torch()
-    if torch is None:
+    skipped = ("PyTorch is not installed: --compare-torch skipped" if torch is None else
+               "this PyTorch build has no CUDA: --compare-torch on cupy skipped"
+               if torch_device(torch, cfg.backend) is None else None)
+    if skipped:
         result = run_benchmark(argparse.Namespace(**{**vars(args), "compare_torch": False}))
-        result["torch"] = {"skipped": "PyTorch is not installed: --compare-torch skipped"}
+        result["torch"] = {"skipped": skipped}
         return result
     model_config = cfg.model_config()
     params = init_pretraining_params(model_config, cfg.seed, xp=np, dtype=cfg.dtype)
