@@ -20,7 +20,7 @@ from minispanbert.model.electra import (ElectraForPretraining, discriminator_hea
                                         discriminator_view, electra_backward, electra_forward, generator_config,
                                         generator_head_backward, generator_head_forward, generator_view,
                                         init_electra_params, replace_tokens, sample_tokens,
-                                        save_electra_pretrained)
+                                        load_electra_pretrained, save_electra_pretrained)
 
 # --------------------------------------------------------------------------- binary cross-entropy
 
@@ -458,3 +458,42 @@ def test_the_discriminator_is_the_encoder_a_fine_tuning_model_takes():
         if name != "classifier.weight":
             np.testing.assert_array_equal(loaded[name], params[name])
     assert set(unused) == {n for n in params if n.startswith(("generator.", "discriminator_predictions."))}
+
+
+def test_hugging_face_folders_load_back(tmp_path):
+    """Ours round-trip exactly; folders transformers itself saved (two models sharing one embeddings
+    module) load into the same loss; a pair that does not share its embeddings is refused."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    params, batch, corrupt, config, gen_config = electra_check_setup()
+    save_electra_pretrained(tmp_path / "ours", params, config, gen_config)
+    cfg, gcfg, loaded = load_electra_pretrained(tmp_path / "ours", xp=np, dtype="float64")
+    assert (cfg.hidden_size, gcfg.hidden_size, cfg.embedding_width, cfg.num_hidden_layers) == (8, 4, 6, 1)
+    assert list(loaded) == list(params)
+    for name in params:
+        np.testing.assert_array_equal(loaded[name], params[name])
+
+    # the same weights, written by transformers' own save_pretrained
+    disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "ours" / "discriminator", dtype=torch.float64)
+    gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "ours" / "generator", dtype=torch.float64)
+    gen.electra.embeddings = disc.electra.embeddings
+    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+    disc.save_pretrained(tmp_path / "hf" / "discriminator")
+    gen.save_pretrained(tmp_path / "hf" / "generator")
+    cfg, gcfg, from_hf = load_electra_pretrained(tmp_path / "hf", xp=np, dtype="float64")
+    ours = electra_forward(params, batch, config, gen_config, xp=np, corrupt_ids=corrupt)[0]
+    theirs = electra_forward(from_hf, batch, cfg, gcfg, xp=np, corrupt_ids=corrupt)[0]
+    assert float(theirs.loss) == float(ours.loss)
+
+    # a generator that does not share the discriminator's embeddings is not a pair
+    other = dict(params)
+    other["electra.embeddings.LayerNorm.bias"] = params["electra.embeddings.LayerNorm.bias"] + 1
+    save_electra_pretrained(tmp_path / "mixed", other, config, gen_config)
+    save_electra_pretrained(tmp_path / "mixed2", params, config, gen_config)
+    import shutil
+    shutil.rmtree(tmp_path / "mixed" / "generator")
+    shutil.copytree(tmp_path / "mixed2" / "generator", tmp_path / "mixed" / "generator")
+    with pytest.raises(ValueError, match="do not share their embeddings"):
+        load_electra_pretrained(tmp_path / "mixed", xp=np)
+    with pytest.raises(ValueError, match="config.json"):
+        load_electra_pretrained(tmp_path / "nowhere", xp=np)

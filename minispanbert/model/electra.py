@@ -53,7 +53,8 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..backend import check_dtype
-from ..checkpoint import save_params
+from ..checkpoint import load_params, save_params
+from ..config import ModelConfig
 from ..layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
 from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from ..layers.linear import linear_backward, linear_forward
@@ -394,3 +395,56 @@ def save_electra_pretrained(directory, params, config, gen_config) -> list[str]:
         write_text_atomic(path / "config.json", json.dumps(hf_electra_config(cfg, architecture), indent=2) + "\n")
         folders.append(str(path))
     return folders
+
+
+# ElectraConfig fields read back into a ModelConfig (the rest keep their defaults).
+HF_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                    "type_vocab_size", "initializer_range", "layer_norm_eps", "embedding_size")
+TIED_ALIAS = "generator_lm_head.weight"  # the word table, stored by some writers, never by ours
+
+
+def _read_folder(folder: Path, architecture: str, *, xp, dtype):
+    try:
+        hf = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder / 'config.json'} is missing or not JSON ({type(exc).__name__}): pass the folder "
+                         f"save_electra_pretrained wrote (it holds {DISCRIMINATOR_FOLDER}/ and {GENERATOR_FOLDER}/)") from None
+    if hf.get("model_type") != "electra" or architecture not in hf.get("architectures", [architecture]):
+        raise ValueError(f"{folder} holds {hf.get('architectures') or hf.get('model_type')!r}, not an ELECTRA "
+                         f"{architecture}: pass an ELECTRA discriminator/generator pair")
+    values = {name: hf[name] for name in HF_CONFIG_FIELDS if name in hf}
+    config = ModelConfig(model_type="electra", **values)
+    params = load_params(folder / "model.safetensors", xp=xp)
+    return config, {name: value.astype(dtype) for name, value in params.items()}
+
+
+def load_electra_pretrained(directory, *, xp, dtype="float32"):
+    """The inverse of :func:`save_electra_pretrained`: ``directory/discriminator`` and
+    ``directory/generator`` (ours, or folders ``transformers`` saved from two ELECTRA models that
+    share their embeddings) -> (config, gen_config, params) in this module's layout. The two
+    folders must hold the same shared embeddings (they are one module); a stored tied alias
+    ``generator_lm_head.weight`` must equal the word table."""
+    dtype = check_dtype(dtype)
+    directory = Path(directory)
+    config, disc = _read_folder(directory / DISCRIMINATOR_FOLDER, "ElectraForPreTraining", xp=xp, dtype=dtype)
+    gen_config, gen = _read_folder(directory / GENERATOR_FOLDER, "ElectraForMaskedLM", xp=xp, dtype=dtype)
+    for name in [n for n in gen if n.startswith(SHARED)] + ([TIED_ALIAS] if TIED_ALIAS in gen else []):
+        reference = disc.get(WORD_EMBEDDINGS if name == TIED_ALIAS else name)
+        if reference is None or reference.shape != gen[name].shape or not bool((reference == gen[name]).all()):
+            raise ValueError(f"{directory}: the generator's {name} differs from the discriminator's "
+                             f"{WORD_EMBEDDINGS if name == TIED_ALIAS else name}: the two folders do not share "
+                             "their embeddings, so they are not one ELECTRA pair")
+    params = dict(disc)
+    params.update({GENERATOR + name: value for name, value in gen.items()
+                   if not name.startswith(SHARED) and name != TIED_ALIAS})
+    expected = init_electra_params(config, gen_config, 0, xp=np, dtype="float64")
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{directory}: {len(missing)} tensors missing (e.g. {missing[:1]}) and {len(unexpected)} "
+                         f"unexpected (e.g. {unexpected[:1]}) for these configs: not an ELECTRA pair we can load")
+    for name, value in expected.items():
+        if tuple(params[name].shape) != value.shape:
+            raise ValueError(f"{directory}: {name} has shape {tuple(params[name].shape)}, the config implies {value.shape}")
+    return config, gen_config, {name: params[name] for name in expected}
