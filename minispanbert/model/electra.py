@@ -24,6 +24,15 @@ gradient is the SUM of the two networks' parts:
 
     dL/dE_word = [G lookup + G decoder (tied)] from L_MLM  +  lambda * [D lookup] from L_Disc
 
+Where the authors' code and the paper differ we follow the code (spec §5): 85% [MASK] / 15% kept
+at the masked positions (electra_masking.py); the sample is drawn by inverse CDF from a host uniform
+instead of the code's Gumbel-max argmax(logits + g) -- the same distribution, one uniform per
+position instead of V; L_Disc is a plain mean over non-pad tokens as in Hugging Face (TF adds 1e-6
+to the denominator). Padding: the word table has no padding_idx rule here (``pad_token_id`` None,
+the pad row gets lookup gradient like any row); Hugging Face's ELECTRA applies it by default, so
+the parity test builds its models with ``pad_token_id=None`` (spec §7). A pad id inside a real
+sequence is the only place the two would differ.
+
 Generator size (``rp.get_generator_config``): H_G = round(f H_D) with f = 0.25, the same depth,
 I_G = 4 H_G, A_G = max(1, H_G // 64); the embedding width E is shared.
 
@@ -55,10 +64,10 @@ from ..atomic import write_text_atomic
 from ..backend import check_dtype
 from ..checkpoint import load_params, save_params
 from ..config import ModelConfig
+from ..layers.activation import activation_backward, activation_forward
 from ..layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
 from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from ..layers.linear import linear_backward, linear_forward
-from ..layers.activation import activation_backward, activation_forward
 from .encoder import encoder_backward, encoder_forward, init_encoder_params, layernorm_init, linear_init
 from .transform import transform_backward, transform_forward
 
