@@ -497,3 +497,36 @@ def test_hugging_face_folders_load_back(tmp_path):
         load_electra_pretrained(tmp_path / "mixed", xp=np)
     with pytest.raises(ValueError, match="config.json"):
         load_electra_pretrained(tmp_path / "nowhere", xp=np)
+
+
+def test_training_step_keeps_the_cupy_discipline(monkeypatch):
+    """On the strict device double (tests/strict_backend.py): an ELECTRA training step with dropout
+    (sampling included) makes no device -> host copy, its losses and ratios come back in one copy,
+    and evaluation runs. The real GPU check is .ci/gpu (not yet run on a GPU)."""
+    from cuda_emulator import compiler_missing_reason
+    if compiler_missing_reason() is not None:
+        pytest.skip(compiler_missing_reason())
+    import strict_backend
+    from minispanbert import fused, train
+    from minispanbert.backend import make_rng
+    from minispanbert.objectives import electra as objective
+    from minispanbert.optim import adamw_init, no_decay_mask
+    monkeypatch.setattr(fused, "MAX_ROW_BLOCK", 64)
+    strict_backend.install_cupyx(monkeypatch)
+    xp = strict_backend.xp
+    _, batch, _, config, gen_config = electra_check_setup()
+    config, gen_config = (c.replace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1) for c in (config, gen_config))
+    model = ElectraForPretraining.initialise(config, gen_config, seed=0, xp=xp)
+    state = adamw_init(model.params, xp=xp)
+    cfg = train.TrainConfig(objective="electra", dropout=0.1)
+    with strict_backend.counting() as copies:
+        out, grad_norm = train.train_step(model, batch, state, lr=1e-3, cfg=cfg, decay_mask=no_decay_mask(model.params),
+                                          dropout_rng=make_rng([0, 0], xp=xp))
+    assert copies["device_to_host"] == 0, copies
+    with strict_backend.counting() as copies:
+        record, = train.read_train_records([(1, 1e-3, out, grad_norm)], xp=xp, since=0.0, tokens_per_step=14,
+                                           heads=objective.HEADS, ratios=objective.RATIOS)
+    assert copies["device_to_host"] == 1
+    assert 0 <= record["replaced_share"] <= 4 / 12 and math.isfinite(record["loss"])  # 4 targets, 12 tokens
+    metrics = train.evaluate(model, [batch, batch], objective.HEADS, objective.RATIOS)
+    assert metrics["disc_targets"] == 24 and metrics["mlm_targets"] == 8
