@@ -333,11 +333,17 @@ def test_cli_reports_bad_input_in_one_line(built, tmp_path, capsys):
 
 def test_notebook_exercises_are_nbgrader_solution_cells():
     """Every cell with a solution region carries nbgrader's solution metadata and a unique grade_id
-    (nbgrader generate_assignment refuses a region outside a solution cell)."""
+    (nbgrader generate_assignment refuses a region outside a solution cell), and the delimiters
+    appear nowhere else (nbgrader matches them inside any line, prose included). Checked against
+    nbgrader 0.9.6's ClearSolutions, whose output equals notebooks.release_notebook's."""
     grade_ids = []
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
             lines = {line.strip() for line in "".join(cell["source"]).splitlines()}
+            # nbgrader takes any line CONTAINING the delimiter as a marker: no other mention may exist
+            mentions = {line for line in lines if "BEGIN SOLUTION" in line or "END SOLUTION" in line}
+            assert mentions <= {"### BEGIN SOLUTION", "### END SOLUTION"}, f"{path.name} cell {index}: {mentions}"
+            assert not mentions or cell["cell_type"] == "code", f"{path.name} cell {index}: a marker outside code"
             if "### BEGIN SOLUTION" in lines:
                 meta = cell.get("metadata", {}).get("nbgrader", {})
                 assert "### END SOLUTION" in lines, f"{path.name} cell {index}: unclosed solution region"
