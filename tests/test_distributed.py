@@ -72,3 +72,54 @@ def test_shards_with_global_counts_sum_to_the_full_batch_gradient(scaled):
         assert loss == pytest.approx(float(full_out.loss), rel=1e-12)
     else:
         assert worst > 1e-3
+
+
+# ---------------------------------------------------------------------- real MPI runs
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from minispanbert.distributed import launcher_world_size
+
+MPIEXEC = shutil.which("mpiexec")
+WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
+         "slowly through heavy rain under grey skies near old stone bridges").split()
+
+
+def _mpi_ready():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install mpi4py mpich)"
+    if MPIEXEC is None:
+        return "no mpiexec on PATH (pip install mpich)"
+    if launcher_world_size() > 1:
+        return "already running under an MPI launcher"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_ready() is not None, reason=str(_mpi_ready()))
+
+
+@pytest.fixture(scope="module")
+def mpi_corpus(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    docs = ["\n".join(" ".join(rng.choice(WORDS, size=rng.integers(5, 20))) + " ." for _ in range(5))
+            for _ in range(30)]
+    path = tmp_path_factory.mktemp("mpi") / "corpus.txt"
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def _train(args, *, ranks=1, timeout=240, env_extra=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env_extra or {}))
+    env.pop("PYTHONWARNINGS", None)
+    command = [sys.executable, "-m", "minispanbert.train", *args]
+    if ranks > 1:
+        command = [MPIEXEC, "-n", str(ranks), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
