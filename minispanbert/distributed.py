@@ -104,6 +104,23 @@ class World:
             self.comm.Allreduce(self.mpi.IN_PLACE, values, op=self.mpi.SUM)
         return values
 
+    @property
+    def dropout_stream(self) -> tuple:
+        """Extra entropy for this rank's dropout generator: () in a single process (so its masks
+        are the (seed, step) ones), (rank,) otherwise. A rank's rows then get other dropout masks
+        than the same rows in a single process: with dropout on, N ranks match one process
+        statistically, not bit for bit (with --dropout 0 they match to rounding)."""
+        return () if self.size == 1 else (self.rank,)
+
+    def share_from_main(self, make, *, encode, decode):
+        """``make()`` on rank 0 only; every rank gets rank 0's result (sent as ``encode(result)``, a
+        str, and rebuilt with ``decode``). E.g. the tokenizer, whose trainer is not guaranteed to
+        break ties the same way in two processes."""
+        if self.size == 1:
+            return make()
+        text = self.comm.bcast(encode(make()) if self.is_main else None, root=0)
+        return decode(text)
+
     def check_same(self, settings: dict, what: str) -> None:
         """Refuse to start when the ranks were given different ``settings`` (one line, naming the
         first rank that differs from rank 0)."""
@@ -113,8 +130,8 @@ class World:
         digests = self.comm.allgather(digest)
         differing = [r for r, d in enumerate(digests) if d != digests[0]]
         if differing:
-            raise ValueError(f"rank {differing[0]} was started with different {what} than rank 0: "
-                             "give every rank the same flags")
+            raise ValueError(f"the ranks were started with different {what} (rank {differing[0]} differs from "
+                             "rank 0): give every rank the same flags and data")
 
     def abort(self, message: str, code: int = 1) -> None:
         """Print ``message`` (one line, prefixed with this rank) and end every rank of the job."""

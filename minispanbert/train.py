@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
 from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
+from .distributed import TRANSPORTS, World, init_world, shard_rows, slice_batch
 from .data import read_corpus, resolve_default_corpus, split_documents, unigram_distribution
 from .layers.cross_entropy import IGNORE_INDEX
 from .objectives import OBJECTIVES, get_objective
@@ -98,6 +100,7 @@ class TrainConfig:
     log_every: int = 1
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
+    distributed: str | None = None     # None: MPI when launched by mpiexec with N > 1, else one process
 
     def __post_init__(self):
         if self.masking is None and self.objective in OBJECTIVES:
@@ -217,12 +220,15 @@ def load_documents(cfg: TrainConfig, log):
     return train_docs, valid_docs, description
 
 
-def prepare_data(cfg: TrainConfig, model_config: ModelConfig, tokenizer, log) -> PretrainingData:
-    """Read, tokenize and pack. ``tokenizer`` is None for a fresh run (then one is trained)."""
+def prepare_data(cfg: TrainConfig, model_config: ModelConfig, tokenizer, log, world: World = World()) -> PretrainingData:
+    """Read, tokenize and pack. ``tokenizer`` is None for a fresh run (then one is trained; data
+    parallel: by rank 0, whose tokenizer every rank then uses, so all share one vocabulary)."""
     train_docs, valid_docs, description = load_documents(cfg, log)
     objective = get_objective(cfg.objective)
     if tokenizer is None:
-        tokenizer = objective.train_tokenizer((line for doc in train_docs for line in doc), model_config.vocab_size)
+        tokenizer = world.share_from_main(
+            lambda: objective.train_tokenizer((line for doc in train_docs for line in doc), model_config.vocab_size),
+            encode=lambda tok: tok.to_str(), decode=Tokenizer.from_str)
     if tokenizer.get_vocab_size() > model_config.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but preset {cfg.preset!r} has a vocabulary "
@@ -263,7 +269,7 @@ def make_batch(data: PretrainingData, indices, rng, cfg: TrainConfig, model_conf
 # --------------------------------------------------------------------------- step and evaluation
 
 
-def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dropout_rng):
+def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dropout_rng, world: World = World()):
     """forward -> backward -> clip -> AdamW (:func:`optim.clip_and_step`). Returns (output,
     grad_norm) with the losses and the norm still on the device.
 
@@ -273,17 +279,30 @@ def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dro
     still computes step s. A non-finite loss or gradient therefore does update the weights in
     memory: :func:`run` reads the values every ``--log-every`` steps and always before it saves, and
     stops at the first non-finite one, so such weights are never written.
+
+    Data parallel (``world.size > 1``, ``batch`` this rank's rows): each loss term is a mean over
+    the targets of the WHOLE batch, so the per-term target counts (host ints) are summed over the
+    ranks first and each term's upstream gradient is scaled by local / global count
+    (``term_scales``); the all-reduced sum of the ranks' gradients is then exactly the
+    single-process gradient of the global batch (:mod:`minispanbert.distributed`).
     """
     out, cache = model.forward(batch, train=True, rng=dropout_rng)
-    grads = model.backward(cache)
     objective = get_objective(cfg.objective)
+    term_scales = None
+    if world.size > 1:
+        counts = [getattr(out, f"{h}_count") for h in objective.HEADS]
+        totals = world.sum_host(counts)
+        term_scales = {h: (count / total if total else 0.0) for h, count, total in zip(objective.HEADS, counts, totals)}
+    grads = model.backward(cache) if term_scales is None else model.backward(cache, term_scales=term_scales)
+    world.allreduce_gradients(grads, xp=model.xp)
     grad_norm = clip_and_step(model.params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
                               weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp,
                               betas=objective.ADAM_BETAS, eps=objective.ADAM_EPS)
     return out, grad_norm
 
 
-def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads=("mlm", "sbo"), ratios=None) -> list[dict]:
+def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads=("mlm", "sbo"), ratios=None,
+                       world: World = World(), weights=None) -> list[dict]:
     """metrics.jsonl records for the steps not yet read back, with ONE device -> host copy.
 
     ``pending``: one (step, lr, output, grad_norm) per step, step counted from 1 (updates done, as
@@ -292,23 +311,35 @@ def read_train_records(pending, *, xp, since: float, tokens_per_step: int, heads
     ``heads``: the objective's loss terms, logged as ``{head}_loss``. ``ratios``: the objective's
     optional RATIOS, {name: (numerator attribute, denominator attribute)} of its output, logged
     as numerator / max(denominator, 1) (ELECTRA: accuracy on replaced tokens, ...).
+
+    Data parallel: each rank holds its shard's means; the records are the global batch's. Head h's
+    global loss is sum_r (n_rh / N_h) L_rh (counts all-reduced first, as in :func:`train_step`),
+    ratios sum their numerators and denominators over the ranks, and the total is rebuilt as
+    sum_h w_h L_h from the objective's ``weights`` (1 each by default). The gradient norm is the
+    same on every rank (taken after the all-reduce).
     """
     ratios = ratios or {}
-    keys = ["loss", *(f"{h}_loss" for h in heads), *ratios]
-
-    def value(out, key):
-        if key in ratios:
-            numerator, denominator = (getattr(out, a) for a in ratios[key])
-            return xp.asarray(numerator) / xp.maximum(xp.asarray(denominator), 1)
-        return getattr(out, key)
-
+    ratio_attributes = [a for pair in ratios.values() for a in pair]
+    keys = ["loss", *(f"{h}_loss" for h in heads), *ratio_attributes]
     stacked = xp.stack([xp.asarray(v, dtype=xp.float64) for _, _, out, grad_norm in pending
-                        for v in (*(value(out, k) for k in keys), grad_norm)])
-    values = to_numpy(stacked).reshape(len(pending), len(keys) + 1).tolist()  # waits for the device
+                        for v in (*(getattr(out, k) for k in keys), grad_norm)])
+    values = to_numpy(stacked).reshape(len(pending), len(keys) + 1)  # waits for the device
+    losses, numerators = values[:, 1:1 + len(heads)], values[:, 1 + len(heads):-1]
+    if world.size > 1:
+        counts = np.array([[getattr(out, f"{h}_count") for h in heads] for _, _, out, _ in pending], dtype=np.float64)
+        totals = world.sum_host(counts)
+        scales = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        reduced = world.sum_host(np.concatenate([scales * losses, numerators], axis=1))
+        losses, numerators = reduced[:, :len(heads)], reduced[:, len(heads):]
+        weights = {h: 1.0 for h in heads} | (weights or {})
+        values[:, 0] = losses @ np.array([weights[h] for h in heads])
     tokens_per_s = tokens_per_step * len(pending) / max(time.perf_counter() - since, 1e-9)
-    return [dict(split="train", step=step, **dict(zip(keys, row[:-1])), lr=lr, grad_norm=row[-1],
-                 tokens_per_s=tokens_per_s)
-            for (step, lr, _, _), row in zip(pending, values)]
+    records = []
+    for (step, lr, _, _), row, head_losses, pairs in zip(pending, values, losses, numerators):
+        record = dict(split="train", step=step, loss=float(row[0]), **{f"{h}_loss": float(v) for h, v in zip(heads, head_losses)})
+        record.update({name: float(pairs[2 * i] / max(pairs[2 * i + 1], 1)) for i, name in enumerate(ratios)})
+        records.append(dict(record, lr=lr, grad_norm=float(row[-1]), tokens_per_s=tokens_per_s))
+    return records
 
 
 def non_finite_error(record: dict, last_saved) -> ValueError:
@@ -324,12 +355,16 @@ def non_finite_error(record: dict, last_saved) -> ValueError:
                       "lower --lr or train with --dtype float64")
 
 
-def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None) -> dict:
+def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None, world: World = World()) -> dict:
     """Per head (MLM, SBO / NSP / SOP): loss and accuracy over fixed (pre-masked) held-out batches,
     each batch weighted by its target count; per ratio (the objective's optional RATIOS): the summed
     numerators over the summed denominators. The sums stay on the device and are read back once,
-    at the end (not one device sync per value per batch)."""
+    at the end (not one device sync per value per batch).
+
+    Data parallel: rank r evaluates batches r, r + N, ...; the sums and counts are all-reduced
+    before the division, so every rank gets the numbers of the whole held-out set."""
     ratios = ratios or {}
+    eval_batches = eval_batches[world.rank::world.size]
     xp = getattr(model, "xp", np)  # a stand-in model without xp gives host floats
     counts = {h: 0 for h in heads}
     device_sums = None  # per head: loss * count, correct; per ratio: numerator, denominator
@@ -345,6 +380,9 @@ def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None) -> dict:
         part = xp.stack(values)
         device_sums = part if device_sums is None else device_sums + part
     sums = [0.0] * (2 * len(heads) + 2 * len(ratios)) if device_sums is None else to_numpy(device_sums).tolist()
+    if world.size > 1:
+        reduced = world.sum_host([*sums, *(counts[h] for h in heads)]).tolist()
+        sums, counts = reduced[:len(sums)], dict(zip(heads, reduced[len(sums):]))
     result = {}
     for i, h in enumerate(heads):
         n = max(counts[h], 1)
@@ -424,17 +462,29 @@ def run(cfg: TrainConfig, log=print) -> dict:
     every save, no checkpoint ever holds weights that a non-finite step updated.
 
     A KeyboardInterrupt leaves as KeyboardInterrupt(message), the message saying what is on disk.
+
+    Under an MPI launcher (``mpiexec -n N``) the run is data parallel (:mod:`minispanbert.distributed`):
+    rank 0 alone opens the run folder and writes logs, metrics, plots and checkpoints; an error on
+    any rank prints ``error: rank R: ...`` there and aborts every rank, so none waits forever.
     """
-    run_dir = None
+    run_dir, world = None, World()
     try:
         cfg.validate()
-        run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-        return _run(cfg, run_dir, log)
+        world = init_world(cfg.distributed, backend=cfg.backend)
+        world.check_same(dataclasses.asdict(cfg), "flags")
+        shard_rows(cfg.batch_size, world)  # an uneven split is refused before any work
+        if world.is_main:
+            run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        return _run(cfg, run_dir, log if world.is_main else (lambda _message: None), world)
     except KeyboardInterrupt:
+        if not world.is_main:
+            raise SystemExit(130) from None  # rank 0 says what is on disk
         raise KeyboardInterrupt(interrupted_message(run_dir, cfg.out_dir)) from None
-    except BaseException:
+    except BaseException as exc:
         if run_dir is not None:
             run_dir.discard()  # an --overwrite run that failed before its first save leaves the old run
+        if world.size > 1 and not isinstance(exc, SystemExit):
+            world.abort(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -458,7 +508,7 @@ def _load_resumed(cfg: TrainConfig, model_config: ModelConfig, xp):
     return resumed, tokenizer
 
 
-def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
+def _run(cfg: TrainConfig, run_dir: RunDir | None, log, world: World) -> dict:
     xp = get_backend(cfg.backend)
     model_config = cfg.model_config()
     objective = get_objective(cfg.objective)
@@ -469,8 +519,9 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     if cfg.tokenizer is not None:
         tokenizer = read_tokenizer_flag(cfg.tokenizer, cfg.objective)
 
-    data = prepare_data(cfg, model_config, tokenizer, log)
+    data = prepare_data(cfg, model_config, tokenizer, log, world)
     fingerprint = data_fingerprint(data.train_examples)
+    world.check_same({"data_sha256": fingerprint}, "training data (or tokenizer)")
     if resumed is not None:
         saved_fingerprint = resumed.extra.get("data_sha256")
         if saved_fingerprint is not None and saved_fingerprint != fingerprint:
@@ -504,20 +555,30 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
     log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
         f"for MLM" + (", ln 2 = 0.693 for NSP/SOP/DISC" if set(heads) & {"nsp", "sop", "disc"} else ""))
-    log(f"output: {run_dir.final}" + (" (replaced by this run at its first checkpoint; until then the old run "
-                                      "is untouched)" if run_dir.staged else ""))
+    if world.size > 1:
+        log(f"data parallel: {world.size} ranks over {world.transport}, {cfg.batch_size // world.size} of the "
+            f"{cfg.batch_size} rows of each step per rank; rank 0 writes")
+    log(f"output: {cfg.out_dir if run_dir is None else run_dir.final}" + (" (replaced by this run at its first checkpoint; until then the old run "
+                                      "is untouched)" if run_dir is not None and run_dir.staged else ""))
     if resumed is not None:
         log(f"resuming from {resumed.directory} at step {start_step}")
         if resumed.config["train"]["steps"] != cfg.steps:
             log(f"--steps changed from {resumed.config['train']['steps']} to {cfg.steps}: the learning-rate "
                 f"schedule is recomputed for {cfg.steps} steps")
 
-    truncate_metrics(run_dir.path / METRICS_FILE, start_step)
-    saved_cfg = {**dataclasses.asdict(cfg), "out": str(run_dir.final)}
+    if world.is_main:
+        truncate_metrics(run_dir.path / METRICS_FILE, start_step)
+    saved_cfg = {**dataclasses.asdict(cfg), "out": str(run_dir.final if world.is_main else cfg.out_dir)}
+    saved_cfg.pop("distributed")  # a checkpoint continues on any number of ranks
     run_config = {"train": saved_cfg, "model": model_config.to_dict()}
     tokenizer_json = data.tokenizer.to_str()
 
     def save(step):
+        if not world.same_parameters(model.params, xp=xp):  # every rank, at every save: cheap, and collective
+            raise ValueError(f"the ranks' parameters differ at step {step}: a rank computed a different update "
+                             "(different data, flags or library versions on some rank)")
+        if not world.is_main:
+            return
         save_checkpoint(run_dir.path, params=model.params, optimizer_state=opt_state, step=step, config=run_config,
                         extra={"last_eval": last_eval, "data_sha256": fingerprint},
                         files={TOKENIZER_FILE: tokenizer_json}, keep=cfg.keep_checkpoints)
@@ -527,7 +588,9 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
 
     last_eval, history = {}, []
     pending = []  # (step, lr, output, grad_norm) of the steps not yet read back from the device
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    tokens_per_step = cfg.batch_size * cfg.seq_len  # the global batch's, on every rank
+    rows = shard_rows(cfg.batch_size, world)
+    weights = getattr(objective, "term_weights", lambda _cfg: None)(cfg)
     overfit_rng_seed = [cfg.seed, 0, 1]
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretraining",
                dynamic_ncols=True, disable=None)
@@ -537,9 +600,12 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
     for step in bar:
         mask_rng = np.random.default_rng(overfit_rng_seed if cfg.overfit_batch else [cfg.seed, step, 1])
         batch = make_batch(data, batch_indices(step, len(data.train_examples), cfg), mask_rng, cfg, model_config)
+        if world.size > 1:  # every rank masks the global batch (as one process would) and keeps its rows
+            batch = slice_batch(batch, rows)
         lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
         out, grad_norm = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
-                                    dropout_rng=make_rng([cfg.seed, step, 3], xp=xp))
+                                    dropout_rng=make_rng([cfg.seed, step, 3, *world.dropout_stream], xp=xp),
+                                    world=world)
         done = step + 1
         pending.append((done, lr, out, grad_norm))
         evaluate_now = bool(eval_batches) and (done % cfg.eval_every == 0 or done == cfg.steps)
@@ -549,16 +615,17 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
             continue
         # Read back before evaluating or saving: a non-finite step must stop the run before its weights are written.
         records = read_train_records(pending, xp=xp, since=t_interval, tokens_per_step=tokens_per_step, heads=heads,
-                                     ratios=ratios)
+                                     ratios=ratios, world=world, weights=weights)
         pending.clear()
         for record in records:
             if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
                 bar.close()
-                step_on_disk = latest_step(run_dir.path) if not run_dir.staged else None
+                step_on_disk = latest_step(run_dir.path) if run_dir is not None and not run_dir.staged else None
                 raise non_finite_error(record, None if step_on_disk is None else (run_dir.path, step_on_disk))
             history.append(record["loss"])
             recent.append(record)
-            append_metrics(run_dir.path / METRICS_FILE, record)
+            if world.is_main:
+                append_metrics(run_dir.path / METRICS_FILE, record)
         bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", tok_s=f"{records[-1]['tokens_per_s']:.0f}")
         if print_now and recent:
             parts = ", ".join(f"{h.upper()} {np.mean([r[h + '_loss'] for r in recent]):.3f}" for h in heads)
@@ -567,9 +634,11 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
                 f"{records[-1]['tokens_per_s']:,.0f} tokens/s")
             recent = []
         if evaluate_now:
-            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc, **evaluate(model, eval_batches, heads, ratios))
-            append_metrics(run_dir.path / METRICS_FILE, last_eval)
-            plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
+            last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc,
+                             **evaluate(model, eval_batches, heads, ratios, world))
+            if world.is_main:
+                append_metrics(run_dir.path / METRICS_FILE, last_eval)
+                plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
             say(f"step {done}: valid " + " | ".join(f"{h.upper()} loss {last_eval[h + '_loss']:.3f} acc "
                                                     f"{last_eval[h + '_acc']:.3f}" for h in heads)
                 + f" | most-frequent-token acc {baseline_acc:.3f}")
@@ -577,6 +646,8 @@ def _run(cfg: TrainConfig, run_dir: RunDir, log) -> dict:
             save(done)
         t_interval = time.perf_counter()  # evaluating and saving are not training throughput
     bar.close()
+    if not world.is_main:
+        return {"last_eval": last_eval, "train_losses": history, "out": str(cfg.out_dir)}
     if not eval_batches:
         plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
     log(f"wrote checkpoints/{step_dir_name(cfg.steps)}, {METRICS_FILE} and {PLOT_FILE} to {run_dir.path}")
@@ -637,6 +708,10 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
                    help="documents held out when the corpus has no validation split (0: none)")
     p.add_argument("--overfit-batch", action="store_true", help="train on one fixed batch (a sanity check)")
+    p.add_argument("--distributed", choices=TRANSPORTS, default=None,
+                   help="data parallel over the processes an MPI launcher started (mpiexec -n N python -m "
+                        "minispanbert.train ...): mpi = CPU (mpi4py), nccl = one GPU per rank with --backend cupy, "
+                        "none = a single process (default: mpi/nccl under a launcher with N > 1, else none)")
     args = p.parse_args(argv)
     return TrainConfig(**{k: v for k, v in vars(args).items()})
 

@@ -123,3 +123,129 @@ def _train(args, *, ranks=1, timeout=240, env_extra=None):
     if ranks > 1:
         command = [MPIEXEC, "-n", str(ranks), *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+TINY_RUN = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--dtype", "float64", "--dropout", "0",
+            "--eval-every", "3", "--save-every", "3", "--eval-batches", "2"]
+
+
+def _params(run):
+    from minispanbert.checkpoint import load_checkpoint
+    return load_checkpoint(run, xp=np).params
+
+
+def _train_records(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def pair_of_runs(mpi_corpus, tmp_path_factory):
+    """objective -> (one-process run folder, two-rank run folder), same data, seed and vocabulary."""
+    if _mpi_ready() is not None:
+        pytest.skip(_mpi_ready())
+    root = tmp_path_factory.mktemp("dp")
+    runs = {}
+    for objective in ("spanbert", "bert"):
+        one, two = root / f"{objective}-one", root / f"{objective}-two"
+        args = ["--objective", objective, "--data", str(mpi_corpus), *TINY_RUN]
+        done = _train([*args, "--out", str(one)])
+        assert done.returncode == 0, done.stderr
+        done = _train([*args, "--out", str(two), "--tokenizer", str(one)], ranks=2)
+        assert done.returncode == 0, done.stderr
+        runs[objective] = (one, two)
+    return runs
+
+
+@needs_mpi
+@pytest.mark.parametrize("objective", ["spanbert", "bert"])
+def test_two_ranks_equal_one_process(pair_of_runs, objective):
+    """2 ranks x B/2 == 1 process x B after 3 steps in float64: every logged loss, the held-out
+    numbers and every parameter (the shards' means renormalised with global counts)."""
+    one, two = pair_of_runs[objective]
+    for a, b in zip(_train_records(one), _train_records(two), strict=True):
+        assert a["step"] == b["step"] and a["split"] == b["split"]
+        for key, value in a.items():
+            if isinstance(value, float) and key != "tokens_per_s":
+                assert b[key] == pytest.approx(value, rel=1e-12, abs=1e-12), (key, a["step"])
+    p1, p2 = _params(one), _params(two)
+    assert p1.keys() == p2.keys()
+    for name in p1:
+        np.testing.assert_allclose(p2[name], p1[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@needs_mpi
+def test_a_two_rank_checkpoint_resumes_on_one_rank(pair_of_runs, mpi_corpus, tmp_path):
+    """The 3-step checkpoints of the 1-process and the 2-rank runs, each continued to step 5 by one
+    process, end with the same parameters: a checkpoint does not depend on how many ranks wrote it."""
+    continued = {}
+    for name, run in zip(("one", "two"), pair_of_runs["spanbert"]):
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        done = _train(["--resume", str(copy), "--data", str(mpi_corpus), *TINY_RUN[2:], "--steps", "5"])
+        assert done.returncode == 0, done.stderr
+        continued[name] = copy
+    p1, p2 = _params(continued["one"]), _params(continued["two"])
+    for name in p1:
+        np.testing.assert_allclose(p2[name], p1[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@needs_mpi
+def test_ranks_given_different_flags_are_refused(mpi_corpus, tmp_path):
+    base = [sys.executable, "-m", "minispanbert.train", "--data", str(mpi_corpus), "--out", str(tmp_path / "run"),
+            *TINY_RUN]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([MPIEXEC, "-n", "1", *base, "--lr", "1e-3", ":", "-n", "1", *base, "--lr", "2e-3"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert ours and all("started with different flags" in line for line in ours), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _rank_pids(launcher_pid, rank):
+    """PIDs of the processes under ``launcher_pid`` whose environment says PMI_RANK=rank."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"PMI_RANK={rank}".encode() in environ and b"minispanbert.train" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@needs_mpi
+def test_killing_one_rank_ends_the_other_quickly_and_the_checkpoint_loads(mpi_corpus, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "minispanbert.train", "--data", str(mpi_corpus), "--out",
+               str(out), "--steps", "100000", "--batch-size", "4", "--seq-len", "32", "--save-every", "2",
+               "--eval-every", "100000"]
+    # the launcher reports a dead rank on stdout (MPICH's Hydra) or stderr (Open MPI)
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoints" / "latest").exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run did not reach its first save"
+            time.sleep(0.2)
+        time.sleep(1.0)  # mid-run, at a random point between saves
+        victims = _rank_pids(launcher.pid, 1)
+        assert victims, "rank 1 not found"
+        killed_at = time.monotonic()
+        os.kill(victims[0], 9)
+        launcher.wait(timeout=30)
+        assert time.monotonic() - killed_at < 10
+        assert launcher.returncode != 0
+        report = launcher.stdout.read()
+        assert "signal 9" in report or "Killed" in report, report
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    from minispanbert.checkpoint import load_checkpoint
+    checkpoint = load_checkpoint(out, xp=np)
+    assert checkpoint.step >= 2 and all(np.isfinite(p).all() for p in checkpoint.params.values())

@@ -17,6 +17,8 @@ Each is a small module (imported on first use) that tells train.py everything th
     RATIOS                 optional {name: (numerator attribute, denominator attribute)} of the output,
                            logged per step, pooled over the held-out batches and plotted (ELECTRA)
     after_run(run_path, model, tokenizer, cfg, log)   optional: exports at the end of a run
+    term_weights(cfg)      optional {head: w_h} with loss = sum_h w_h {h}_loss (default 1 each); data
+                           parallelism rebuilds the global loss from the all-reduced head losses
     initialise(model_config, *, seed, xp, dtype, cfg) / from_params(model_config, params, *, xp, cfg)
                            -> a model with .params .xp .forward(batch, *, train, rng) -> (out, cache),
                            .backward(cache, term_scales=None) -> grads, .num_parameters()

@@ -76,3 +76,8 @@ def after_run(run_path, model, tokenizer, cfg, log) -> None:
         write_text_atomic(Path(folder) / "tokenizer.json", tokenizer.to_str())
     log(f"exported the discriminator (ElectraForPreTraining) and the generator (ElectraForMaskedLM) to "
         f"{Path(run_path) / HF_FOLDER}")
+
+
+def term_weights(cfg) -> dict:
+    """loss = mlm_loss + disc_weight * disc_loss."""
+    return {"mlm": 1.0, "disc": cfg.disc_weight}

@@ -40,3 +40,8 @@ def initialise(model_config, *, seed, xp, dtype, cfg):
 
 def from_params(model_config, params, *, xp, cfg):
     return SpanBertForPretraining(model_config, params, xp=xp, sbo_weight=cfg.sbo_weight)
+
+
+def term_weights(cfg) -> dict:
+    """loss = mlm_loss + sbo_weight * sbo_loss."""
+    return {"mlm": 1.0, "sbo": cfg.sbo_weight}
