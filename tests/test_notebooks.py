@@ -38,7 +38,7 @@ pytest.importorskip("ipykernel")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ("01_attention", "02_layernorm_gelu_ffn", "03_span_masking", "04_span_boundary_objective",
-            "05_pretraining", "06_qa_finetuning", "08_real_weights")
+            "05_pretraining", "06_qa_finetuning", "08_real_weights", "12_data_parallel")
 CELL_TIMEOUT_S = 180
 NUMBER = r"(?:[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:e[-+]?\d+)?|[-+]?nan|[-+]?inf)"
 # the score: a number with a decimal point or an exponent, or nan/inf (the expectation "~1e-9" follows
