@@ -114,6 +114,24 @@ def test_hand_built_folder_loads(tmp_path, variant):
     assert ("logits" in out) == (variant != "bertmodel_unprefixed")
 
 
+def test_sharded_folder_loads(tmp_path):
+    """Large checkpoints come as model.safetensors.index.json + shards."""
+    tensors = hand_built_tensors(np.random.default_rng(7))
+    folder = write_folder(tmp_path / "sharded", tensors)
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[:10], "model-00002-of-00002.safetensors": names[10:]}
+    for file, part in shards.items():
+        safetensors.numpy.save_file({n: tensors[n] for n in part}, str(folder / file), metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: file for file, part in shards.items() for n in part}}))
+    model = load_pretrained(folder)
+    assert set(model.params) == set(tensors)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"model-00002-of-00002\.safetensors is missing .*download every shard"):
+        load_pretrained(folder)
+
+
 def test_spanbert_style_config_without_architecture_infers_it(tmp_path):
     """SpanBERT's hub config.json names no architecture or model_type and omits layer_norm_eps."""
     config = {k: HF_CONFIG[k] for k in ("attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob",
@@ -272,18 +290,21 @@ def _hf_outputs(hf_model, torch, ids, types, mask):
     return out
 
 
-@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_random_hf_model_gives_the_same_outputs(tmp_path, architecture):
+@pytest.mark.parametrize("architecture, hidden_act", [(a, "gelu") for a in ARCHITECTURES] + [
+    ("BertForMaskedLM", "gelu_new"), ("BertForPreTraining", "relu")])
+def test_random_hf_model_gives_the_same_outputs(tmp_path, architecture, hidden_act):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     num_labels = 2 if architecture == "BertForQuestionAnswering" else 3  # HF's QA head is (num_labels, H)
-    hf_model = getattr(transformers, architecture)(_hf_config(transformers, num_labels=num_labels)).eval()
+    hf_model = getattr(transformers, architecture)(
+        _hf_config(transformers, num_labels=num_labels, hidden_act=hidden_act)).eval()
     hf_model.save_pretrained(tmp_path, safe_serialization=True)
     ids, types, mask = _inputs(np.random.default_rng(4))
     for dtype, tolerance in (("float64", 1e-10), ("float32", 1e-5)):
         model = load_pretrained(tmp_path, dtype=dtype)
         assert model.architecture == architecture and set(ARCHITECTURES[architecture]) <= set(model.heads)
+        assert model.config.hidden_act == hidden_act
         ours = bert_outputs(model, ids, types, mask, xp=np)
         reference = _hf_outputs(hf_model.to(getattr(torch, dtype)), torch, ids, types, mask)
         compared = ["last_hidden_state"]

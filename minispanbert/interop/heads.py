@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..layers.linear import linear_forward
 from ..model.encoder import encoder_forward
-from ..model.mlm_head import mlm_head_forward
+from ..model.mlm_head import mlm_head_forward, mlm_head_names
 from ..model.pooler import pooler_forward
 from ..model.qa_head import qa_head_forward
 from ..model.sequence_classification import POOLER, sequence_classification_head_forward
@@ -39,7 +39,8 @@ def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_po
         out["pooler_output"], _ = pooler_forward(h, params[POOLER + "weight"], params[POOLER + "bias"], xp=xp)
     if "mlm" in heads:
         positions = xp.arange(B * T) if mlm_positions is None else xp.asarray(mlm_positions)
-        logits, _ = mlm_head_forward(params, h, positions, xp=xp, eps=config.layer_norm_eps)
+        logits, _ = mlm_head_forward(params, h, positions, xp=xp, eps=config.layer_norm_eps,
+                                     names=mlm_head_names(config))
         key = "prediction_logits" if model.architecture == "BertForPreTraining" else "logits"
         out[key] = logits.reshape(B, T, -1) if mlm_positions is None else logits
     if "nsp" in heads:
