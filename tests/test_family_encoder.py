@@ -54,8 +54,9 @@ def test_activation_by_name(name, closed_form):
         activation_forward(x, "swish", xp=np)
 
 
-@pytest.mark.parametrize("model_type, dropout", [("roberta", False), ("roberta", True), ("albert", False),
-                                                 ("albert", True), ("electra", False), ("electra", True)])
+# RoBERTa's and ALBERT's encoders are also checked inside their whole losses (test_family_objectives.py)
+# and every combination runs in python -m minispanbert.check_gradients; these keep the suite short.
+@pytest.mark.parametrize("model_type, dropout", [("albert", False), ("electra", False), ("electra", True)])
 def test_family_encoder_gradients_float64(model_type, dropout):
     errors = check_family_encoder(model_type, dropout=dropout)
     assert len(errors) == len(init_encoder_params(FAMILY_CHECK_CONFIGS[model_type], np.random.default_rng(0)))

@@ -32,8 +32,7 @@ ALIASES = {"bert": {"cls.predictions.decoder.weight", "cls.predictions.decoder.b
            "albert": {"predictions.decoder.weight", "predictions.decoder.bias"}}
 
 
-@pytest.mark.parametrize("objective, dropout", [("bert", True), ("roberta", False), ("albert", False),
-                                                ("albert", True)])
+@pytest.mark.parametrize("objective, dropout", [("bert", True), ("roberta", False), ("albert", True)])
 def test_family_loss_gradients_float64(objective, dropout):
     assert_errors_below(check_family_loss(objective, dropout=dropout), MODEL_TOLERANCE, f"{objective} loss")
 
