@@ -7,6 +7,7 @@ file or the complete new one, never a half-written file. ``tempfile`` creates fi
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -14,6 +15,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20  # read, hash and copy 1 MiB at a time
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so that a
+    crash sees either the old pair or the swapped pair. False where the system or file system does
+    not offer it (the caller then falls back to two renames)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+def describe_os_error(exc: OSError, what: str) -> str:
+    """One line for a failed write: ``what`` (naming the file or folder), why, and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}: the disk is full (no space left on device); free space there or choose another --out"
+    return f"{what}: {exc.strerror or exc}; choose a writable folder with free space (e.g. another --out)"
 
 
 def _umask() -> int:

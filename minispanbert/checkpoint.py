@@ -27,7 +27,6 @@ Every file is written with the ordinary umask permissions (0644), not 0600.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -41,7 +40,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from .atomic import temp_dir, temp_file
+from .atomic import describe_os_error, temp_dir, temp_file
 from .backend import to_numpy
 from .optim import AdamWState
 
@@ -163,7 +162,7 @@ def save_checkpoint(
             raise
         _prune(checkpoints, int(step), keep)
     except OSError as exc:
-        raise ValueError(_os_error_message(exc, f"cannot write the checkpoint in {checkpoints}")) from None
+        raise ValueError(describe_os_error(exc, f"cannot write the checkpoint in {checkpoints}")) from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -373,7 +372,7 @@ def save_params(path, params: dict) -> None:
         temporary = None
         _fsync_directory(path.parent)
     except OSError as exc:
-        raise ValueError(_os_error_message(exc, f"cannot write {path}")) from None
+        raise ValueError(describe_os_error(exc, f"cannot write {path}")) from None
     finally:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
@@ -383,12 +382,6 @@ def load_params(path, *, xp) -> dict:
     """Read a safetensors weights file (ours, or any with matching names) onto ``xp``."""
     params, _ = _read_safetensors(Path(path), xp=xp)
     return params
-
-
-def _os_error_message(exc: OSError, what: str) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{what}: the disk is full (no space left on device); free space there or choose another --out"
-    return f"{what}: {exc.strerror or exc}; choose a writable folder with free space (e.g. another --out)"
 
 
 class _Missing:
@@ -444,7 +437,7 @@ def _make_writable_directory(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(_os_error_message(exc, f"cannot create the folder {directory}")) from None
+        raise ValueError(describe_os_error(exc, f"cannot create the folder {directory}")) from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ValueError(
             f"folder {directory} is not writable: fix its permissions or choose another location (e.g. --out)"

@@ -1,7 +1,7 @@
 """Run folders: where a command writes, and the rule that no command destroys a run it was not
 told to continue. Shared by every CLI that writes a run (train, finetune_qa, ...).
 
-    run = open_run_dir(out, resume=..., overwrite=..., command="python -m minispanbert.train")
+    run = open_run_dir(out, resume=..., overwrite=...)
     ... write metrics, plots, checkpoints under run.path ...
     run.committed()   # right after the first complete save (checkpoint.save_checkpoint)
 
@@ -12,11 +12,10 @@ The three cases:
   prunes the oldest; ``runlog.truncate_metrics`` drops the records after the resumed step).
 * fresh, into a missing or empty folder: written there directly.
 * fresh, into a folder that holds anything: refused with one line, unless ``--overwrite``. Then
-  the new run is written into a hidden sibling folder ``.NAME.new-XXXX`` and the old folder is
+  the new run is written into a hidden sibling folder ``.NAME.new.XXXX`` and the old folder is
   replaced by it only after the new run's first complete save (:meth:`RunDir.committed`): a crash
-  or Ctrl-C before that leaves the old run untouched. The old folder is renamed away first, then
-  the new one renamed into place (two renames; leftovers of a kill between them are put back by
-  the next command that opens the folder).
+  or Ctrl-C before that leaves the old run untouched. Then the two folders are swapped in one atomic step (Linux ``renameat2``; elsewhere two renames, and
+  what a kill between them leaves is put back by the next command that opens the folder).
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import temp_dir
+from .atomic import exchange_paths, temp_dir
 from .checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, latest_step, resolve_checkpoint
 
 
@@ -46,9 +45,12 @@ class RunDir:
         into place and removes the old one."""
         if not self.staged:
             return
-        old = temp_dir(self.final.parent, f"{self.final.name}.old")
-        os.replace(self.final, old / self.final.name)
-        os.replace(self.path, self.final)
+        if exchange_paths(self.path, self.final):  # one atomic swap: the staging folder now holds the old run
+            old = self.path
+        else:
+            old = temp_dir(self.final.parent, f"{self.final.name}.old")
+            os.replace(self.final, old / self.final.name)
+            os.replace(self.path, self.final)
         self.path = self.final
         shutil.rmtree(old, ignore_errors=True)
 
@@ -93,7 +95,7 @@ def describe(folder: Path) -> str:
     return "files"
 
 
-def open_run_dir(out, *, resume=None, overwrite: bool = False, flag_prefix: str = "") -> RunDir:
+def open_run_dir(out, *, resume=None, overwrite: bool = False) -> RunDir:
     """Decide where a run writes (see the module docstring). ``out`` None with ``resume`` means
     "continue in the resumed run's folder"; ``out`` None without it is an error of the caller.
     Raises ValueError (one line naming the folder and the fix)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from .atomic import describe_os_error
 from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
 from .cli import Parser
@@ -421,8 +422,8 @@ def plot_metrics(metrics_path: Path, plot_path: Path, heads=("mlm", "sbo"), titl
         for name in ratios:
             axes[1].plot([r["step"] for r in valid], [r[name] for r in valid], ".--", label=f"valid {name}")
         axes[1].axhline(valid[-1]["baseline_acc"], color="grey", ls=":", label="most frequent token")
-    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
-    axes[1].legend()
+        axes[1].legend()
+    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy" if valid else "no held-out text")
     save_figure(fig, plot_path)
 
 
@@ -437,7 +438,7 @@ def device_description(xp) -> str:
 # --------------------------------------------------------------------------- the run
 
 
-def interrupted_message(run_dir: RunDir | None, old_out) -> str:
+def interrupted_message(run_dir: RunDir | None) -> str:
     """What a Ctrl-C leaves, read from the disk so that it is true whenever the signal landed."""
     if run_dir is None:
         return "interrupted before the run folder was opened: nothing was written"
@@ -479,12 +480,15 @@ def run(cfg: TrainConfig, log=print) -> dict:
     except KeyboardInterrupt:
         if not world.is_main:
             raise SystemExit(130) from None  # rank 0 says what is on disk
-        raise KeyboardInterrupt(interrupted_message(run_dir, cfg.out_dir)) from None
+        raise KeyboardInterrupt(interrupted_message(run_dir)) from None
     except BaseException as exc:
         if run_dir is not None:
             run_dir.discard()  # an --overwrite run that failed before its first save leaves the old run
         if world.size > 1 and not isinstance(exc, SystemExit):
             world.abort(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, OSError):  # e.g. a full disk while appending metrics.jsonl or drawing loss.png
+            where = exc.filename or (run_dir.path if run_dir is not None else cfg.out_dir)
+            raise ValueError(describe_os_error(exc, f"cannot write {where}")) from None
         raise
 
 

@@ -335,12 +335,12 @@ def test_word_scheme_masks_single_whole_words(corpus):
 
 
 @pytest.mark.parametrize("scheme", ["span", "word", "token"])
-def test_specials_are_never_masked_and_block_spans(scheme):
+def test_pad_cls_sep_are_never_masked_and_block_spans(scheme):
     rng = np.random.default_rng(17)
     for _ in range(300):
         ids, ws = synthetic_block(rng, 100)
         special_at = rng.random(100) < 0.1
-        ids = np.where(special_at, rng.integers(0, 5, 100), ids)
+        ids = np.where(special_at, rng.choice([0, 2, 3], 100), ids)
         out = mask_block(ids, ws, scheme, rng, vocab_size=VOCAB)
         assert (out.mlm_labels[special_at] == IGNORE_INDEX).all()
         np.testing.assert_array_equal(out.input_ids[special_at], ids[special_at])
@@ -351,13 +351,39 @@ def test_specials_are_never_masked_and_block_spans(scheme):
 
 @pytest.mark.parametrize("scheme", ["span", "word", "token"])
 def test_budget_capped_when_block_is_mostly_special(scheme):
-    ids = np.full(100, 1)  # [UNK] everywhere except three ordinary tokens
+    ids = np.full(100, 0)  # [PAD] everywhere except three ordinary tokens
     ids[[10, 50, 51]] = [7, 8, 9]
     out = mask_block(ids, np.ones(100, dtype=bool), scheme, np.random.default_rng(0), vocab_size=20)
     assert out.spans == [(10, 10), (50, 51)]
     assert out.sbo_target.tolist() == [7, 8, 9]
-    out = mask_block(np.full(30, 1), np.ones(30, dtype=bool), scheme, np.random.default_rng(0), vocab_size=20)
+    out = mask_block(np.full(30, 3), np.ones(30, dtype=bool), scheme, np.random.default_rng(0), vocab_size=20)
     assert out.spans == [] and out.sbo_target.size == 0 and (out.mlm_labels == IGNORE_INDEX).all()
+
+
+def test_unk_is_an_ordinary_word_as_in_the_authors_code():
+    """[UNK] is masked like any one-piece word (label [UNK]) and spans run through it."""
+    rng = np.random.default_rng(5)
+    counts = np.zeros((2, 2))  # rows: [UNK], other one-piece words; columns: masked, total
+    for _ in range(2000):
+        ids, ws = synthetic_block(rng, 100)
+        unk_at = rng.random(100) < 0.2
+        ids = np.where(unk_at, 1, ids)
+        ws = ws | unk_at  # [UNK] is a whole word of its own, as the tokenizer makes it
+        ws[1:] |= unk_at[:-1]
+        one_piece = ws & np.append(ws[1:], True) & ~unk_at
+        out = mask_block(ids, ws, "span", rng, vocab_size=VOCAB)
+        masked = out.mlm_labels != IGNORE_INDEX
+        assert (out.mlm_labels[masked & unk_at] == 1).all()  # the label of a masked [UNK] is [UNK]
+        for row, where in enumerate((unk_at, one_piece)):
+            counts[row] += (masked & where).sum(), where.sum()
+    unk_rate, word_rate = counts[:, 0] / counts[:, 1]
+    assert abs(unk_rate - word_rate) < 0.01 and unk_rate > 0.1, (unk_rate, word_rate)
+    ids = np.array([7, 1, 8, 1, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24])
+    spans_through_unk = 0
+    for seed in range(200):
+        out = mask_block(ids, np.ones(20, dtype=bool), "span", np.random.default_rng(seed), vocab_size=VOCAB)
+        spans_through_unk += any(s < 1 < e or s < 3 < e for s, e in out.spans)
+    assert spans_through_unk > 5  # 0.1 stopped every span at an [UNK]: never one across it
 
 
 # ---------------------------------------------------------------- SBO targets

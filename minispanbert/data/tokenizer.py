@@ -29,6 +29,7 @@ is that re-encoding the decoded text gives the same ids (tested).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -50,19 +51,30 @@ def _prepare(text: str) -> str:
     return text.replace(WIKITEXT_UNK, SPECIAL_TOKENS[UNK_ID])
 
 
+# WordPiece encodes a word longer than this many characters as [UNK] (the model's
+# max_input_chars_per_word, 100 as in BERT), so such words teach the trainer nothing useful, while
+# its cost grows with the square of a word's length (a 2 MB line without spaces ran for > 10 minutes,
+# deaf to Ctrl-C inside the Rust trainer). Runs of letters and digits this long are left out of
+# training; CJK characters are excluded, because the normalizer splits them into one-character words.
+MAX_WORD_CHARS = 100
+_OVERLONG_WORD = re.compile(r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]{%d,}"
+                            % (MAX_WORD_CHARS + 1))
+
+
 def _training_text(text: str) -> str:
-    """Text for the WordPiece trainer: ``<unk>`` and special-token strings removed.
+    """Text for the WordPiece trainer: ``<unk>``, special-token strings and overlong words removed.
 
     The trainer, unlike ``encode``, does not split registered special tokens out of its input, so
     a literal "[UNK]" would teach it pieces such as "[UNK" and "##NK" (checked in the tests).
     """
     for token in (WIKITEXT_UNK, *SPECIAL_TOKENS):
         text = text.replace(token, " ")
-    return text
+    return _OVERLONG_WORD.sub(" ", text)
 
 
 def _empty_tokenizer() -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS[UNK_ID], continuing_subword_prefix=CONTINUATION_PREFIX))
+    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS[UNK_ID], continuing_subword_prefix=CONTINUATION_PREFIX,
+                                     max_input_chars_per_word=MAX_WORD_CHARS))
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
     )
@@ -87,6 +99,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     ``vocab_size`` is a target including the 5 specials; the trainer always keeps every character
     it saw, so a tiny target on a varied corpus can end a little above it. Use
     ``tok.get_vocab_size()`` as the model's V.
+
+    Not reproducible across processes: ``tokenizers`` (0.23) breaks ties between equally frequent
+    merges in the order of its internal hash maps, which are seeded at random per process (also
+    with one thread, ``RAYON_NUM_THREADS=1``), and it offers no seed. Two runs on the same text get
+    vocabularies that differ in a few pieces and in many ids, so runs meant to be compared must
+    share one saved tokenizer (``python -m minispanbert.train --tokenizer PATH``).
     """
     if not isinstance(vocab_size, int) or vocab_size <= NUM_SPECIAL:
         raise ValueError(f"vocab_size must be an integer > {NUM_SPECIAL} (the special tokens), got {vocab_size!r}")
