@@ -36,11 +36,11 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a))
 
 
-def describe_os_error(exc: OSError, what: str) -> str:
+def describe_os_error(exc: OSError, what: str, where: str = "another --out") -> str:
     """One line for a failed write: ``what`` (naming the file or folder), why, and what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{what}: the disk is full (no space left on device); free space there or choose another --out"
-    return f"{what}: {exc.strerror or exc}; choose a writable folder with free space (e.g. another --out)"
+        return f"{what}: the disk is full (no space left on device); free space there or choose {where}"
+    return f"{what}: {exc.strerror or exc}; choose a writable folder with free space (e.g. {where})"
 
 
 def _umask() -> int:

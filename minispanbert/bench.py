@@ -71,7 +71,8 @@ from .backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, get
 from .checkpoint import load_params, save_params
 from .config import PRESETS
 from .data import CLS_ID, SEP_ID, unigram_distribution
-from .atomic import write_text_atomic
+from .atomic import describe_os_error, temp_file, write_text_atomic
+from .cli import Parser
 from .layers.cross_entropy import IGNORE_INDEX
 from .masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
 from .model.spanbert import SpanBertForPretraining, init_pretraining_params
@@ -690,8 +691,7 @@ def format_table_row(r: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minispanbert.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser("python -m minispanbert.bench", __doc__)
     p.add_argument("--backend", choices=BACKENDS, default="numpy")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny")
     p.add_argument("--batch-size", type=int, default=16)
@@ -721,19 +721,35 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:  # try the folder before the benchmark runs (leaving any existing file as it is)
+        _write_json(args.json, None)
     try:
         if args.table:
             print(TABLE_HEADER, flush=True)
             result = run_table(args)
         else:
             result = run_benchmark(args)
-        if args.json:
-            write_text_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
     except (ValueError, OSError, subprocess.TimeoutExpired) as exc:
         sys.exit(f"error: {exc}")
+    if args.json:
+        _write_json(args.json, result)
     if not args.table and args.engine == "numpy":
         print(format_report(result))
     return result
+
+
+def _write_json(path: str, result) -> None:
+    """Write the report to --json PATH atomically (``result`` None: only check that it can be
+    written), with one line naming PATH, not the temporary file, when it cannot."""
+    try:
+        if result is None:
+            fd, probe = temp_file(Path(path).parent, Path(path).name)
+            os.close(fd)
+            probe.unlink()
+        else:
+            write_text_atomic(Path(path), json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        sys.exit("error: " + describe_os_error(exc, f"cannot write --json {path}", "another --json path"))
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ command and the coursework read them.
 """
 from __future__ import annotations
 
-import argparse
 from types import SimpleNamespace
 
 import numpy as np
 
+from .cli import Parser
 from .config import ModelConfig
 from .backend import make_rng
 from .gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
@@ -611,7 +611,7 @@ def passed(err: float, tol: float) -> bool:
 
 
 def main(argv=None) -> None:
-    argparse.ArgumentParser(prog="python -m minispanbert.check_gradients", description=__doc__.split("\n\n")[0]).parse_args(argv)
+    Parser("python -m minispanbert.check_gradients", __doc__).parse_args(argv)
     try:
         rows = report()
     except AssertionError as exc:  # an exactly-zero gradient that is not (or is NaN)

@@ -39,8 +39,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    def __init__(self, prog: str, doc: str = "", **kwargs):
-        super().__init__(prog=prog, description=plain_text(doc), formatter_class=_Formatter, **kwargs)
+    def __init__(self, prog: str | None = None, doc: str = "", **kwargs):
+        kwargs.setdefault("description", plain_text(doc))
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(prog=prog, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str):

@@ -9,9 +9,9 @@ the network. Every failure ends with one ``error: ...`` line and exit status 1.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from ..cli import Parser
 from .download import (
     DATASETS,
     DEFAULT_DATA_DIR,
@@ -40,24 +40,22 @@ def _list(data_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m minispanbert.data",
-        description="List and download the public data sets (WikiText, SQuAD, SST-2, WNUT-17) into a data folder.",
-    )
+    parser = Parser("python -m minispanbert.data",
+                    "List and download the public data sets (WikiText, SQuAD, SST-2, WNUT-17) into a data folder.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="show the data sets, whether they are present, and where they go")
-    p_list.add_argument("--dir", default=DEFAULT_DATA_DIR, help="data folder (default: %(default)s)")
+    p_list.add_argument("--dir", default=DEFAULT_DATA_DIR, help="data folder")
     p_dl = sub.add_parser(
         "download", help="fetch a data set (sha256-checked, atomic) or install it --from a local copy"
     )
     p_dl.add_argument("name", choices=list(DATASETS))
-    p_dl.add_argument("--dir", default=DEFAULT_DATA_DIR, help="data folder (default: %(default)s)")
+    p_dl.add_argument("--dir", default=DEFAULT_DATA_DIR, help="data folder")
     p_dl.add_argument(
         "--from", dest="source", metavar="PATH", help="install from this local archive, file or folder"
     )
     p_dl.add_argument("--force", action="store_true", help="download again even if present")
     p_dl.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="network timeout in seconds (default: %(default)s)"
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="network timeout in seconds"
     )
     args = parser.parse_args(argv)
 
