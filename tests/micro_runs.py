@@ -79,6 +79,9 @@ def signal_trials(workdir: Path, trials: int, seed: int) -> list[dict]:
 
     from minispanbert.checkpoint import CHECKPOINTS_DIR, latest_step, load_checkpoint
 
+    # The fused numba kernels load their compiled code in each new process (seconds); the plain
+    # NumPy ops are the reference and make no difference to what is tested here.
+    os.environ["MINISPANBERT_FUSED_CPU"] = "0"
     import tqdm.auto  # noqa: F401  (imported once here, not in every child)
 
     from minispanbert import train  # noqa: F401

@@ -31,6 +31,7 @@ TESTS = Path(__file__).parent
 @pytest.fixture(autouse=True)
 def micro_preset(monkeypatch):
     monkeypatch.setitem(config.PRESETS, "micro", micro_config())
+    monkeypatch.setenv("MINISPANBERT_FUSED_CPU", "0")  # the plain ops: no numba start-up in these tiny runs
 
 
 @pytest.fixture
