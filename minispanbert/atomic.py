@@ -17,6 +17,31 @@ from pathlib import Path
 CHUNK_BYTES = 1 << 20  # read, hash and copy 1 MiB at a time
 
 
+@contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) until the block has finished, then deliver it: a multi-file save
+    is never abandoned halfway by a KeyboardInterrupt raised at an arbitrary line (in the main
+    thread; elsewhere, or without signal support, the block runs unprotected). A kill -9 cannot be
+    held back: the writers are atomic for that."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
 def exchange_paths(a: Path, b: Path) -> bool:
     """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so that a
     crash sees either the old pair or the swapped pair. False where the system or file system does

@@ -9,7 +9,8 @@ A run folder keeps its checkpoints in complete, immutable step folders and one p
     OUT/checkpoints/step-000400/
     OUT/checkpoints/latest         the name of the newest complete step folder ("step-000400")
 
-Crash safety (a Ctrl-C or a ``kill -9`` at any instant): a save writes every file into a hidden
+Crash safety (a Ctrl-C or a ``kill -9`` at any instant; a Ctrl-C is held back until the save has
+finished, :func:`atomic.interrupts_deferred`): a save writes every file into a hidden
 staging folder ``checkpoints/.step-000400.XXXX``, fsyncs them, renames the folder to
 ``step-000400`` (atomic) and only then repoints ``latest`` (a temp file moved over it with
 ``os.replace``, atomic). So ``latest`` always names a complete folder: the old one until the
@@ -40,7 +41,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from .atomic import describe_os_error, temp_dir, temp_file
+from .atomic import describe_os_error, interrupts_deferred, temp_dir, temp_file
 from .backend import to_numpy
 from .optim import AdamWState
 
@@ -137,13 +138,18 @@ def save_checkpoint(
     checkpoints = run_dir / CHECKPOINTS_DIR
     _make_writable_directory(run_dir)
     _make_writable_directory(checkpoints)
-    final = checkpoints / step_dir_name(step)
+    with interrupts_deferred():  # a Ctrl-C lands before or after the save, never inside it
+        return _save_folder(run_dir, checkpoints, step_dir_name(step), contents, int(step), keep)
+
+
+def _save_folder(run_dir: Path, checkpoints: Path, name: str, contents: dict, step: int, keep: int) -> Path:
+    final = checkpoints / name
     staging = None
     try:
         clean_stale(run_dir)
         staging = temp_dir(checkpoints, final.name)
-        for name, content in contents.items():
-            _write_durably(staging / name, content)
+        for file_name, content in contents.items():
+            _write_durably(staging / file_name, content)
         _fsync_directory(staging)
         if final.exists():  # the same step saved again: move the old folder aside first
             aside = temp_dir(checkpoints, "old-" + final.name)
@@ -160,7 +166,7 @@ def save_checkpoint(
             if _pointer_name(checkpoints) != final.name:
                 staging = final  # the pointer still names the previous save: remove the new folder again
             raise
-        _prune(checkpoints, int(step), keep)
+        _prune(checkpoints, step, keep)
     except OSError as exc:
         raise ValueError(describe_os_error(exc, f"cannot write the checkpoint in {checkpoints}")) from None
     finally:

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
+from .atomic import interrupts_deferred
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .cli import Parser
 from .config import ModelConfig
@@ -288,9 +289,10 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
         eval_seconds += time.perf_counter() - t_eval
 
     def save(step: int) -> None:
-        save_checkpoint(run_dir.path, params=params, optimizer_state=opt_state, step=step, config=run_config,
-                        extra={**last_scores, "encoder_init": encoder_init}, files={TOKENIZER_FILE: tokenizer.to_str()})
-        run_dir.committed()  # an --overwrite run replaces the old folder at its first save
+        with interrupts_deferred():  # a Ctrl-C waits until the checkpoint is saved and in place
+            save_checkpoint(run_dir.path, params=params, optimizer_state=opt_state, step=step, config=run_config,
+                            extra={**last_scores, "encoder_init": encoder_init}, files={TOKENIZER_FILE: tokenizer.to_str()})
+            run_dir.committed()  # an --overwrite run replaces the old folder at its first save
         saved_steps.append(step)
 
     from tqdm.auto import tqdm

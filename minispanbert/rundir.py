@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import exchange_paths, temp_dir
+from .atomic import exchange_paths, interrupts_deferred, temp_dir
 from .checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, latest_step, resolve_checkpoint
 
 
@@ -45,6 +45,10 @@ class RunDir:
         into place and removes the old one."""
         if not self.staged:
             return
+        with interrupts_deferred():
+            self._swap()
+
+    def _swap(self) -> None:
         if exchange_paths(self.path, self.final):  # one atomic swap: the staging folder now holds the old run
             old = self.path
         else:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .atomic import describe_os_error
+from .atomic import describe_os_error, interrupts_deferred
 from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
 from .cli import Parser
@@ -583,10 +583,11 @@ def _run(cfg: TrainConfig, run_dir: RunDir | None, log, world: World) -> dict:
                              "(different data, flags or library versions on some rank)")
         if not world.is_main:
             return
-        save_checkpoint(run_dir.path, params=model.params, optimizer_state=opt_state, step=step, config=run_config,
-                        extra={"last_eval": last_eval, "data_sha256": fingerprint},
-                        files={TOKENIZER_FILE: tokenizer_json}, keep=cfg.keep_checkpoints)
-        run_dir.committed()
+        with interrupts_deferred():  # a Ctrl-C waits until the checkpoint is saved and in place
+            save_checkpoint(run_dir.path, params=model.params, optimizer_state=opt_state, step=step,
+                            config=run_config, extra={"last_eval": last_eval, "data_sha256": fingerprint},
+                            files={TOKENIZER_FILE: tokenizer_json}, keep=cfg.keep_checkpoints)
+            run_dir.committed()
 
     from tqdm.auto import tqdm
 

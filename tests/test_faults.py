@@ -106,6 +106,21 @@ def test_signals_during_saves_never_leave_a_checkpoint_that_does_not_load(tmp_pa
     assert landed_mid_save >= 1
 
 
+def test_a_ctrl_c_during_a_save_is_delivered_after_it():
+    import signal
+
+    from minispanbert.atomic import interrupts_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run by now; without the deferral it raised here
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 # --------------------------------------------------------------------------- 3: silent overwrites
 
 
