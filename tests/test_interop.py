@@ -248,6 +248,8 @@ def test_save_and_reload_spanbert_and_qa_models(tmp_path):
         text = "the capital of france is paris"
         assert model.tokenizer.encode(text, add_special_tokens=False).ids == tok.encode(text).ids
         assert model.tokenizer.encode(text).tokens[0] == "[CLS]"
+    with pytest.raises(ValueError, match=r"only BERT-architecture models .* model_type 'roberta'"):
+        save_pretrained(tmp_path / "roberta", params, config.replace(model_type="roberta", pad_token_id=0), tokenizer=tok)
 
 
 # ------------------------------------------------------------------------------- with transformers

@@ -411,6 +411,9 @@ def save_pretrained(directory, params, config: ModelConfig, *, tokenizer=None, a
     """Write ``params`` (minispanbert names) as a Hugging Face folder ``directory``: config.json,
     model.safetensors and, given a tokenizer, its files; each file atomically. The architecture is
     inferred from the heads present unless given. Returns the architecture written."""
+    if getattr(config, "model_type", "bert") != "bert":
+        raise ValueError(f"only BERT-architecture models can be saved as Hugging Face BERT folders, this one is "
+                         f"model_type {config.model_type!r}; export a SpanBERT or BERT run")
     architecture = architecture or infer_architecture(params)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
