@@ -145,3 +145,29 @@ def test_bad_inputs_end_with_one_line(checkpoint, files, tmp_path):
     message = _cli_error(["sst2", *base[:2], "--out", str(taken), "--train", str(files["sst2"]), "--dev",
                           str(files["sst2"])])
     assert "already holds files" in message and "--overwrite" in message
+
+
+def test_a_hugging_face_folder_is_a_checkpoint(checkpoint, files, tmp_path, capsys):
+    """--checkpoint may be a Hugging Face BERT folder: its encoder and pooler are taken, its own
+    classifier is not (the task head is drawn fresh, as for our checkpoints)."""
+    from minispanbert.interop.huggingface import save_pretrained
+    from minispanbert.interop.tokenizer import read_tokenizer_json
+    from minispanbert.model.sequence_classification import init_sequence_classification_params
+
+    saved = load_checkpoint(checkpoint, xp=np)
+    config = ModelConfig.from_dict(saved.config["model"])
+    params = init_sequence_classification_params(config, 2, 5, xp=np)
+    params["bert.pooler.dense.bias"] = np.full_like(params["bert.pooler.dense.bias"], 0.25)
+    hf = tmp_path / "hf"
+    save_pretrained(hf, params, config, tokenizer=read_tokenizer_json(saved.directory / "tokenizer.json"),
+                    architecture="BertForSequenceClassification", labels=["negative", "positive"])
+    pretrained, _, _, init, unused = finetune.model_setup(
+        finetune.FinetuneConfig(task="sst2", checkpoint=str(hf)), np)
+    assert init.startswith("pretrained encoder from Hugging Face BertForSequenceClassification")
+    np.testing.assert_array_equal(pretrained["bert.pooler.dense.bias"], 0.25)
+    np.testing.assert_array_equal(pretrained["bert.encoder.layer.1.output.dense.weight"],
+                                  params["bert.encoder.layer.1.output.dense.weight"])
+    assert unused == ["classifier.bias", "classifier.weight"]
+    result = finetune_main(["sst2", "--checkpoint", str(hf), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+                            "--out", str(tmp_path / "out"), "--steps", "2"])
+    assert result["steps"] == 2
