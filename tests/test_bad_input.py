@@ -50,6 +50,8 @@ def ws(tmp_path_factory):
         "empty": "\n\n", "tokenizer_bad": "{not json", "squad": json.dumps(SQUAD), "malformed": '{"data": [',
         "v2": json.dumps({"data": [{"title": "A", "paragraphs": [{"context": "c", "qas": [
             {"id": "1", "question": "?", "answers": [], "is_impossible": True}]}]}]}),
+        "squad_bad_offsets": json.dumps({"data": [{"title": "A", "paragraphs": [{"context": "the cat sat .", "qas": [
+            {"id": "x", "question": "?", "answers": [{"text": "cat", "answer_start": 0}]}]}]}]}),
         "preds": json.dumps({"A-0": "on the mat"}), "preds_list": '["on the mat"]', "preds_number": '{"A-0": 3}',
         "a_file": "just a file",
     }
@@ -127,6 +129,8 @@ CASES = [
     ("finetune_qa", [*FINETUNE, "--checkpoint", "{empty_dir}"], "holds no checkpoint"),
     ("finetune_qa", ["--checkpoint", "{run}", "--dev", "{squad}", "--out", "{root}/q"], "--train is required"),
     ("finetune_qa", [*FINETUNE, "--train", "{squad}"], "exclude each other"),
+    ("finetune_qa", ["--checkpoint", "{run}", "--train", "{squad_bad_offsets}", "--dev", "{squad}", "--out", "{root}/q",
+                     "--max-seq-len", "32", "--steps", "1"], "no training question is usable"),
     ("finetune_qa", [*FINETUNE, "--split-dev-by-article", "1.5"], "in (0, 1), got 1.5"),
     ("finetune_qa", [*FINETUNE, "--dev", "{root}/missing.json"], "missing.json: cannot read"),
     ("finetune_qa", [*FINETUNE, "--dev", "{malformed}"], "malformed JSON at line 1"),

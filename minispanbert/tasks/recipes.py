@@ -104,6 +104,9 @@ def _squad_load(cfg, tokenizer) -> TaskData:
         train_examples, eval_examples = read_squad(cfg.train), read_squad(cfg.dev)
         notes, label = [f"data: train {cfg.train}, evaluate on {cfg.dev}"], "dev"
     train_examples, dropped = answers_with_valid_offsets(train_examples)
+    if not train_examples:
+        raise ValueError(f"no training question is usable: all {dropped} answers have an answer_start that does not "
+                         "point at their text; fix the offsets (context[answer_start:][:len(text)] == text)")
     if dropped:
         notes.append(f"data: {dropped} training answers skipped (answer_start does not point at their text)")
     train_examples = train_examples[:cfg.max_train_examples]
