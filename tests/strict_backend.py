@@ -275,7 +275,7 @@ FUNCTIONS = ("zeros_like", "ones_like", "empty_like", "full_like", "stack", "con
 CREATORS = ("zeros", "ones", "empty", "full", "arange", "eye", "identity")
 TYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64",
          "bool_", "dtype", "finfo", "iinfo", "newaxis", "pi", "inf", "nan", "e", "result_type", "can_cast",
-         "float_", "intp", "complex64", "complex128")
+         "intp", "complex64", "complex128")
 
 
 def _build_module():
