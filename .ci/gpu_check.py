@@ -170,12 +170,12 @@ def plan(args, out: Path) -> list[dict]:
                     "--eval-every", "100000", "--save-every", "100000", "--warmup", str(TRAIN_COMPARE_STEPS), "--log-every", "1", "--overwrite"]
     tests = ["tests/test_layers.py", "tests/test_encoder.py", "tests/test_spanbert_model.py", "tests/test_fused_kernels.py"]
     return [
-        dict(name="environment", budget=20, gpu=False,
+        dict(name="environment", budget=30, gpu=False,
              command=[py, me, "--section", "environment", "--json", str(out / "environment.json")]),
         dict(name="parity", budget=60, gpu=True,
              command=[py, me, "--section", "parity", "--json", str(out / "parity.json")]
              + (["--rehearse"] if args.rehearse else [])),
-        dict(name="parity-tests", budget=90, gpu=True,
+        dict(name="parity-tests", budget=80, gpu=True,
              command=[py, "-m", "pytest", "-q", "-x", *tests] + (["-k", "not cupy"] if args.rehearse else ["-k", "cupy"])),
         dict(name="train-numpy", budget=45, gpu=False, needs_gpu_run=True,
              command=train_common + ["--backend", "numpy", "--steps", str(TRAIN_COMPARE_STEPS), "--out", str(out / "train-numpy")]),
