@@ -134,9 +134,10 @@ class TrainConfig:
         check_dtype(self.dtype)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        objective = get_objective(self.objective)  # an unknown objective is named before its masking default
         if self.masking not in SCHEMES:
             raise ValueError(f"unknown masking scheme {self.masking!r}: choose one of {', '.join(SCHEMES)}")
-        get_objective(self.objective).check_flags(self)
+        objective.check_flags(self)
         for name, default in ELECTRA_DEFAULTS.items():
             if self.objective != "electra" and getattr(self, name) != default:
                 raise ValueError(f"--{name.replace('_', '-')} applies to --objective electra only: drop the flag")
