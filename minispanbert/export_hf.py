@@ -9,7 +9,9 @@ The folder holds config.json (with "architectures"), model.safetensors and the t
 (`interop.huggingface.save_pretrained`); ``transformers.AutoModelFor*.from_pretrained(folder)``
 and ``AutoTokenizer.from_pretrained(folder)`` open it. A pretraining run becomes BertForMaskedLM:
 its SBO head (``cls.sbo.*``) has no Hugging Face class, so transformers lists exactly those tensors
-as unexpected and ignores them. A QA run becomes BertForQuestionAnswering.
+as unexpected and ignores them. A QA run becomes BertForQuestionAnswering, a ``--objective bert``
+run BertForPreTraining, ``roberta`` RobertaForMaskedLM and ``albert`` AlbertForPreTraining
+(`interop.family`); an ``electra`` run wrote its two folders when it finished (RUN/hf).
 
 ``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
 ``--tokenizer``: a tokenizer.json, a minispanbert run folder or a Hugging Face folder): its speed is that of a
@@ -26,6 +28,8 @@ import numpy as np
 from .checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint, resolve_checkpoint
 from .cli import Parser
 from .config import PRESETS, ModelConfig, preset
+from .interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
+from .interop.family import save_family_pretrained
 from .interop.huggingface import save_pretrained
 from .interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
 from .model.qa_head import init_qa_params
@@ -67,8 +71,15 @@ def export(args) -> str:
     if "model" not in checkpoint.config:
         raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
     folder = checkpoint.directory or run  # the step folder holds the run's tokenizer.json
+    config = ModelConfig.from_dict(checkpoint.config["model"])
+    if config.model_type == "electra":
+        raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
+                         f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
+    if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
+        tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
+        return save_family_pretrained(out, checkpoint.params, config, tokenizer_json=tokenizer_path.read_text())
     tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
-    return save_pretrained(out, checkpoint.params, ModelConfig.from_dict(checkpoint.config["model"]), tokenizer=tok)
+    return save_pretrained(out, checkpoint.params, config, tokenizer=tok)
 
 
 def main(argv=None) -> str:

@@ -165,3 +165,33 @@ def test_saved_checkpoints_open_in_the_hugging_face_class(objective, tmp_path):
     result = hf.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
     assert set(result.missing_keys) == ALIASES[objective] and not result.unexpected_keys
     assert load_checkpoint(folder, xp=np).params.keys() == model.params.keys()
+
+
+@pytest.mark.parametrize("objective", ["roberta", "albert"])
+def test_export_hf_folders_open_with_from_pretrained_and_give_our_outputs(objective, tmp_path):
+    """python -m minispanbert.export_hf on a RoBERTa / ALBERT run: the folder opens in its class
+    with from_pretrained and no missing or unexpected keys, and gives our logits."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from minispanbert.checkpoint import save_checkpoint
+    from minispanbert.export_hf import main as export_main
+    from minispanbert.optim import adamw_init
+
+    model_class, config, hf_class = MODELS[objective]
+    model = nontrivial(model_class.initialise(config, seed=0, xp=np, dtype="float64"), 1)
+    save_checkpoint(tmp_path / "run", params=model.params, optimizer_state=adamw_init(model.params, xp=np), step=1,
+                    config={"model": config.to_dict()}, files={"tokenizer.json": "{}"})
+    assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == hf_class
+    hf, info = getattr(transformers, hf_class).from_pretrained(str(tmp_path / "hf"), output_loading_info=True,
+                                                               attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    hf = hf.double().eval()
+    batch = parity_batch(config, np.random.default_rng(7))
+    out, _ = model.forward(batch)
+    inputs = {k: torch.from_numpy(getattr(batch, k)) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs["labels"] = torch.from_numpy(batch.mlm_labels)
+    if objective == "albert":
+        inputs["sentence_order_label"] = torch.from_numpy(batch.sentence_labels)
+    with torch.no_grad():
+        result = hf(**inputs)
+    assert rel_error(float(out.loss), result.loss.item()) < 1e-10
