@@ -20,6 +20,13 @@ def close(a, b):
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
+@pytest.fixture(autouse=True)
+def fused_cpu_on(monkeypatch):
+    """The fused path is opt-in (MINISPANBERT_FUSED_CPU=1): switch it on, or these tests would
+    compare the plain ops with themselves."""
+    monkeypatch.setenv(fused_cpu.ENV_VAR, "1")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -103,6 +110,8 @@ def test_dispatch_float32_only_and_plain_ops_without_numba(monkeypatch):
     monkeypatch.setenv(fused_cpu.ENV_VAR, "0")
     assert not fused_cpu.applies(np, x32)
     monkeypatch.delenv(fused_cpu.ENV_VAR)
+    assert not fused_cpu.applies(np, x32)  # off unless asked for
+    monkeypatch.setenv(fused_cpu.ENV_VAR, "1")
     monkeypatch.setattr(fused_cpu, "_HAVE_NUMBA", False)  # as on a machine without numba
     assert not fused_cpu.applies(np, x32)
     calls = []
