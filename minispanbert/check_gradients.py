@@ -304,12 +304,18 @@ def check_mlm_head(seed=0) -> dict:
     params = _head_params(init_mlm_head_params, rng)
     h = rng.normal(size=(2, 5, CHECK_CONFIG.hidden_size))
     positions = np.array([1, 3, 7, 8])
-    logits, cache = mlm_head_forward(params, h, positions, xp=np)
+    return _check_vocabulary_head(mlm_head_forward, mlm_head_backward, params, h, positions, rng)
+
+
+def _check_vocabulary_head(forward, backward, params, h, positions, rng) -> dict:
+    """A head h (B, T, H) -> logits at ``positions`` against a random upstream gradient: every
+    parameter and the encoder output h (the MLM head and ELECTRA's generator head)."""
+    logits, cache = forward(params, h, positions, xp=np)
     dlogits = rng.normal(size=logits.shape)
-    dh, grads = mlm_head_backward(dlogits, cache, xp=np)
+    dh, grads = backward(dlogits, cache, xp=np)
 
     def f():
-        return mlm_head_forward(params, h, positions, xp=np)[0]
+        return forward(params, h, positions, xp=np)[0]
 
     errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
     errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dlogits))
@@ -467,16 +473,7 @@ def check_electra_generator_head(seed=4) -> dict:
     params[ELECTRA_WORD_EMBEDDINGS] = rng.normal(size=(gen_config.vocab_size, gen_config.embedding_width))
     h = rng.normal(size=(2, 5, gen_config.hidden_size))
     positions = np.array([1, 3, 7, 8])
-    logits, cache = generator_head_forward(params, h, positions, xp=np)
-    dlogits = rng.normal(size=logits.shape)
-    dh, grads = generator_head_backward(dlogits, cache, xp=np)
-
-    def f():
-        return generator_head_forward(params, h, positions, xp=np)[0]
-
-    errors = check_param_gradients(lambda: np.sum(f() * dlogits), params, grads)
-    errors["h (encoder output)"] = rel_error(dh, numerical_gradient(f, h, dlogits))
-    return errors
+    return _check_vocabulary_head(generator_head_forward, generator_head_backward, params, h, positions, rng)
 
 
 def check_electra_loss(seed=0, *, dropout=False) -> dict:

@@ -49,3 +49,14 @@ class Parser(argparse.ArgumentParser):
         message = " ".join(message.split())
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def run_or_exit(call):
+    """``call()``'s result; a ValueError becomes ``error: <message>`` on stderr and exit status 1,
+    a KeyboardInterrupt its message (what is on disk), never a traceback. Every CLI's main uses it."""
+    try:
+        return call()
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt as exc:
+        sys.exit(str(exc) or "interrupted")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 from .backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
 from .atomic import interrupts_deferred
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .cli import Parser
+from .cli import Parser, run_or_exit
 from .config import ModelConfig
 from .interop.tokenizer import read_tokenizer_json
 from .model.pretrained_weights import load_encoder_weights
@@ -339,7 +338,7 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
     return {"scores": last_scores, "train_losses": history, "steps": total_steps, "train_seconds": train_seconds}
 
 
-def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> argparse.ArgumentParser:
+def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> Parser:
     d = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     p = Parser(prog, __doc__)
     if len(tasks) > 1:
@@ -387,12 +386,7 @@ def main(argv=None, *, task: str | None = None) -> dict:
     parser = build_parser(**({} if task is None else dict(prog="python -m minispanbert.finetune_qa", tasks=(task,))))
     args = vars(parser.parse_args(argv))
     cfg = FinetuneConfig(**({"task": task} if task else {}), **args)
-    try:
-        return run(cfg)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt as exc:
-        sys.exit(str(exc) or "interrupted")
+    return run_or_exit(lambda: run(cfg))
 
 
 if __name__ == "__main__":

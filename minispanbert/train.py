@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tokenizers import Tokenizer
 from .atomic import describe_os_error, interrupts_deferred
 from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
-from .cli import Parser
+from .cli import Parser, run_or_exit
 from .config import PRESETS, ModelConfig, preset
 from .distributed import TRANSPORTS, World, init_world, shard_rows, slice_batch
 from .data import read_corpus, resolve_default_corpus, split_documents, unigram_distribution
@@ -724,12 +723,7 @@ def parse_args(argv=None) -> TrainConfig:
 
 def main(argv=None) -> None:
     cfg = parse_args(argv)
-    try:
-        run(cfg)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt as exc:
-        sys.exit(str(exc) or "interrupted")
+    run_or_exit(lambda: run(cfg))
 
 
 if __name__ == "__main__":
