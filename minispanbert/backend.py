@@ -13,16 +13,20 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     to_device(a, *, xp)        host -> device copy
     synchronize(xp)            wait for queued GPU work (for honest timings)
     make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
-    cpu_threads()              how many threads NumPy's BLAS runs (and parallel_for uses)
-    set_cpu_threads(n)         change that count in a running process (threadpoolctl)
+    cpu_threads()              how many threads this process computes on (NumPy)
+    set_cpu_threads(n, ...)    change that count, and BLAS's, in a running process (threadpoolctl)
+    cpu_threads_set(n, ...)    the same for a with-block only
+    map_threads(fn, items)     [fn(item) ...] on cpu_threads() threads (NumPy)
     parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads (NumPy)
 
 Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -178,13 +182,15 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS
 
 
 _threads_set = None  # the count given to set_cpu_threads, once it has been called
+_worker = threading.local()  # .busy: this thread is one of map_threads' workers
 
 
 def cpu_threads() -> int:
-    """NumPy's OpenBLAS thread count: the one given to :func:`set_cpu_threads`, else as OpenBLAS
-    decides it at import: the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS
-    set to a positive integer, else the usable cores (capped by them either way).
-    :func:`parallel_for` and the numba kernels use as many threads, so one setting sets all."""
+    """How many threads this process computes on: the count given to :func:`set_cpu_threads`,
+    else as OpenBLAS decides it at import: the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS,
+    OMP_NUM_THREADS set to a positive integer, else the usable cores (capped by them either way).
+    :func:`parallel_for`, :func:`map_threads` and the numba kernels use as many threads, so one
+    setting sets all."""
     if _threads_set is not None:
         return _threads_set
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -195,26 +201,71 @@ def cpu_threads() -> int:
     return cores
 
 
-def set_cpu_threads(threads: int) -> None:
-    """Run NumPy's BLAS (and so :func:`parallel_for` and the numba kernels) on ``threads`` threads
-    from now on. OpenBLAS reads its count from the environment once, at import; threadpoolctl
-    changes it in the running process. Without threadpoolctl this is a ValueError saying which
-    variable to set instead."""
+def set_cpu_threads(threads: int, *, blas_threads: int | None = None) -> None:
+    """Compute on ``threads`` threads from now on, with NumPy's BLAS on ``blas_threads`` of them
+    (default: all ``threads``; 1 when the caller runs ``threads`` single-threaded GEMMs side by side
+    itself, as :mod:`minispanbert.thread_parallel` does). OpenBLAS reads its count from the
+    environment once, at import; threadpoolctl changes it in the running process. Without
+    threadpoolctl this is a ValueError saying which variable to set instead."""
     global _threads_set
+    _blas_limits(threads, blas_threads)
+    _threads_set = threads
+
+
+@contextlib.contextmanager
+def cpu_threads_set(threads: int, *, blas_threads: int | None = None):
+    """:func:`set_cpu_threads` for the ``with`` block only: the previous counts come back after
+    it (a training run called from a notebook leaves the notebook's NumPy as it found it)."""
+    global _threads_set
+    previous, limits = _threads_set, _blas_limits(threads, blas_threads)
+    _threads_set = threads
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
+        _threads_set = previous
+
+
+def _blas_limits(threads: int, blas_threads: int | None):
     if threads < 1:
         raise ValueError(f"the thread count must be at least 1, got {threads}")
+    blas_threads = threads if blas_threads is None else blas_threads
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         raise ValueError(f"setting the thread count needs threadpoolctl (pip install threadpoolctl), or start "
-                         f"Python as OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads} python ...") from None
-    threadpool_limits(threads, user_api="blas")
-    _threads_set = threads
+                         f"Python as OPENBLAS_NUM_THREADS={blas_threads} OMP_NUM_THREADS={blas_threads} python ...") from None
+    return threadpool_limits(blas_threads, user_api="blas")
 
 
 @functools.cache
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minispanbert")
+
+
+def in_worker_thread() -> bool:
+    """Whether this code runs inside one of :func:`map_threads`' calls (then the cores are busy
+    already, and :func:`parallel_for` and the numba kernels run on this thread alone)."""
+    return getattr(_worker, "busy", False)
+
+
+def _as_worker(fn, item):
+    _worker.busy = True
+    try:
+        return fn(item)
+    finally:
+        _worker.busy = False
+
+
+def map_threads(fn, items) -> list:
+    """``[fn(item) for item in items]``, the calls shared among :func:`cpu_threads` threads (at most
+    one per item). Inside ``fn``, :func:`parallel_for` runs serially: each thread is one core's
+    work already. An exception from a call is re-raised here."""
+    items = list(items)
+    threads = min(cpu_threads(), len(items))
+    if threads <= 1 or in_worker_thread():
+        return [fn(item) for item in items]
+    return list(_thread_pool(threads).map(functools.partial(_as_worker, fn), items))
 
 
 def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
@@ -231,13 +282,7 @@ def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
         fn(slice(0, n))
         return
     parts = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-    threads = min(cpu_threads(), len(parts))
-    if threads <= 1:
-        for part in parts:
-            fn(part)
-        return
-    for _ in _thread_pool(threads).map(fn, parts):  # iterating re-raises an exception from fn
-        pass
+    map_threads(fn, parts)
 
 
 def synchronize(xp) -> None:

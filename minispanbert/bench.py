@@ -37,10 +37,14 @@ added, and ``train_step`` itself never waits for the device. On NumPy every phas
 on CuPy the phase boundaries are only when the work was queued, so the forward / backward /
 optimizer split is approximate (their sum is exact).
 
-Threads: ``--threads N`` sets NumPy's BLAS (OpenBLAS) to N threads in the running process through
-threadpoolctl (:func:`backend.set_cpu_threads`; ``parallel_for`` and the numba kernels follow it);
-without it the count OpenBLAS chose at import (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the
-cores) is used. PyTorch gets ``torch.set_num_threads(N)``.
+Threads: ``--threads N`` (default: the count OpenBLAS chose at import, OPENBLAS_NUM_THREADS /
+OMP_NUM_THREADS, else the cores) is what ``python -m minispanbert.train --threads N`` does: the
+batch split into N shards computed on N threads, each with a single-threaded BLAS
+(:mod:`minispanbert.thread_parallel`). ``--no-split-batch`` runs the whole batch on one thread with
+BLAS on N threads instead (how the engine ran before; it is the comparison the README reports).
+Both are set in the running process through threadpoolctl (:func:`backend.set_cpu_threads`).
+PyTorch gets ``torch.set_num_threads(N)``. The per-op profile step runs one thread, unsplit (its
+timers are not thread-safe): read its shares, not its total.
 
 Dropout: the preset's 0.1 as in training, except with --compare-torch, where it is 0 for both
 engines (the PyTorch reference has no dropout), so they do the same work and their losses agree.
@@ -51,6 +55,7 @@ AdamW still launches one kernel per array operation of each parameter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -60,14 +65,15 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, get_backend, make_rng, set_cpu_threads,
-                      synchronize)
+from .backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, cpu_threads_set, get_backend, make_rng,
+                      set_cpu_threads, synchronize)
 from .checkpoint import load_params, save_params
 from .config import PRESETS
 from .data import CLS_ID, SEP_ID, unigram_distribution
@@ -207,17 +213,24 @@ class PhaseClock:
 
     def __init__(self, model, pool_peak: DevicePoolPeak, now):
         self.model, self.xp, self.params, self.pool_peak, self.now = model, model.xp, model.params, pool_peak, now
+        self.lock = threading.Lock()  # the shards of a split batch call backward from several threads
+        self.reset()
+
+    def reset(self):
         self.backward_start = self.backward_end = None
 
     def forward(self, batch, **kwargs):
         return self.model.forward(batch, **kwargs)
 
-    def backward(self, cache):
-        self.backward_start = self.now()  # when the forward was queued (all done, on NumPy)
+    def backward(self, cache, term_scales=None):
+        start = self.now()  # when the forward was queued (all done, on NumPy)
         self.pool_peak.sample()  # every activation is alive here
-        grads = self.model.backward(cache)
-        self.backward_end = self.now()
+        grads = self.model.backward(cache, term_scales=term_scales)
+        end = self.now()
         self.pool_peak.sample()
+        with self.lock:  # with shards: backward runs from the first shard's start to the last one's end
+            self.backward_start = start if self.backward_start is None else min(self.backward_start, start)
+            self.backward_end = end if self.backward_end is None else max(self.backward_end, end)
         return grads
 
 
@@ -233,6 +246,7 @@ class EngineStepper:
 
     def step(self, index: int):
         dropout_rng = make_rng([self.cfg.seed, index, 3], xp=self.xp)
+        self.phases.reset()
         synchronize(self.xp)
         start = self.now()
         out, _ = train_step(self.phases, self.batch, self.opt_state, lr=LEARNING_RATE, cfg=self.cfg,
@@ -396,15 +410,20 @@ def median_ms(seconds) -> float:
     return 1e3 * float(np.median(seconds))
 
 
+def split_batch(args, threads: int) -> bool:
+    """Whether our step splits the batch over the threads (NumPy, more than one thread, and not
+    ``--no-split-batch``)."""
+    return args.backend == "numpy" and threads > 1 and args.split_batch
+
+
 def bench_threads(args) -> int:
-    """The thread count this process runs: ``--threads`` (NumPy's BLAS set to it through
-    threadpoolctl, see :func:`backend.set_cpu_threads`), else the count OpenBLAS chose at import.
-    ``--clock cpu`` needs one thread on NumPy (CPU seconds = step time only then)."""
-    threads = cpu_threads()
-    if args.threads is not None and args.backend == "numpy" and args.threads != threads:
-        set_cpu_threads(args.threads)
-        threads = args.threads
-    threads = args.threads or threads
+    """The thread count this process runs: ``--threads``, else the count OpenBLAS chose at import.
+    On NumPy the pools are set for it through threadpoolctl (:func:`backend.set_cpu_threads`):
+    one BLAS thread per shard when the batch is split (:func:`split_batch`), else BLAS on all of
+    them. ``--clock cpu`` needs one thread on NumPy (CPU seconds = step time only then)."""
+    threads = args.threads or cpu_threads()
+    if args.backend == "numpy" and (threads != cpu_threads() or split_batch(args, threads)):
+        set_cpu_threads(threads, blas_threads=1 if split_batch(args, threads) else threads)
     if args.clock == "cpu" and (args.backend != "numpy" or threads != 1):
         raise ValueError(
             "--clock cpu counts this process's CPU seconds, which equal step time only for one thread on "
@@ -475,6 +494,8 @@ def run_benchmark(args) -> dict:
         return run_torch_engine(args)
     cfg = bench_config(args)
     threads = bench_threads(args)
+    split = split_batch(args, threads)
+    cfg = dataclasses.replace(cfg, threads=threads if split else 1)
     xp = get_backend(cfg.backend)
     model_config = cfg.model_config()
     model = SpanBertForPretraining.initialise(model_config, seed=cfg.seed, xp=xp, dtype=cfg.dtype,
@@ -498,19 +519,21 @@ def run_benchmark(args) -> dict:
         if index >= args.warmup_steps:
             rows.append(timing)
 
-    with OpProfiler(xp, now) as profiler:
-        _, profiled_seconds, *_ = ours.step(args.warmup_steps + cfg.steps)
+    with OpProfiler(xp, now) as profiler:  # one thread: the profiler's call stack is not thread-safe
+        one_thread = EngineStepper(dataclasses.replace(cfg, threads=1), model, batch, pool_peak, now)
+        _, profiled_seconds, *_ = one_thread.step(args.warmup_steps + cfg.steps)
     rows_arr = np.array(rows)
     step_ms = median_ms(rows_arr[:, 0])
     flops = training_flops(model_config, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                            mlm_targets=mlm_targets, sbo_targets=sbo_targets)
-    peak = measure_peak_gflops(xp, now=now)
+    with cpu_threads_set(threads) if split else contextlib.nullcontext():  # the peak of all the threads' cores
+        peak = measure_peak_gflops(xp, now=now)
     achieved = flops["total"] / (step_ms / 1e3) / 1e9
     return {
         "engine": "minispanbert", "pid": os.getpid(), "backend": cfg.backend, "device": device_description(xp), "preset": cfg.preset,
         "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "masking": cfg.masking, "dtype": cfg.dtype,
         "dropout": model_config.hidden_dropout_prob, "steps": cfg.steps, "warmup_steps": args.warmup_steps,
-        "threads": threads, "clock": args.clock, "parameters": model.num_parameters(),
+        "threads": threads, "split_batch": split, "clock": args.clock, "parameters": model.num_parameters(),
         "mlm_targets": mlm_targets, "sbo_targets": sbo_targets, "tokens_per_step": tokens,
         "step_ms": step_ms, "step_ms_all": [1e3 * r[0] for r in rows],
         "tokens_per_s": tokens / (step_ms / 1e3),
@@ -530,6 +553,7 @@ def engine_argv(args, cfg: TrainConfig, threads: int) -> list[str]:
     return ["--backend", cfg.backend, "--preset", cfg.preset, "--batch-size", str(cfg.batch_size),
             "--seq-len", str(cfg.seq_len), "--steps", str(cfg.steps), "--warmup-steps", str(args.warmup_steps),
             "--masking", cfg.masking, "--seed", str(cfg.seed), "--threads", str(threads), "--clock", args.clock,
+            "--split-batch" if args.split_batch else "--no-split-batch",
             "--dropout", "0"]  # the PyTorch twin has no dropout
 
 
@@ -639,7 +663,8 @@ def format_report(r: dict) -> str:
     split_note = " (CuPy: backward/optimizer split approximate, sum exact)" if r["backend"] == "cupy" else ""
     f = r["flops_per_step"]
     lines = [
-        f"minispanbert bench: {r['backend']} on {r['device']}, {r['threads']} BLAS/torch threads",
+        f"minispanbert bench: {r['backend']} on {r['device']}, {r['threads']} threads"
+        + (" (the batch split over them, 1 BLAS thread each)" if r["split_batch"] else " (BLAS; torch)"),
         f"preset {r['preset']} ({r['parameters']:,} parameters), batch {r['batch_size']} x seq {r['seq_len']}, "
         f"{r['masking']} masking: {r['mlm_targets']} MLM / {r['sbo_targets']} SBO targets, {r['dtype']}, "
         f"dropout {r['dropout']}",
@@ -653,7 +678,7 @@ def format_report(r: dict) -> str:
         f"MFU {100 * r['mfu']:.1f}% of {r['peak_gflops_measured']:.1f} GFLOP/s measured with a "
         f"{PEAK_GEMM_SIZE[r['backend']]}^3 float32 GEMM on this backend",
         f"peak memory: host RSS {_mib(r['host_peak_rss_bytes'])}, device pool {_mib(r['device_pool_peak_bytes'])}",
-        f"per-op self time in one profiled step ({r['profile_step_ms']:.1f} ms, timers on):",
+        f"per-op self time in one profiled step ({r['profile_step_ms']:.1f} ms, timers on, one thread, unsplit):",
     ]
     lines += [f"  {row['op']:<34} {row['ms']:8.2f} ms {100 * row['share']:5.1f}%  x{row['calls']}" for row in r["profile"]]
     t = r["torch"]
@@ -677,13 +702,17 @@ TABLE_HEADER = ("| preset (batch) | threads | clock | minispanbert tok/s | PyTor
                 " losses agree |\n|---|---|---|---|---|---|---|---|")
 
 
+def threads_cell(r: dict) -> str:
+    return f"{r['threads']}" + (" split" if r["split_batch"] else " BLAS" if r["threads"] > 1 else "")
+
+
 def format_table_row(r: dict) -> str:
     """One Markdown row of the CPU table from a --compare-torch report."""
     t = r["torch"]
     if "skipped" in t:
-        return f"| {r['preset']} ({r['batch_size']}) | {r['threads']} | {r['clock']} | {r['tokens_per_s']:,.0f} | skipped | | | |"
+        return f"| {r['preset']} ({r['batch_size']}) | {threads_cell(r)} | {r['clock']} | {r['tokens_per_s']:,.0f} | skipped | | | |"
     rounds = " ".join(f"{x:.2f}" for x in t["round_ratios"])
-    return (f"| {r['preset']} ({r['batch_size']}) | {r['threads']} | {r['clock']} | {r['tokens_per_s']:,.0f} | "
+    return (f"| {r['preset']} ({r['batch_size']}) | {threads_cell(r)} | {r['clock']} | {r['tokens_per_s']:,.0f} | "
             f"{t['tokens_per_s']:,.0f} | {t['ratio_ours_over_torch']:.2f} | {rounds} | {t['losses_agree']} |")
 
 
@@ -702,8 +731,11 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=None, help="default: the preset's 0.1 (0 with --compare-torch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
-                   help="expected BLAS threads (NumPy: must match OPENBLAS_NUM_THREADS/OMP_NUM_THREADS; "
-                        "also torch.set_num_threads); default: the count detected")
+                   help="CPU threads of each engine (NumPy: set through threadpoolctl; PyTorch: "
+                        "torch.set_num_threads); default: the count OpenBLAS detected")
+    p.add_argument("--split-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="NumPy, N > 1 threads: split the batch over them, one BLAS thread each, as train.py "
+                        "does (default); --no-split-batch: one batch, BLAS on N threads")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time (NumPy, 1 thread; for shared machines)")
     p.add_argument("--compare-torch", action="store_true",

@@ -17,6 +17,7 @@ else trains on the Python documentation topics that ship with every Python (and 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,7 +30,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .atomic import describe_os_error, interrupts_deferred
-from .backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
+from .backend import (BACKENDS, backend_name, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng,
+                      map_threads, to_numpy)
 from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
 from .cli import Parser, run_or_exit
 from .config import PRESETS, ModelConfig, preset
@@ -40,6 +42,7 @@ from .objectives import OBJECTIVES, get_objective
 from .rundir import RunDir, open_run_dir
 from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
+from . import thread_parallel
 
 SCHEMES = ("span", "word", "token", "ngram")  # each objective accepts some of them (objectives/*.SCHEMES)
 TOKENIZER_FILE = "tokenizer.json"
@@ -101,6 +104,7 @@ class TrainConfig:
     valid_fraction: float = 0.05       # held-out documents when the corpus has no validation split
     overfit_batch: bool = False
     distributed: str | None = None     # None: MPI when launched by mpiexec with N > 1, else one process
+    threads: int | None = None         # NumPy: CPU threads, the batch split over them; None: cpu_threads()
 
     def __post_init__(self):
         if self.masking is None and self.objective in OBJECTIVES:
@@ -168,6 +172,10 @@ class TrainConfig:
             raise ValueError(f"--warmup {self.warmup} must lie in [0, --steps {self.steps}]")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.threads not in (None, 1) and self.backend != "numpy":
+            raise ValueError("--threads applies to --backend numpy (a GPU is parallel already): drop --threads")
 
 
 def read_tokenizer_flag(path, objective="spanbert") -> object:
@@ -286,15 +294,23 @@ def train_step(model, batch, opt_state, *, lr, cfg: TrainConfig, decay_mask, dro
     ranks first and each term's upstream gradient is scaled by local / global count
     (``term_scales``); the all-reduced sum of the ranks' gradients is then exactly the
     single-process gradient of the global batch (:mod:`minispanbert.distributed`).
+
+    Threads (``cfg.threads > 1``, NumPy, one process): the same scheme inside the process, the
+    batch split into ``cfg.threads`` shards computed side by side (:mod:`minispanbert.thread_parallel`).
     """
-    out, cache = model.forward(batch, train=True, rng=dropout_rng)
     objective = get_objective(cfg.objective)
-    term_scales = None
-    if world.size > 1:
-        counts = [getattr(out, f"{h}_count") for h in objective.HEADS]
-        totals = world.sum_host(counts)
-        term_scales = {h: (count / total if total else 0.0) for h, count, total in zip(objective.HEADS, counts, totals)}
-    grads = model.backward(cache) if term_scales is None else model.backward(cache, term_scales=term_scales)
+    if (cfg.threads or 1) > 1 and world.size == 1 and backend_name(model.xp) == "numpy":
+        out, grads = thread_parallel.forward_backward(
+            model, batch, shards=cfg.threads, heads=objective.HEADS,
+            weights=getattr(objective, "term_weights", lambda _cfg: None)(cfg), dropout_rng=dropout_rng)
+    else:
+        out, cache = model.forward(batch, train=True, rng=dropout_rng)
+        term_scales = None
+        if world.size > 1:
+            counts = [getattr(out, f"{h}_count") for h in objective.HEADS]
+            totals = world.sum_host(counts)
+            term_scales = {h: (count / total if total else 0.0) for h, count, total in zip(objective.HEADS, counts, totals)}
+        grads = model.backward(cache) if term_scales is None else model.backward(cache, term_scales=term_scales)
     world.allreduce_gradients(grads, xp=model.xp)
     grad_norm = clip_and_step(model.params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
                               weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp,
@@ -356,21 +372,26 @@ def non_finite_error(record: dict, last_saved) -> ValueError:
                       "lower --lr or train with --dtype float64")
 
 
-def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None, world: World = World()) -> dict:
+def evaluate(model, eval_batches, heads=("mlm", "sbo"), ratios=None, world: World = World(), threads: int = 1) -> dict:
     """Per head (MLM, SBO / NSP / SOP): loss and accuracy over fixed (pre-masked) held-out batches,
     each batch weighted by its target count; per ratio (the objective's optional RATIOS): the summed
     numerators over the summed denominators. The sums stay on the device and are read back once,
     at the end (not one device sync per value per batch).
 
     Data parallel: rank r evaluates batches r, r + N, ...; the sums and counts are all-reduced
-    before the division, so every rank gets the numbers of the whole held-out set."""
+    before the division, so every rank gets the numbers of the whole held-out set. ``threads`` > 1
+    (NumPy): the batches' forwards run on that many threads (:func:`backend.map_threads`), and
+    their sums are still added in batch order."""
     ratios = ratios or {}
     eval_batches = eval_batches[world.rank::world.size]
     xp = getattr(model, "xp", np)  # a stand-in model without xp gives host floats
     counts = {h: 0 for h in heads}
     device_sums = None  # per head: loss * count, correct; per ratio: numerator, denominator
-    for batch in eval_batches:
-        out, _ = model.forward(batch, train=False)
+    if threads > 1:
+        outputs = map_threads(lambda batch: model.forward(batch, train=False)[0], eval_batches)
+    else:
+        outputs = (model.forward(batch, train=False)[0] for batch in eval_batches)
+    for out in outputs:
         values = []
         for h in heads:
             count = getattr(out, f"{h}_count")
@@ -474,9 +495,11 @@ def run(cfg: TrainConfig, log=print) -> dict:
         world = init_world(cfg.distributed, backend=cfg.backend)
         world.check_same(dataclasses.asdict(cfg), "flags")
         shard_rows(cfg.batch_size, world)  # an uneven split is refused before any work
+        cfg = dataclasses.replace(cfg, threads=resolve_threads(cfg, world))
         if world.is_main:
             run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-        return _run(cfg, run_dir, log if world.is_main else (lambda _message: None), world)
+        with thread_pools(cfg, world):
+            return _run(cfg, run_dir, log if world.is_main else (lambda _message: None), world)
     except KeyboardInterrupt:
         if not world.is_main:
             raise SystemExit(130) from None  # rank 0 says what is on disk
@@ -510,6 +533,29 @@ def _load_resumed(cfg: TrainConfig, model_config: ModelConfig, xp):
                          "only fit the tokenizer they were trained with: resume from another checkpoint folder "
                          "(checkpoints/step-*), do not train a new tokenizer") from None
     return resumed, tokenizer
+
+
+def resolve_threads(cfg: TrainConfig, world: World) -> int:
+    """The run's ``--threads``: as given, else :func:`backend.cpu_threads` (the cores, or
+    OPENBLAS_NUM_THREADS) on NumPy in one process; 1 on CuPy (a GPU is parallel already) and for
+    data-parallel ranks (each computes its rows on the BLAS threads its launcher gave it)."""
+    if world.size > 1:
+        if cfg.threads not in (None, 1):
+            raise ValueError("--threads applies to a single process: under mpiexec each rank computes its rows "
+                             "itself; give every rank its BLAS threads with OPENBLAS_NUM_THREADS=N instead")
+        return 1
+    if cfg.backend != "numpy":
+        return 1
+    return cfg.threads or cpu_threads()
+
+
+def thread_pools(cfg: TrainConfig, world: World):
+    """The thread settings of the run, for a ``with`` block: on NumPy in one process, ``cfg.threads``
+    threads, each batch split into as many shards with a single-threaded BLAS each
+    (:mod:`minispanbert.thread_parallel`); elsewhere nothing changes."""
+    if cfg.backend != "numpy" or world.size > 1:
+        return contextlib.nullcontext()
+    return cpu_threads_set(cfg.threads, blas_threads=1)
 
 
 def _run(cfg: TrainConfig, run_dir: RunDir | None, log, world: World) -> dict:
@@ -556,7 +602,8 @@ def _run(cfg: TrainConfig, run_dir: RunDir | None, log, world: World) -> dict:
         log("no held-out text (one document, or --valid-fraction 0): the run reports training loss only")
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     log(f"model: {json.dumps(model_config.to_dict())}")
-    log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
+    log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}"
+        + (f", {cfg.threads} threads (the batch split over them)" if cfg.threads > 1 else ""))
     log(f"parameters: {model.num_parameters():,}; expected initial loss ln(V) = {math.log(model_config.vocab_size):.3f} "
         f"for MLM" + (", ln 2 = 0.693 for NSP/SOP/DISC" if set(heads) & {"nsp", "sop", "disc"} else ""))
     if world.size > 1:
@@ -640,7 +687,7 @@ def _run(cfg: TrainConfig, run_dir: RunDir | None, log, world: World) -> dict:
             recent = []
         if evaluate_now:
             last_eval = dict(split="valid", step=done, baseline_acc=baseline_acc,
-                             **evaluate(model, eval_batches, heads, ratios, world))
+                             **evaluate(model, eval_batches, heads, ratios, world, cfg.threads))
             if world.is_main:
                 append_metrics(run_dir.path / METRICS_FILE, last_eval)
                 plot_metrics(run_dir.path / METRICS_FILE, run_dir.path / PLOT_FILE, heads, title, ratios)
@@ -713,6 +760,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
                    help="documents held out when the corpus has no validation split (0: none)")
     p.add_argument("--overfit-batch", action="store_true", help="train on one fixed batch (a sanity check)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="NumPy: compute on N threads, each batch split into N shards trained side by side "
+                        "(default: the cores, or OPENBLAS_NUM_THREADS); with dropout on, the masks depend on N")
     p.add_argument("--distributed", choices=TRANSPORTS, default=None,
                    help="data parallel over the processes an MPI launcher started (mpiexec -n N python -m "
                         "minispanbert.train ...): mpi = CPU (mpi4py), nccl = one GPU per rank with --backend cupy, "

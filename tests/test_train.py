@@ -166,7 +166,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
 
     monkeypatch.setattr(SpanBertForPretraining, "forward", poisoned)
     with pytest.raises(ValueError, match="loss became nan at step 1; no checkpoint was written yet"):
-        tiny_run(corpus, out, steps=6, save_every=3, overwrite=True)  # a new run meant to replace the old one
+        tiny_run(corpus, out, steps=6, save_every=3, overwrite=True, threads=1)  # a new run meant to replace the old one
     assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # its staging folder is gone
 
@@ -225,7 +225,7 @@ def test_nan_in_the_middle_of_a_log_interval_names_its_step_and_is_never_saved(c
     monkeypatch.setattr(SpanBertForPretraining, poison, poisoned)
     monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
     with pytest.raises(ValueError, match=message) as exc:
-        tiny_run(corpus, out, steps=10, save_every=4, eval_every=100, log_every=5)
+        tiny_run(corpus, out, steps=10, save_every=4, eval_every=100, log_every=5, threads=1)  # one forward a step
     assert "\n" not in str(exc.value)
     assert len(train_calls) == 8  # steps 7 and 8 ran before the read-back caught step 7
     assert list(saved) == [4]  # the read-back before the step-8 save stopped the run

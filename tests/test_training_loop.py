@@ -55,7 +55,8 @@ def recorded_run(tmp_path_factory):
     corpus = tmp / "corpus.txt"
     corpus.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     cfg = TrainConfig(data=str(corpus), out=str(tmp / "run"), steps=STEPS, warmup=WARMUP, lr=PEAK_LR, seed=SEED,
-                      dropout=DROPOUT, batch_size=4, seq_len=32, eval_every=STEPS, save_every=STEPS, eval_batches=2)
+                      dropout=DROPOUT, batch_size=4, seq_len=32, eval_every=STEPS, save_every=STEPS, eval_batches=2,
+                      threads=1)  # one forward per step (a batch split over threads: test_thread_parallel.py)
     record = SimpleNamespace(batches=[], expected_batches=[], lrs=[], dropout_masks=[])
     real_make_batch, real_step, real_dropout = train.make_batch, train.clip_and_step, encoder_module.dropout_forward
 

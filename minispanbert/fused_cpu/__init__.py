@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from ..backend import cpu_threads
+from ..backend import cpu_threads, in_worker_thread
 
 ENV_VAR = "MINISPANBERT_FUSED_CPU"
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -46,8 +46,10 @@ def enabled() -> bool:
 
 
 def applies(xp, *arrays) -> bool:
-    """Whether the fused CPU kernel runs for these arrays: NumPy, all float32, :func:`enabled`."""
-    return xp is np and enabled() and all(a.dtype == np.float32 for a in arrays)
+    """Whether the fused CPU kernel runs for these arrays: NumPy, all float32, :func:`enabled`, and
+    not inside a :func:`backend.map_threads` worker (a shard of a batch split over threads is one
+    core's work already, and numba's thread pool must not be entered by two threads at once)."""
+    return xp is np and enabled() and not in_worker_thread() and all(a.dtype == np.float32 for a in arrays)
 
 
 def prange(*args):

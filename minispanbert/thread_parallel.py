@@ -1,0 +1,88 @@
+"""Data parallelism inside one process: the batch split over CPU threads (NumPy).
+
+    shard k          = rows [k*B//N, (k+1)*B//N) of the batch            (N = --threads shards)
+    thread k         forward + backward of shard k, its GEMMs on a single-threaded BLAS
+    counts           n_kh = head h's targets in shard k;  N_h = sum_k n_kh
+    term_scales      shard k scales head h's upstream gradient by n_kh / N_h
+    gradient         g = sum_k g_k                                         (= the whole batch's)
+    loss             L_h = sum_k (n_kh / N_h) L_kh,   L = sum_h w_h L_h
+
+This is :mod:`minispanbert.distributed`'s scheme (the same normalisation trap, the same fix), with
+threads in place of processes and a sum of in-memory dicts in place of the all-reduce.
+
+**Why.** With NumPy, BLAS is the only part that runs on more than one core: every elementwise op
+between the GEMMs (erf/GeLU, LayerNorm, softmax, cross-entropy) runs on one, while the other
+core's BLAS worker spins idle waiting for the next GEMM. Half a batch per thread puts *everything*
+on both cores: NumPy releases the GIL inside every GEMM and every ufunc loop, so two threads run
+side by side except for the Python glue between the ops. On the 2-core machine of the README's
+table, the tiny preset's forward + backward went from about 250 ms (one batch of 16, BLAS on two
+threads) to about 175 ms (two shards of 8, one thread each); see the README's Performance section
+for the measured training throughput.
+
+**What differs from one thread.** The gradient is the whole batch's, up to float rounding (the
+per-shard sums are added in another order). Dropout: shard k draws its masks from the k-th child
+of the step's dropout generator (``Generator.spawn``), so with dropout on, N threads match one
+thread statistically, not bit for bit; a run is still reproducible for a given ``--threads``. With
+dropout 0 they agree to rounding (``tests/test_thread_parallel.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import map_threads
+from .distributed import slice_batch
+
+
+def shard_slices(rows: int, shards: int) -> list[slice]:
+    """``min(shards, rows)`` consecutive row slices of ``range(rows)``, sizes differing by at most one."""
+    shards = max(1, min(shards, rows))
+    return [slice(k * rows // shards, (k + 1) * rows // shards) for k in range(shards)]
+
+
+def term_scales(counts: list[dict]) -> list[dict]:
+    """Per shard, per head: n_kh / N_h (0 where no shard has a target of head h)."""
+    totals = {h: sum(c[h] for c in counts) for h in counts[0]}
+    return [{h: (c[h] / totals[h] if totals[h] else 0.0) for h in c} for c in counts]
+
+
+def combine_outputs(outs: list, scales: list[dict], *, heads, weights: dict | None):
+    """One output for the whole batch from the shards' outputs (each a dataclass, as the
+    objective's model returns): ``{h}_loss`` = sum_k s_kh L_kh, ``loss`` = sum_h w_h L_h,
+    arrays with a batch axis (ELECTRA's ``corrupt_ids``, ...) concatenated along it, and every
+    other field (counts, correct predictions, ratio numerators) summed."""
+    weights = {h: 1.0 for h in heads} | (weights or {})
+    fields = {}
+    for name in vars(outs[0]):
+        values = [getattr(out, name) for out in outs]
+        if name == "loss":
+            continue
+        if name.endswith("_loss") and name[:-len("_loss")] in heads:
+            head = name[:-len("_loss")]
+            fields[name] = sum(s[head] * v for s, v in zip(scales, values))
+        elif getattr(values[0], "ndim", 0) >= 1:
+            fields[name] = np.concatenate(values, axis=0)
+        else:
+            fields[name] = sum(values[1:], values[0])
+    fields["loss"] = sum(weights[h] * fields[f"{h}_loss"] for h in heads)
+    return type(outs[0])(**fields)
+
+
+def forward_backward(model, batch, *, shards: int, heads, weights=None, dropout_rng=None):
+    """The whole batch's (output, gradients), computed as ``shards`` shards on as many threads
+    (:func:`backend.map_threads`). ``model``: any pretraining model of :mod:`minispanbert.objectives`
+    on NumPy; ``batch``: its batch dataclass of host arrays; ``heads``/``weights``: the
+    objective's ``HEADS`` and ``term_weights``."""
+    rows = shard_slices(batch.mlm_labels.shape[0], shards)
+    parts = [slice_batch(batch, r) for r in rows]
+    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
+    forwards = map_threads(lambda k: model.forward(parts[k], train=True, rng=rngs[k]), range(len(parts)))
+    scales = term_scales([{h: getattr(out, f"{h}_count") for h in heads} for out, _ in forwards])
+    grads = map_threads(lambda k: model.backward(forwards[k][1], term_scales=scales[k]), range(len(parts)))
+    total = grads[0]
+
+    def add_shards(name):
+        for other in grads[1:]:
+            total[name] += other[name]
+
+    map_threads(add_shards, sorted(total, key=lambda n: -total[n].size))  # biggest first: balanced threads
+    return combine_outputs([out for out, _ in forwards], scales, heads=heads, weights=weights), total
