@@ -94,6 +94,8 @@ CASES = [
     ("train", [*TRAIN, *NEW, "--sbo-weight", "-1"], "--sbo-weight -1.0 is not allowed"),
     ("train", [*TRAIN, *NEW, "--seed=-1"], "--seed -1 is negative"),
     ("train", [*TRAIN, *NEW, "--dropout", "1.5"], "--dropout must lie in [0, 1)"),
+    ("train", [*TRAIN, *NEW, "--threads", "0"], "--threads must be at least 1"),
+    ("train", [*TRAIN, *NEW, "--threads", "2", "--backend", "cupy"], "--threads applies to --backend numpy"),
     ("train", [*TRAIN, *NEW, "--warmup", "5000"], "--warmup 5000 must lie in [0, --steps 2]"),
     ("train", [*TRAIN, *NEW, "--valid-fraction", "1"], "--valid-fraction 1.0 must lie in [0, 1)"),
     ("train", [*TRAIN, *NEW, "--valid-fraction", "-0.1"], "--valid-fraction -0.1 must lie in [0, 1)"),
