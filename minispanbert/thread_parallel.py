@@ -14,10 +14,9 @@ threads in place of processes and a sum of in-memory dicts in place of the all-r
 between the GEMMs (erf/GeLU, LayerNorm, softmax, cross-entropy) runs on one, while the other
 core's BLAS worker spins idle waiting for the next GEMM. Half a batch per thread puts *everything*
 on both cores: NumPy releases the GIL inside every GEMM and every ufunc loop, so two threads run
-side by side except for the Python glue between the ops. On the 2-core machine of the README's
-table, the tiny preset's forward + backward went from about 250 ms (one batch of 16, BLAS on two
-threads) to about 175 ms (two shards of 8, one thread each); see the README's Performance section
-for the measured training throughput.
+side by side except for the Python glue between the ops. Measured against PyTorch eager on the
+2-core machine of the README's table (``python -m minispanbert.bench --table --threads 2``, with
+and without ``--no-split-batch``): tiny 0.71x -> 1.07x, mini 0.78x -> 1.08x, small 0.93x -> level.
 
 **What differs from one thread.** The gradient is the whole batch's, up to float rounding (the
 per-shard sums are added in another order). Dropout: shard k draws its masks from the k-th child
