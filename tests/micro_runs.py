@@ -38,12 +38,15 @@ def register_micro():
     config.PRESETS["micro"] = micro_config()
 
 
-def write_corpus(path: Path, documents: int = 12, seed: int = 0, extra_words=()) -> Path:
+def write_corpus(path: Path, documents: int = 12, seed: int = 0, extra_words=(), lines: int = 4,
+                 words_per_line=(5, 15)) -> Path:
+    """``documents`` documents of ``lines`` lines of random WORDS (``words_per_line``: [low, high)
+    words a line), blank-line separated: the toy corpus every training test uses."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     words = WORDS + tuple(extra_words)
-    docs = ["\n".join(" ".join(rng.choice(words, size=rng.integers(5, 15))) + " ." for _ in range(4))
+    docs = ["\n".join(" ".join(rng.choice(words, size=rng.integers(*words_per_line))) + " ." for _ in range(lines))
             for _ in range(documents)]
     Path(path).write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return Path(path)

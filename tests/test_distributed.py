@@ -88,10 +88,6 @@ from pathlib import Path
 from minispanbert.distributed import launcher_world_size
 
 MPIEXEC = shutil.which("mpiexec")
-WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
-         "slowly through heavy rain under grey skies near old stone bridges").split()
-
-
 def _mpi_ready():
     try:
         import mpi4py  # noqa: F401
@@ -109,12 +105,9 @@ needs_mpi = pytest.mark.skipif(_mpi_ready() is not None, reason=str(_mpi_ready()
 
 @pytest.fixture(scope="module")
 def mpi_corpus(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    docs = ["\n".join(" ".join(rng.choice(WORDS, size=rng.integers(5, 20))) + " ." for _ in range(5))
-            for _ in range(30)]
-    path = tmp_path_factory.mktemp("mpi") / "corpus.txt"
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
+    from micro_runs import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("mpi") / "corpus.txt", documents=30, lines=5, words_per_line=(5, 20))
 
 
 def _train(args, *, ranks=1, timeout=240, env_extra=None):

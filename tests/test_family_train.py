@@ -3,16 +3,14 @@ batch (loss < 0.05) on a micro model, metrics name its heads, a resumed run refu
 objective, and incompatible flags or a one-document corpus stop with one line."""
 import json
 
-import numpy as np
 import pytest
 
 from minispanbert import config as config_module
 from minispanbert import train
 from minispanbert.config import ModelConfig
 from minispanbert.train import TrainConfig
+from micro_runs import WORDS, write_corpus
 
-WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
-         "slowly through heavy rain under grey skies near old stone bridges").split()
 MICRO = ModelConfig(vocab_size=320, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, max_position_embeddings=32)
 
@@ -25,12 +23,7 @@ def micro(monkeypatch):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    docs = ["\n".join(" ".join(rng.choice(WORDS, size=rng.integers(4, 10))) + " ." for _ in range(6))
-            for _ in range(12)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", documents=12, lines=6, words_per_line=(4, 10))
 
 
 @pytest.mark.parametrize("objective, steps, lr", [("bert", 160, 5e-3), ("roberta", 160, 5e-3),

@@ -14,9 +14,8 @@ from minispanbert import config as config_module
 from minispanbert.config import ModelConfig
 from minispanbert.objectives import get_objective
 from minispanbert.train import TrainConfig
+from micro_runs import write_corpus
 
-WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
-         "slowly through heavy rain under grey skies near old stone bridges").split()
 MICRO = ModelConfig(vocab_size=320, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=32, max_position_embeddings=32)
 ROWS = 5  # split 2 ways (2 + 3) and 3 ways (1 + 2 + 2): uneven shards, different target counts
@@ -35,12 +34,7 @@ def three_threads(monkeypatch):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    docs = ["\n".join(" ".join(rng.choice(WORDS, size=rng.integers(4, 10))) + " ." for _ in range(6))
-            for _ in range(12)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", documents=12, lines=6, words_per_line=(4, 10))
 
 
 def model_and_batch(objective, corpus, seed=0):

@@ -14,21 +14,12 @@ from minispanbert.checkpoint import load_checkpoint
 from minispanbert.model.spanbert import SpanBertForPretraining
 from minispanbert.optim import adamw_init
 from minispanbert.train import TrainConfig, batch_indices, run, train_step
-
-WORDS = ("the cat sat on a mat while dogs barked loudly at passing cars and people walked home "
-         "slowly through heavy rain under grey skies near old stone bridges").split()
+from micro_runs import write_corpus
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    docs = []
-    for _ in range(30):
-        lines = [" ".join(rng.choice(WORDS, size=rng.integers(5, 20))) + " ." for _ in range(5)]
-        docs.append("\n".join(lines))
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path / "corpus.txt", documents=30, lines=5, words_per_line=(5, 20))
 
 
 def tiny_run(corpus, out, **overrides):
