@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
+from .backend import BACKENDS, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng, synchronize
 from .atomic import interrupts_deferred
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .cli import Parser, run_or_exit
@@ -47,6 +47,7 @@ from .pretrained import TOKENIZER_FILE, load_pretrained_encoder
 from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from .rundir import open_run_dir
 from .tasks.recipes import TASKS, take
+from .thread_parallel import task_forward_backward
 from .train import METRICS_FILE, device_description
 
 PLOT_FILE = "finetune.png"
@@ -84,6 +85,7 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     eval_every: int | None = None
     save_every: int | None = None
+    threads: int | None = None         # NumPy: CPU threads, each batch split over them; None: cpu_threads()
     # squad only
     doc_stride: int = 64
     max_query_len: int = 32
@@ -134,6 +136,10 @@ class FinetuneConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {value} is not a number: give a finite value")
         if self.seed < 0:
             raise ValueError(f"--seed {self.seed} is negative: give an integer >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.threads not in (None, 1) and self.backend != "numpy":
+            raise ValueError("--threads applies to --backend numpy (a GPU is parallel already): drop --threads")
         if self.out_dir is not None and self.checkpoint is not None \
                 and Path(self.out_dir).resolve() == Path(self.checkpoint).resolve():
             raise ValueError("--out is the --checkpoint folder: saving would overwrite the pretrained model; "
@@ -222,10 +228,14 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
     """Fine-tune as ``cfg`` says. Returns {"scores": {split: last scores}, "train_losses": [...], "steps": n}.
     A KeyboardInterrupt leaves as KeyboardInterrupt(message), the message saying what is on disk."""
     cfg.validate()
+    cfg = dataclasses.replace(cfg, threads=(cfg.threads or cpu_threads()) if cfg.backend == "numpy" else 1)
     run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     saved_steps = []
     try:
-        return _run(cfg, run_dir, saved_steps, log)
+        if cfg.backend != "numpy":
+            return _run(cfg, run_dir, saved_steps, log)
+        with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over the threads (thread_parallel.py)
+            return _run(cfg, run_dir, saved_steps, log)
     except KeyboardInterrupt:
         if run_dir.staged:
             where = f"the run that was in {run_dir.final} is untouched"
@@ -265,7 +275,8 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
     log(f"init: {init}; fresh {task.name} head; {len(unused)} checkpoint tensors unused")
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     log(f"model: {json.dumps(model_config.to_dict())}")
-    log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}")
+    log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}"
+        + (f", {cfg.threads} threads (each batch split over them)" if cfg.threads > 1 else ""))
     log(f"steps: {total_steps} ({total_steps / steps_per_epoch:.2f} epochs of {steps_per_epoch} batches of "
         f"{cfg.batch_size}), warmup {warmup_steps}, peak lr {cfg.lr}")
 
@@ -302,13 +313,20 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
     for step in bar:
         batch = take(data.train_arrays, batch_indices(step, n_train, cfg), trim=task.trim)
         lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=warmup_steps, total_steps=total_steps)
-        out, cache = task.forward(params, batch, model_config, xp=xp, train=True, rng=make_rng([cfg.seed, step, 3], xp=xp))
-        loss = float(out.loss)  # one sync per step: a non-finite loss must not reach the weights
+        dropout_rng = make_rng([cfg.seed, step, 3], xp=xp)
+        if cfg.threads > 1:  # shards on threads: forward and backward together (minispanbert/thread_parallel.py)
+            loss, grads = task_forward_backward(task, params, batch, model_config, xp=xp, shards=cfg.threads,
+                                                dropout_rng=dropout_rng)
+        else:
+            out, cache = task.forward(params, batch, model_config, xp=xp, train=True, rng=dropout_rng)
+            loss, grads = out.loss, None
+        loss = float(loss)  # one sync per step: a non-finite loss must not reach the weights
         if not math.isfinite(loss):
             bar.close()
             raise ValueError(f"the loss became {loss} at step {step}; the weights of this step were not saved: "
                              "lower --lr or use --dtype float64")
-        grads = task.backward(cache, xp=xp)
+        if grads is None:
+            grads = task.backward(cache, xp=xp)
         grad_norm = clip_and_step(params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
                                   weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
         history.append(loss)
@@ -370,6 +388,9 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
     p.add_argument("--dropout", type=float, default=None, help="default: the checkpoint's config (0.1)")
     p.add_argument("--max-seq-len", type=int, default=d["max_seq_len"], help="in word pieces, [CLS] and [SEP] included")
     p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="NumPy: compute on N threads, each batch split into N shards trained side by side "
+                        "(default: the cores, or OPENBLAS_NUM_THREADS); with dropout on, the masks depend on N")
     p.add_argument("--max-train-examples", type=int, default=None, help="use only the first N training examples")
     p.add_argument("--max-eval-examples", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--eval-every", type=int, default=None, help="also evaluate --dev every N steps")

@@ -23,6 +23,10 @@ per-shard sums are added in another order). Dropout: shard k draws its masks fro
 of the step's dropout generator (``Generator.spawn``), so with dropout on, N threads match one
 thread statistically, not bit for bit; a run is still reproducible for a given ``--threads``. With
 dropout 0 they agree to rounding (``tests/test_thread_parallel.py``).
+
+Fine-tuning (``python -m minispanbert.finetune TASK --threads N``) splits its batches the same way
+(:func:`task_forward_backward`): each task's loss is a weighted sum of means over counted labels
+(QA: (CE_start + CE_end) / 2), and each shard's terms get their share of the counts.
 """
 from __future__ import annotations
 
@@ -77,6 +81,28 @@ def forward_backward(model, batch, *, shards: int, heads, weights=None, dropout_
     forwards = map_threads(lambda k: model.forward(parts[k], train=True, rng=rngs[k]), range(len(parts)))
     scales = term_scales([{h: getattr(out, f"{h}_count") for h in heads} for out, _ in forwards])
     grads = map_threads(lambda k: model.backward(forwards[k][1], term_scales=scales[k]), range(len(parts)))
+    return combine_outputs([out for out, _ in forwards], scales, heads=heads, weights=weights), sum_gradients(grads)
+
+
+def task_forward_backward(task, params, batch: dict, config, *, xp, shards: int, dropout_rng=None):
+    """Fine-tuning's version: the whole batch's (loss, gradients) for a task of
+    :mod:`minispanbert.tasks.recipes` (its ``forward``/``backward`` on a dict of host arrays, rows on
+    axis 0, and its loss sum_t w_t L_t described by ``term_counts``, ``term_losses`` and
+    ``term_weights``), computed as ``shards`` shards on as many threads."""
+    rows = shard_slices(len(batch["input_ids"]), shards)
+    parts = [{name: value[r] for name, value in batch.items()} for r in rows]
+    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
+    forwards = map_threads(lambda k: task.forward(params, parts[k], config, xp=xp, train=True, rng=rngs[k]),
+                           range(len(parts)))
+    scales = term_scales([task.term_counts(part) for part in parts])
+    grads = map_threads(lambda k: task.backward(forwards[k][1], xp=xp, term_scales=scales[k]), range(len(parts)))
+    losses = [task.term_losses(out) for out, _ in forwards]
+    loss = sum(w * sum(s[t] * l[t] for s, l in zip(scales, losses)) for t, w in task.term_weights.items())
+    return loss, sum_gradients(grads)
+
+
+def sum_gradients(grads: list[dict]) -> dict:
+    """The shards' gradient dicts added into the first one, a parameter per thread at a time."""
     total = grads[0]
 
     def add_shards(name):
@@ -84,4 +110,4 @@ def forward_backward(model, batch, *, shards: int, heads, weights=None, dropout_
             total[name] += other[name]
 
     map_threads(add_shards, sorted(total, key=lambda n: -total[n].size))  # biggest first: balanced threads
-    return combine_outputs([out for out, _ in forwards], scales, heads=heads, weights=weights), total
+    return total

@@ -146,6 +146,7 @@ CASES = [
     ("finetune_qa", [*FINETUNE, "--seed", "-3"], "--seed -3 is negative"),
     ("finetune_qa", [*FINETUNE, "--warmup-fraction", "2"], "--warmup-fraction must lie in [0, 1]"),
     ("finetune_qa", [*FINETUNE, "--dropout", "1"], "--dropout must lie in [0, 1)"),
+    ("finetune_qa", [*FINETUNE, "--threads", "0"], "--threads must be at least 1"),
     # ---- evaluate_qa
     ("evaluate_qa", [], "the following arguments are required: data, predictions"),
     ("evaluate_qa", ["{squad}", "{root}/missing.json"], "missing.json: cannot read"),

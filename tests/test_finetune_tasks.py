@@ -171,3 +171,15 @@ def test_a_hugging_face_folder_is_a_checkpoint(checkpoint, files, tmp_path, caps
     result = finetune_main(["sst2", "--checkpoint", str(hf), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
                             "--out", str(tmp_path / "out"), "--steps", "2"])
     assert result["steps"] == 2
+
+
+def test_two_threads_follow_one_thread(checkpoint, files, tmp_path):
+    """--threads 2 splits each batch over two threads (minispanbert/thread_parallel.py): with dropout
+    off, in float64, the same losses and predictions as one thread."""
+    args = ["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+            "--steps", "6", "--batch-size", "5", "--lr", "3e-3", "--dropout", "0", "--dtype", "float64"]
+    one = finetune_main([*args, "--threads", "1", "--out", str(tmp_path / "one")])
+    two = finetune_main([*args, "--threads", "2", "--out", str(tmp_path / "two")])
+    np.testing.assert_allclose(two["train_losses"], one["train_losses"], rtol=1e-9, atol=0)
+    assert two["scores"]["dev"] == one["scores"]["dev"]
+    assert (tmp_path / "one" / "predictions.dev.tsv").read_text() == (tmp_path / "two" / "predictions.dev.tsv").read_text()

@@ -204,3 +204,46 @@ def test_a_nan_in_a_shard_stops_the_run_at_its_step(micro, corpus, tmp_path, mon
     with pytest.raises(ValueError, match="the loss became nan at step 3"):
         train.run(TrainConfig(preset="micro", data=str(corpus), out=str(tmp_path / "run"), steps=6, batch_size=4,
                               seq_len=24, threads=2, eval_every=100, save_every=100), log=lambda _m: None)
+
+
+def task_batch(task_name, rng, rows=ROWS, T=24):
+    """A labelled host batch for a fine-tuning task, with padding and ignored labels, so that the
+    shards' counted labels differ (QA: a start and an end past the window are ignored apart)."""
+    from minispanbert.layers.cross_entropy import IGNORE_INDEX
+    from minispanbert.tasks import wnut17
+
+    lengths = np.array([24, 20, 13, 24, 9])[:rows]
+    attention_mask = (np.arange(T) < lengths[:, None]).astype(np.int64)
+    batch = {"input_ids": np.where(attention_mask == 1, rng.integers(5, MICRO.vocab_size, (rows, T)), 0),
+             "token_type_ids": (np.arange(T) >= 10).astype(np.int64) * attention_mask,
+             "attention_mask": attention_mask}
+    if task_name == "squad":
+        batch["start_positions"] = np.array([3, T + 5, 0, 7, 2])[:rows]  # >= T: ignored (the authors' clamp)
+        batch["end_positions"] = np.array([5, 9, T, 8, 2])[:rows]
+    elif task_name == "sst2":
+        batch["labels"] = np.array([1, IGNORE_INDEX, 0, 1, 0])[:rows]
+    else:
+        labels = rng.integers(0, len(wnut17.TAGS), (rows, T))
+        labels[rng.random((rows, T)) < 0.4] = IGNORE_INDEX
+        batch["labels"] = np.where(attention_mask == 1, labels, IGNORE_INDEX)
+    return batch
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+@pytest.mark.parametrize("task_name", ["squad", "sst2", "wnut17"])
+def test_fine_tuning_shards_give_the_whole_batch_loss_and_every_gradient(task_name, shards, three_threads):
+    from minispanbert.tasks.recipes import TASKS
+
+    task, config = TASKS[task_name], MICRO.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    params = task.init_params(config, 0, xp=np, dtype="float64")
+    batch = task_batch(task_name, np.random.default_rng(2))
+    counts = [task.term_counts({k: v[r] for k, v in batch.items()}) for r in thread_parallel.shard_slices(ROWS, shards)]
+    assert len({tuple(c.values()) for c in counts}) > 1, "the shards must count different numbers of labels"
+    whole, cache = task.forward(params, batch, config, xp=np, train=True)
+    whole_grads = task.backward(cache, xp=np)
+    loss, grads = thread_parallel.task_forward_backward(task, params, batch, config, xp=np, shards=shards)
+    assert rel(loss, whole.loss) < 1e-12
+    largest = max(float(np.max(np.abs(g))) for g in whole_grads.values())
+    worst = max((float(np.max(np.abs(grads[n] - g))) / max(float(np.max(np.abs(g))), 1e-6 * largest), n)
+                for n, g in whole_grads.items())
+    assert np.isfinite(worst[0]) and worst[0] < 1e-10, worst

@@ -141,15 +141,19 @@ def qa_forward(params, arrays, config, *, xp, train=False, rng=None):
     return out, (encoder_cache, head_cache, start_ce_cache, end_ce_cache)
 
 
-def qa_backward(cache, *, xp) -> dict:
+def qa_backward(cache, *, xp, term_scales=None) -> dict:
     """Gradients of L = (CE_start + CE_end) / 2 for every parameter (encoder and head), keyed like
-    the parameters. Call it once per forward: the cross-entropy caches are reused as gradient storage."""
+    the parameters. Call it once per forward: the cross-entropy caches are reused as gradient storage.
+    ``term_scales`` ({"start": a, "end": b}, default 1 each) gives the gradient of
+    (a CE_start + b CE_end) / 2: a batch split over threads passes each term's share of the batch's
+    counted positions (:mod:`minispanbert.thread_parallel`)."""
     encoder_cache, head_cache, start_ce_cache, end_ce_cache = cache
     if start_ce_cache is None:
         raise ValueError("qa_backward needs a forward pass with start_positions and end_positions (a training batch)")
+    scales = {"start": 1.0, "end": 1.0, **(term_scales or {})}
     # L = (CE_start + CE_end) / 2
-    dstart = cross_entropy_backward(0.5, start_ce_cache, xp=xp)
-    dend = cross_entropy_backward(0.5, end_ce_cache, xp=xp)
+    dstart = cross_entropy_backward(0.5 * scales["start"], start_ce_cache, xp=xp)
+    dend = cross_entropy_backward(0.5 * scales["end"], end_ce_cache, xp=xp)
     dh, grads = qa_head_backward(dstart, dend, head_cache, xp=xp)
     grads.update(encoder_backward(dh, encoder_cache, xp=xp))
     return grads

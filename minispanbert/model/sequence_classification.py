@@ -111,13 +111,15 @@ def sequence_classification_forward(params, arrays, config, *, xp, train=False, 
     return ClassifierOutput(loss, logits), (encoder_cache, head_cache, ce_cache)
 
 
-def sequence_classification_backward(cache, *, xp) -> dict:
-    """Gradients of the cross-entropy for every parameter. Once per forward (the CE cache is reused)."""
+def sequence_classification_backward(cache, *, xp, term_scales=None) -> dict:
+    """Gradients of the cross-entropy for every parameter. Once per forward (the CE cache is reused).
+    ``term_scales`` ({"labels": a}, default a = 1) gives the gradient of a * L: a batch split over
+    threads passes a = |K_shard| / |K_batch| (:mod:`minispanbert.thread_parallel`)."""
     encoder_cache, head_cache, ce_cache = cache
     if ce_cache is None:
         raise ValueError("the backward pass needs a forward pass with labels (a training batch)")
     # L = CE(z, y)
-    dlogits = cross_entropy_backward(1.0, ce_cache, xp=xp)
+    dlogits = cross_entropy_backward((term_scales or {}).get("labels", 1.0), ce_cache, xp=xp)
     dh, grads = sequence_classification_head_backward(dlogits, head_cache, xp=xp)
     grads.update(encoder_backward(dh, encoder_cache, xp=xp))
     return grads

@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..backend import to_numpy
-from ..model.qa_head import init_qa_params, qa_backward, qa_forward
+from ..backend import map_threads, to_numpy
+from ..layers.cross_entropy import IGNORE_INDEX
+from ..model.qa_head import init_qa_params, position_labels, qa_backward, qa_forward
 from ..model.sequence_classification import (
     init_sequence_classification_params,
     sequence_classification_backward,
@@ -76,14 +77,18 @@ def take(arrays: dict, indices, *, trim: bool) -> dict:
     return batch
 
 
-def predict(task, params, arrays, model_config, *, xp, batch_size) -> list[np.ndarray]:
-    """Dropout-off forward over every row in batches -> host logits (for QA: start, end)."""
-    outputs = []
-    for first in range(0, len(arrays["input_ids"]), batch_size):
-        batch = take({k: v for k, v in arrays.items() if k not in task.label_keys},
-                     slice(first, first + batch_size), trim=False)
-        out, _ = task.forward(params, batch, model_config, xp=xp, train=False)
-        outputs.append(task.logits_of(out))
+def predict(task, params, arrays, model_config, *, xp, batch_size, threads: int = 1) -> list[np.ndarray]:
+    """Dropout-off forward over every row in batches -> host logits (for QA: start, end). ``threads``
+    > 1 (NumPy): the batches run on that many threads (:func:`backend.map_threads`), in order."""
+    inputs = {k: v for k, v in arrays.items() if k not in task.label_keys}
+
+    def logits(first):
+        out, _ = task.forward(params, take(inputs, slice(first, first + batch_size), trim=False), model_config,
+                              xp=xp, train=False)
+        return task.logits_of(out)
+
+    firsts = range(0, len(arrays["input_ids"]), batch_size)
+    outputs = map_threads(logits, firsts) if threads > 1 else [logits(first) for first in firsts]
     return [np.concatenate(part) for part in zip(*outputs)]
 
 
@@ -126,7 +131,8 @@ def _squad_evaluate(params, model_config, eval_set: EvalSet, cfg, *, xp, out_dir
     evaluated questions as SQuAD v1.1, so ``evaluate_qa gold.json predictions.json`` rescores a dev
     split); official EM / F1."""
     examples, features = eval_set.payload
-    start_logits, end_logits = predict(SQUAD, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size)
+    start_logits, end_logits = predict(SQUAD, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size,
+                                       threads=cfg.threads or 1)
     predictions = decode_predictions(examples, features, start_logits, end_logits,
                                      n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
     write_predictions(predictions, out_dir / "predictions.json")
@@ -164,7 +170,8 @@ def _sst2_load(cfg, tokenizer) -> TaskData:
 def _sst2_evaluate(params, model_config, eval_set: EvalSet, cfg, *, xp, out_dir: Path) -> dict:
     """Argmax of the logits; accuracy, positive-class P / R / F1 and the confusion matrix;
     ``predictions.<label>.tsv`` holds sentence, gold and predicted label."""
-    (logits,) = predict(SST2, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size)
+    (logits,) = predict(SST2, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size,
+                        threads=cfg.threads or 1)
     predicted = logits.argmax(axis=1)
     rows = "".join(f"{e.text}\t{e.label}\t{p}\n" for e, p in zip(eval_set.payload, predicted))
     write_text_atomic(out_dir / f"predictions.{_file_label(eval_set.label)}.tsv", "sentence\tlabel\tpredicted\n" + rows)
@@ -195,7 +202,8 @@ def _wnut17_evaluate(params, model_config, eval_set: EvalSet, cfg, *, xp, out_di
     """Each word's tag from its first piece; conlleval entity scores and WNUT-17 surface forms on
     the file's own words; ``predictions.<label>.conll`` is word, gold, predicted (conlleval input)."""
     sentences, positions = eval_set.payload
-    (logits,) = predict(WNUT17, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size)
+    (logits,) = predict(WNUT17, params, eval_set.arrays, model_config, xp=xp, batch_size=cfg.batch_size,
+                        threads=cfg.threads or 1)
     predicted = wnut17.decode_tags(logits, positions)
     wnut17.write_conll_predictions(sentences, predicted, out_dir / f"predictions.{_file_label(eval_set.label)}.conll")
     return ner_scores([s.words for s in sentences], [s.tags for s in sentences], predicted)
@@ -219,20 +227,40 @@ class Task:
     evaluate: Callable             # (params, model_config, EvalSet, cfg, *, xp, out_dir) -> scores
     label_keys: tuple[str, ...]    # the arrays that are labels (left out when predicting)
     trim: bool                     # batches may drop padding columns (False for QA: its softmax spans all T)
+    # The loss as sum_t w_t L_t, each L_t a mean over its counted labels (a batch split over threads
+    # weighs each shard's L_t by its share of the counts: minispanbert.thread_parallel):
+    term_counts: Callable          # host batch -> {term: labels counted}
+    term_losses: Callable          # out -> {term: L_t}
+    term_weights: dict             # {term: w_t}
+
+
+def _counted(labels) -> int:
+    return int(np.count_nonzero(np.asarray(labels) != IGNORE_INDEX))
+
+
+def _qa_counts(batch) -> dict:
+    T = batch["input_ids"].shape[1]
+    return {end: _counted(position_labels(batch[f"{end}_positions"], T, f"{end}_positions")) for end in ("start", "end")}
 
 
 SQUAD = Task("squad", "SQuAD v1.1 extractive QA", "f1", "F1 (official)", "(CE_start + CE_end) / 2",
              lambda config, seed, *, xp, dtype: init_qa_params(config, seed, xp=xp, dtype=dtype),
              qa_forward, qa_backward, lambda out: (to_numpy(out.start_logits), to_numpy(out.end_logits)),
-             _squad_load, _squad_evaluate, ("start_positions", "end_positions"), trim=False)
+             _squad_load, _squad_evaluate, ("start_positions", "end_positions"), trim=False,
+             term_counts=_qa_counts, term_losses=lambda out: {"start": out.start_loss, "end": out.end_loss},
+             term_weights={"start": 0.5, "end": 0.5})
 SST2 = Task("sst2", "SST-2 sentiment", "accuracy", "accuracy (%)", "cross-entropy",
             lambda config, seed, *, xp, dtype: init_sequence_classification_params(config, len(sst2.LABELS), seed,
                                                                                    xp=xp, dtype=dtype),
             sequence_classification_forward, sequence_classification_backward, lambda out: (to_numpy(out.logits),),
-            _sst2_load, _sst2_evaluate, ("labels",), trim=True)
+            _sst2_load, _sst2_evaluate, ("labels",), trim=True,
+            term_counts=lambda batch: {"labels": _counted(batch["labels"])},
+            term_losses=lambda out: {"labels": out.loss}, term_weights={"labels": 1.0})
 WNUT17 = Task("wnut17", "WNUT-17 NER", "f1", "entity F1 (conlleval, %)", "token cross-entropy (first pieces)",
               lambda config, seed, *, xp, dtype: init_token_classification_params(config, len(wnut17.TAGS), seed,
                                                                                   xp=xp, dtype=dtype),
               token_classification_forward, token_classification_backward, lambda out: (to_numpy(out.logits),),
-              _wnut17_load, _wnut17_evaluate, ("labels",), trim=True)
+              _wnut17_load, _wnut17_evaluate, ("labels",), trim=True,
+              term_counts=lambda batch: {"labels": _counted(batch["labels"])},
+              term_losses=lambda out: {"labels": out.loss}, term_weights={"labels": 1.0})
 TASKS = {task.name: task for task in (SQUAD, SST2, WNUT17)}
