@@ -238,6 +238,11 @@ def _counted(labels) -> int:
     return int(np.count_nonzero(np.asarray(labels) != IGNORE_INDEX))
 
 
+# One cross-entropy over the "labels" array (SST-2: one per sentence; WNUT-17: one per word)
+ONE_LABEL_TERM = dict(term_counts=lambda batch: {"labels": _counted(batch["labels"])},
+                      term_losses=lambda out: {"labels": out.loss}, term_weights={"labels": 1.0})
+
+
 def _qa_counts(batch) -> dict:
     T = batch["input_ids"].shape[1]
     return {end: _counted(position_labels(batch[f"{end}_positions"], T, f"{end}_positions")) for end in ("start", "end")}
@@ -253,14 +258,10 @@ SST2 = Task("sst2", "SST-2 sentiment", "accuracy", "accuracy (%)", "cross-entrop
             lambda config, seed, *, xp, dtype: init_sequence_classification_params(config, len(sst2.LABELS), seed,
                                                                                    xp=xp, dtype=dtype),
             sequence_classification_forward, sequence_classification_backward, lambda out: (to_numpy(out.logits),),
-            _sst2_load, _sst2_evaluate, ("labels",), trim=True,
-            term_counts=lambda batch: {"labels": _counted(batch["labels"])},
-            term_losses=lambda out: {"labels": out.loss}, term_weights={"labels": 1.0})
+            _sst2_load, _sst2_evaluate, ("labels",), trim=True, **ONE_LABEL_TERM)
 WNUT17 = Task("wnut17", "WNUT-17 NER", "f1", "entity F1 (conlleval, %)", "token cross-entropy (first pieces)",
               lambda config, seed, *, xp, dtype: init_token_classification_params(config, len(wnut17.TAGS), seed,
                                                                                   xp=xp, dtype=dtype),
               token_classification_forward, token_classification_backward, lambda out: (to_numpy(out.logits),),
-              _wnut17_load, _wnut17_evaluate, ("labels",), trim=True,
-              term_counts=lambda batch: {"labels": _counted(batch["labels"])},
-              term_losses=lambda out: {"labels": out.loss}, term_weights={"labels": 1.0})
+              _wnut17_load, _wnut17_evaluate, ("labels",), trim=True, **ONE_LABEL_TERM)
 TASKS = {task.name: task for task in (SQUAD, SST2, WNUT17)}
