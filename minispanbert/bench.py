@@ -422,8 +422,9 @@ def bench_threads(args) -> int:
     one BLAS thread per shard when the batch is split (:func:`split_batch`), else BLAS on all of
     them. ``--clock cpu`` needs one thread on NumPy (CPU seconds = step time only then)."""
     threads = args.threads or cpu_threads()
-    if args.backend == "numpy" and (threads != cpu_threads() or split_batch(args, threads)):
-        set_cpu_threads(threads, blas_threads=1 if split_batch(args, threads) else threads)
+    split = split_batch(args, threads)
+    if args.backend == "numpy" and (threads != cpu_threads() or split):
+        set_cpu_threads(threads, blas_threads=1 if split else threads)
     if args.clock == "cpu" and (args.backend != "numpy" or threads != 1):
         raise ValueError(
             "--clock cpu counts this process's CPU seconds, which equal step time only for one thread on "

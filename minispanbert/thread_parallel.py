@@ -75,13 +75,13 @@ def forward_backward(model, batch, *, shards: int, heads, weights=None, dropout_
     (:func:`backend.map_threads`). ``model``: any pretraining model of :mod:`minispanbert.objectives`
     on NumPy; ``batch``: its batch dataclass of host arrays; ``heads``/``weights``: the
     objective's ``HEADS`` and ``term_weights``."""
-    rows = shard_slices(batch.mlm_labels.shape[0], shards)
-    parts = [slice_batch(batch, r) for r in rows]
-    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
-    forwards = map_threads(lambda k: model.forward(parts[k], train=True, rng=rngs[k]), range(len(parts)))
-    scales = term_scales([{h: getattr(out, f"{h}_count") for h in heads} for out, _ in forwards])
-    grads = map_threads(lambda k: model.backward(forwards[k][1], term_scales=scales[k]), range(len(parts)))
-    return combine_outputs([out for out, _ in forwards], scales, heads=heads, weights=weights), sum_gradients(grads)
+    parts = [slice_batch(batch, r) for r in shard_slices(batch.mlm_labels.shape[0], shards)]
+    outs, scales, grads = run_shards(
+        parts, dropout_rng,
+        forward=lambda part, rng: model.forward(part, train=True, rng=rng),
+        counts=lambda part, out: {h: getattr(out, f"{h}_count") for h in heads},
+        backward=lambda cache, scales: model.backward(cache, term_scales=scales))
+    return combine_outputs(outs, scales, heads=heads, weights=weights), grads
 
 
 def task_forward_backward(task, params, batch: dict, config, *, xp, shards: int, dropout_rng=None):
@@ -89,16 +89,27 @@ def task_forward_backward(task, params, batch: dict, config, *, xp, shards: int,
     :mod:`minispanbert.tasks.recipes` (its ``forward``/``backward`` on a dict of host arrays, rows on
     axis 0, and its loss sum_t w_t L_t described by ``term_counts``, ``term_losses`` and
     ``term_weights``), computed as ``shards`` shards on as many threads."""
-    rows = shard_slices(len(batch["input_ids"]), shards)
-    parts = [{name: value[r] for name, value in batch.items()} for r in rows]
-    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
-    forwards = map_threads(lambda k: task.forward(params, parts[k], config, xp=xp, train=True, rng=rngs[k]),
-                           range(len(parts)))
-    scales = term_scales([task.term_counts(part) for part in parts])
-    grads = map_threads(lambda k: task.backward(forwards[k][1], xp=xp, term_scales=scales[k]), range(len(parts)))
-    losses = [task.term_losses(out) for out, _ in forwards]
+    parts = [{name: value[r] for name, value in batch.items()} for r in shard_slices(len(batch["input_ids"]), shards)]
+    outs, scales, grads = run_shards(
+        parts, dropout_rng,
+        forward=lambda part, rng: task.forward(params, part, config, xp=xp, train=True, rng=rng),
+        counts=lambda part, out: task.term_counts(part),
+        backward=lambda cache, scales: task.backward(cache, xp=xp, term_scales=scales))
+    losses = [task.term_losses(out) for out in outs]
     loss = sum(w * sum(s[t] * l[t] for s, l in zip(scales, losses)) for t, w in task.term_weights.items())
-    return loss, sum_gradients(grads)
+    return loss, grads
+
+
+def run_shards(parts: list, dropout_rng, *, forward, counts, backward):
+    """The shared core: ``forward(part, rng) -> (out, cache)`` for every shard on the threads (shard k's
+    dropout from the k-th child of ``dropout_rng``), then each term's scale n_kt / N_t from
+    ``counts(part, out)``, then ``backward(cache, scales) -> grads`` on the threads, and the
+    gradients summed. Returns (the shards' outputs, their scales, the summed gradients)."""
+    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
+    forwards = map_threads(lambda k: forward(parts[k], rngs[k]), range(len(parts)))
+    scales = term_scales([counts(part, out) for part, (out, _) in zip(parts, forwards)])
+    grads = map_threads(lambda k: backward(forwards[k][1], scales[k]), range(len(parts)))
+    return [out for out, _ in forwards], scales, sum_gradients(grads)
 
 
 def sum_gradients(grads: list[dict]) -> dict:
