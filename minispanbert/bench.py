@@ -72,18 +72,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, cpu_threads_set, get_backend, make_rng,
+from minispanbert.backend import (BACKENDS, BLAS_THREAD_VARS, backend_name, cpu_threads, cpu_threads_set, get_backend, make_rng,
                       set_cpu_threads, synchronize)
-from .checkpoint import load_params, save_params
-from .config import PRESETS
-from .data import CLS_ID, SEP_ID, unigram_distribution
-from .atomic import describe_os_error, temp_file, write_text_atomic
-from .cli import Parser
-from .layers.cross_entropy import IGNORE_INDEX
-from .masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
-from .model.spanbert import SpanBertForPretraining, init_pretraining_params
-from .optim import adamw_init, no_decay_mask
-from .train import SCHEMES, TrainConfig, device_description, train_step
+from minispanbert.checkpoint import load_params, save_params
+from minispanbert.config import PRESETS
+from minispanbert.data import CLS_ID, SEP_ID, unigram_distribution
+from minispanbert.atomic import describe_os_error, temp_file, write_text_atomic
+from minispanbert.cli import Parser
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
+from minispanbert.model.spanbert import SpanBertForPretraining, init_pretraining_params
+from minispanbert.optim import adamw_init, no_decay_mask
+from minispanbert.train import SCHEMES, TrainConfig, device_description, train_step
 
 LEARNING_RATE = 1e-4                  # constant: the schedule costs nothing and would only blur the loss check
 WORD_PIECES_PMF = (0.72, 0.18, 0.07, 0.03)  # P(a word has 1, 2, 3, 4 pieces): ~1.4 pieces a word, as English WordPiece
@@ -355,7 +355,7 @@ class TorchStepper:
     weights, batch, optimizer settings and dtype; ``step(index)`` -> (loss, seconds)."""
 
     def __init__(self, torch, cfg: TrainConfig, initial_params, model_config, batch, *, device, now):
-        from .torch_reference import to_torch_batch, torch_train_step_factory
+        from minispanbert.torch_reference import to_torch_batch, torch_train_step_factory
 
         self.torch, self.device, self.now = torch, device, now
         self.train_step = torch_train_step_factory(

@@ -33,36 +33,36 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .cli import Parser
-from .config import ModelConfig
-from .backend import make_rng
-from .gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
-from .layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
-from .layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from .layers.dropout import dropout_backward, dropout_forward
-from .layers.embedding import embedding_backward, embedding_forward
-from .layers.feedforward import feedforward_backward, feedforward_forward
-from .layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
-from .layers.layernorm import layernorm_backward, layernorm_forward
-from .layers.linear import linear_backward, linear_forward
-from .layers.relu import relu_backward, relu_forward
-from .layers.residual import residual_layernorm_backward, residual_layernorm_forward
-from .layers.softmax import softmax_backward, softmax_forward
-from .model.encoder import (WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params,
+from minispanbert.cli import Parser
+from minispanbert.config import ModelConfig
+from minispanbert.backend import make_rng
+from minispanbert.gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
+from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.embedding import embedding_backward, embedding_forward
+from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
+from minispanbert.layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
+from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.layers.relu import relu_backward, relu_forward
+from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
+from minispanbert.layers.softmax import softmax_backward, softmax_forward
+from minispanbert.model.encoder import (WORD_EMBEDDINGS, encoder_backward, encoder_forward, init_encoder_params,
                             key_bias_names)
-from .electra_masking import ElectraBatch
-from .layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
-from .model.electra import DISC_WEIGHT
-from .model.electra import GENERATOR as ELECTRA_GENERATOR
-from .model.electra import SHARED as ELECTRA_SHARED
-from .model.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
-from .model.electra import (discriminator_head_backward, discriminator_head_forward, electra_backward, electra_forward,
+from minispanbert.electra_masking import ElectraBatch
+from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
+from minispanbert.model.electra import DISC_WEIGHT
+from minispanbert.model.electra import GENERATOR as ELECTRA_GENERATOR
+from minispanbert.model.electra import SHARED as ELECTRA_SHARED
+from minispanbert.model.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
+from minispanbert.model.electra import (discriminator_head_backward, discriminator_head_forward, electra_backward, electra_forward,
                             generator_config, generator_head_backward, generator_head_forward,
                             init_discriminator_head_params, init_electra_params, init_generator_head_params)
-from .model.pooler import pooler_backward, pooler_forward
-from .model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
-from .model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
-from .model.spanbert import init_pretraining_params, pretraining_backward, pretraining_forward
+from minispanbert.model.pooler import pooler_backward, pooler_forward
+from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
+from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
+from minispanbert.model.spanbert import init_pretraining_params, pretraining_backward, pretraining_forward
 
 # Tolerances (float64). A single smooth op: CS231n sees 1e-8 .. 1e-13. A model: errors grow with depth.
 OP_TOLERANCE = 1e-7
@@ -537,9 +537,9 @@ def family_pair_batch(model_type="bert"):
 def check_family_loss(objective, *, dropout=False, seed=0) -> dict:
     """The whole pretraining loss of BERT (MLM + NSP), RoBERTa (MLM) or ALBERT (MLM + SOP, shared
     layers, E < H) against every parameter, the tied word table included (model/bert_nsp.py)."""
-    from .model.albert import AlbertForPretraining
-    from .model.bert_nsp import BertForPretraining
-    from .model.roberta import RobertaForMaskedLM
+    from minispanbert.model.albert import AlbertForPretraining
+    from minispanbert.model.bert_nsp import BertForPretraining
+    from minispanbert.model.roberta import RobertaForMaskedLM
 
     model_class, config = {"bert": (BertForPretraining, CHECK_CONFIG),
                            "roberta": (RobertaForMaskedLM, FAMILY_CHECK_CONFIGS["roberta"]),

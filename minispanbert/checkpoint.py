@@ -41,9 +41,9 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from .atomic import describe_os_error, interrupts_deferred, temp_dir, temp_file
-from .backend import to_numpy
-from .optim import AdamWState
+from minispanbert.atomic import describe_os_error, interrupts_deferred, temp_dir, temp_file
+from minispanbert.backend import to_numpy
+from minispanbert.optim import AdamWState
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"

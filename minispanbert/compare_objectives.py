@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import finetune, train
-from .atomic import write_text_atomic
-from .cli import Parser
-from .config import PRESETS
-from .objectives import OBJECTIVES
-from .runlog import read_metrics
+from minispanbert import finetune, train
+from minispanbert.atomic import write_text_atomic
+from minispanbert.cli import Parser
+from minispanbert.config import PRESETS
+from minispanbert.objectives import OBJECTIVES
+from minispanbert.runlog import read_metrics
 
 TASK_FILES = {"sst2": ("train.tsv", "dev.tsv"), "wnut17": ("wnut17train.conll", "emerging.dev.conll")}
 
@@ -47,7 +47,7 @@ def pretrain(objective, args, seed, out: Path, log) -> dict:
     seconds = time.perf_counter() - started
     records = [r for r in read_metrics(out / train.METRICS_FILE) if r["split"] == "train"]
     tokens_per_s = float(np.mean([r["tokens_per_s"] for r in records[1:]] or [records[0]["tokens_per_s"]]))
-    from .checkpoint import load_checkpoint
+    from minispanbert.checkpoint import load_checkpoint
 
     params = sum(int(np.prod(w.shape)) for w in load_checkpoint(out, xp=np).params.values())
     last = result["last_eval"]

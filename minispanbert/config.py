@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .layers.activation import ACTIVATIONS
+from minispanbert.layers.activation import ACTIVATIONS
 
 MODEL_TYPES = ("bert", "roberta", "albert", "electra")
 

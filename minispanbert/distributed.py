@@ -46,7 +46,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .backend import is_cupy
+from minispanbert.backend import is_cupy
 
 TRANSPORTS = ("none", "mpi", "nccl")
 # Set by MPICH/Hydra (PMI_*), Open MPI (OMPI_*) and PMIx launchers (and Slurm's srun with PMI).

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-from .layers.cross_entropy import IGNORE_INDEX
+from minispanbert.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 MASK_RATIO = 0.15
 MASK_TOKEN_PROB = 0.85  # the rest of the masked positions keep their token (authors' code)

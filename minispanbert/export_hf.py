@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint, resolve_checkpoint
-from .cli import Parser
-from .config import PRESETS, ModelConfig, preset
-from .interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
-from .interop.family import save_family_pretrained
-from .interop.huggingface import save_pretrained
-from .interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
-from .model.qa_head import init_qa_params
-from .model.spanbert import init_pretraining_params
-from .train import TOKENIZER_FILE
+from minispanbert.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, TRAINER_STATE_FILE, load_checkpoint, resolve_checkpoint
+from minispanbert.cli import Parser
+from minispanbert.config import PRESETS, ModelConfig, preset
+from minispanbert.interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
+from minispanbert.interop.family import save_family_pretrained
+from minispanbert.interop.huggingface import save_pretrained
+from minispanbert.interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
+from minispanbert.model.qa_head import init_qa_params
+from minispanbert.model.spanbert import init_pretraining_params
+from minispanbert.train import TOKENIZER_FILE
 
 HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
 

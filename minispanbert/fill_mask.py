@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 
-from .backend import BACKENDS, get_backend, synchronize, to_numpy
-from .cli import Parser
-from .interop.heads import bert_outputs
-from .interop.huggingface import load_pretrained
-from .interop.tokenizer import special_token_ids
-from .layers.softmax import softmax_forward
+from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
+from minispanbert.cli import Parser
+from minispanbert.interop.heads import bert_outputs
+from minispanbert.interop.huggingface import load_pretrained
+from minispanbert.interop.tokenizer import special_token_ids
+from minispanbert.layers.softmax import softmax_forward
 
 
 def encode_texts(tokenizer, texts, max_len: int) -> list[np.ndarray]:

@@ -35,20 +35,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import BACKENDS, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng, synchronize
-from .atomic import interrupts_deferred
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .cli import Parser, run_or_exit
-from .config import ModelConfig
-from .interop.tokenizer import read_tokenizer_json
-from .model.pretrained_weights import load_encoder_weights
-from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
-from .pretrained import TOKENIZER_FILE, load_pretrained_encoder
-from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
-from .rundir import open_run_dir
-from .tasks.recipes import TASKS, take
-from .thread_parallel import task_forward_backward
-from .train import METRICS_FILE, device_description
+from minispanbert.backend import BACKENDS, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng, synchronize
+from minispanbert.atomic import interrupts_deferred
+from minispanbert.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from minispanbert.cli import Parser, run_or_exit
+from minispanbert.config import ModelConfig
+from minispanbert.interop.tokenizer import read_tokenizer_json
+from minispanbert.model.pretrained_weights import load_encoder_weights
+from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
+from minispanbert.pretrained import TOKENIZER_FILE, load_pretrained_encoder
+from minispanbert.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
+from minispanbert.rundir import open_run_dir
+from minispanbert.tasks.recipes import TASKS, take
+from minispanbert.thread_parallel import task_forward_backward
+from minispanbert.train import METRICS_FILE, device_description
 
 PLOT_FILE = "finetune.png"
 # Settings a --resume must share with the saved run (the rest, e.g. --steps or --eval-every, may change).

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers.cross_entropy import IGNORE_INDEX
-from .masking import MASK_ID, MASK_PROB, NUM_SPECIAL_IDS, RANDOM_PROB
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.masking import MASK_ID, MASK_PROB, NUM_SPECIAL_IDS, RANDOM_PROB
 
 MAX_NGRAM = 3
 NGRAM_PMF = (1.0 / np.arange(1, MAX_NGRAM + 1)) / (1.0 / np.arange(1, MAX_NGRAM + 1)).sum()

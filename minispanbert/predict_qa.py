@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 
-from .backend import BACKENDS, get_backend, synchronize, to_numpy
-from .cli import Parser
-from .interop.huggingface import load_pretrained
-from .model.qa_head import qa_forward
-from .squad import decode_predictions, evaluate, features_to_arrays, make_features, read_squad, write_predictions
+from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
+from minispanbert.cli import Parser
+from minispanbert.interop.huggingface import load_pretrained
+from minispanbert.model.qa_head import qa_forward
+from minispanbert.squad import decode_predictions, evaluate, features_to_arrays, make_features, read_squad, write_predictions
 
 
 def qa_logits(model, arrays, *, xp, batch_size: int, log=print):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, load_checkpoint
-from .config import ModelConfig
-from .data import load_tokenizer
+from minispanbert.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, load_checkpoint
+from minispanbert.config import ModelConfig
+from minispanbert.data import load_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 HF_CONFIG_FILE = "config.json"
@@ -37,7 +37,7 @@ def load_pretrained_encoder(path, *, xp, dtype="float32") -> PretrainedEncoder:
                          "python -m minispanbert.train run or a Hugging Face BERT folder")
     if (directory / HF_CONFIG_FILE).is_file() and not (directory / CHECKPOINTS_DIR).is_dir() \
             and not (directory / TRAINER_STATE_FILE).is_file():
-        from .interop.huggingface import load_pretrained
+        from minispanbert.interop.huggingface import load_pretrained
 
         model = load_pretrained(directory, xp=xp, dtype=dtype)
         if model.tokenizer is None:
@@ -54,7 +54,7 @@ def load_pretrained_encoder(path, *, xp, dtype="float32") -> PretrainedEncoder:
                          "pretrained with, so pass a complete checkpoint folder (do not train a new tokenizer)")
     try:
         if config.model_type == "roberta":  # byte-level BPE with RoBERTa's special tokens
-            from .data.bpe_tokenizer import load_bpe_tokenizer
+            from minispanbert.data.bpe_tokenizer import load_bpe_tokenizer
 
             tokenizer = load_bpe_tokenizer(folder / TOKENIZER_FILE)
         else:

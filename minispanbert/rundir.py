@@ -24,8 +24,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import exchange_paths, interrupts_deferred, temp_dir
-from .checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, latest_step, resolve_checkpoint
+from minispanbert.atomic import exchange_paths, interrupts_deferred, temp_dir
+from minispanbert.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, latest_step, resolve_checkpoint
 
 
 @dataclass

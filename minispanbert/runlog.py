@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import atomic_path, write_text_atomic
+from minispanbert.atomic import atomic_path, write_text_atomic
 
 
 def append_metrics(path: Path, record: dict) -> None:

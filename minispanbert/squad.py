@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from minispanbert.atomic import write_text_atomic
 
 # The [CLS] + [SEP] + [SEP] that every window adds around question and passage.
 SPECIALS_PER_WINDOW = 3

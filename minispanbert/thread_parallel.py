@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import map_threads
-from .distributed import slice_batch
+from minispanbert.backend import map_threads
+from minispanbert.distributed import slice_batch
 
 
 def shard_slices(rows: int, shards: int) -> list[slice]:

@@ -34,8 +34,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .backend import check_dtype, to_numpy
-from .layers.cross_entropy import IGNORE_INDEX
+from minispanbert.backend import check_dtype, to_numpy
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 BATCH_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "mlm_labels",
                 "sbo_batch", "sbo_left", "sbo_right", "sbo_rel_pos", "sbo_target")

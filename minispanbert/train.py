@@ -29,20 +29,20 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .atomic import describe_os_error, interrupts_deferred
-from .backend import (BACKENDS, backend_name, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng,
+from minispanbert.atomic import describe_os_error, interrupts_deferred
+from minispanbert.backend import (BACKENDS, backend_name, check_dtype, cpu_threads, cpu_threads_set, get_backend, make_rng,
                       map_threads, to_numpy)
-from .checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
-from .cli import Parser, run_or_exit
-from .config import PRESETS, ModelConfig, preset
-from .distributed import TRANSPORTS, World, init_world, shard_rows, slice_batch
-from .data import read_corpus, resolve_default_corpus, split_documents, unigram_distribution
-from .layers.cross_entropy import IGNORE_INDEX
-from .objectives import OBJECTIVES, get_objective
-from .rundir import RunDir, open_run_dir
-from .runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
-from .optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
-from . import thread_parallel
+from minispanbert.checkpoint import DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint, save_checkpoint, step_dir_name
+from minispanbert.cli import Parser, run_or_exit
+from minispanbert.config import PRESETS, ModelConfig, preset
+from minispanbert.distributed import TRANSPORTS, World, init_world, shard_rows, slice_batch
+from minispanbert.data import read_corpus, resolve_default_corpus, split_documents, unigram_distribution
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.objectives import OBJECTIVES, get_objective
+from minispanbert.rundir import RunDir, open_run_dir
+from minispanbert.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
+from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
+from minispanbert import thread_parallel
 
 SCHEMES = ("span", "word", "token", "ngram")  # each objective accepts some of them (objectives/*.SCHEMES)
 TOKENIZER_FILE = "tokenizer.json"
@@ -182,7 +182,7 @@ def read_tokenizer_flag(path, objective="spanbert") -> object:
     """``--tokenizer PATH``: a tokenizer.json file, or a run / checkpoint folder holding one."""
     path = Path(path)
     if path.is_dir():
-        from .checkpoint import resolve_checkpoint
+        from minispanbert.checkpoint import resolve_checkpoint
 
         path = resolve_checkpoint(path) / TOKENIZER_FILE
     return get_objective(objective).load_tokenizer(path)

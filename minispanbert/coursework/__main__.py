@@ -34,12 +34,12 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "build":
-            from .build import build
+            from minispanbert.coursework.build import build
             out = build(args.assignment, args.out)
             print(f"built {args.assignment}: {out / 'student'} (give to students), {out / 'autograder'} "
                   f"and {out / 'autograder.zip'} (upload to Gradescope)")
         elif args.command == "grade":
-            from .grade import grade, summary
+            from minispanbert.coursework.grade import grade, summary
             if not Path(args.submission).exists():
                 raise ValueError(f"submission {args.submission} does not exist: pass a folder or a zip")
             if args.autograder:
@@ -48,19 +48,19 @@ def main(argv=None) -> int:
                                      "DIR/autograder from `build`")
                 report = grade(args.submission, args.autograder, out=args.out)
             else:
-                from .build import build
+                from minispanbert.coursework.build import build
                 with tempfile.TemporaryDirectory(prefix="coursework-build-") as tmp:
                     built = build(args.assignment, Path(tmp) / "build")
                     report = grade(args.submission, built / "autograder", out=args.out)
             print(summary(report))
         elif args.command == "submit":
-            from .submit import submit
+            from minispanbert.coursework.submit import submit
             out, warnings = submit(args.root, args.out)
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"wrote {out}: upload it to Gradescope")
         else:
-            from .assignment import available, load
+            from minispanbert.coursework.assignment import available, load
             for name in available():
                 spec = load(name)
                 hidden = sum(t.hidden for t in spec.tests)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                       f"which {hidden} hidden, {spec.max_score:g} points)")
     except Exception as exc:  # noqa: BLE001 -- one line, never a traceback; grade still leaves a results.json
         if args.command == "grade" and args.out:
-            from .grade import write_failure_results
+            from minispanbert.coursework.grade import write_failure_results
             write_failure_results(args.out, str(exc))
         if not isinstance(exc, (ValueError, OSError)):
             raise

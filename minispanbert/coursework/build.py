@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import temp_dir
-from . import assignment as assignments
-from .notebooks import release_notebook
-from .stubs import stub_message, stub_source
+from minispanbert.atomic import temp_dir
+from minispanbert.coursework import assignment as assignments
+from minispanbert.coursework.notebooks import release_notebook
+from minispanbert.coursework.stubs import stub_message, stub_source
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Instructor material that never reaches students: the graded tests, the assignment files (they
@@ -62,7 +62,7 @@ def is_excluded(path: str) -> bool:
 
 def record_references(spec) -> dict:
     """Run every graded test on this checkout in record mode -> {key: array}."""
-    from .checks.harness import Check, Fail  # instructor material: absent from student copies
+    from minispanbert.coursework.checks.harness import Check, Fail  # instructor material: absent from student copies
     tests = importlib.import_module(f"{__package__}.checks.{spec.checks}").TESTS
     unknown = [t.name for t in spec.tests if t.name not in tests]
     if unknown:

@@ -13,8 +13,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from ..atomic import atomic_path
-from .grade import forbidden_imports
+from minispanbert.atomic import atomic_path
+from minispanbert.coursework.grade import forbidden_imports
 
 
 def _still_stubs(source: str, functions: dict[str, str], module_functions: list[str]) -> list[str]:

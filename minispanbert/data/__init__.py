@@ -10,8 +10,8 @@ The pipeline from text to the masker's input, all on the host in NumPy:
 
 Command line: ``python -m minispanbert.data {list,download}`` (see ``__main__``).
 """
-from .blocks import pack_blocks
-from .corpus import (
+from minispanbert.data.blocks import pack_blocks
+from minispanbert.data.corpus import (
     Document,
     pydoc_documents,
     read_corpus,
@@ -20,7 +20,7 @@ from .corpus import (
     split_documents,
     wikitext_sentences,
 )
-from .download import (
+from minispanbert.data.download import (
     DATASETS,
     DownloadError,
     dataset_dir,
@@ -30,8 +30,8 @@ from .download import (
     install_from,
     sha256_file,
 )
-from .resolve import resolve_default_corpus
-from .tokenizer import (
+from minispanbert.data.resolve import resolve_default_corpus
+from minispanbert.data.tokenizer import (
     CLS_ID,
     MASK_ID,
     NUM_SPECIAL,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Parser
-from .download import (
+from minispanbert.cli import Parser
+from minispanbert.data.download import (
     DATASETS,
     DEFAULT_DATA_DIR,
     DEFAULT_TIMEOUT_S,

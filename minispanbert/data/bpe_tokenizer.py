@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .tokenizer import ENCODE_BATCH_LINES, WIKITEXT_UNK, _to_arrays
+from minispanbert.data.tokenizer import ENCODE_BATCH_LINES, WIKITEXT_UNK, _to_arrays
 
 BPE_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(len(BPE_SPECIAL_TOKENS))

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import CHUNK_BYTES, copy_atomic, temp_dir, temp_file
+from minispanbert.atomic import CHUNK_BYTES, copy_atomic, temp_dir, temp_file
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_TIMEOUT_S = 60.0
@@ -87,7 +87,7 @@ SST2_ROWS = {"train.tsv": 67_349, "dev.tsv": 872, "test.tsv": 1_821}  # GLUE's p
 
 def _check_sst2(folder: Path) -> None:
     """Each SST-2 file parses (`tasks.sst2.read_sst2`) and has GLUE's number of rows."""
-    from ..tasks.sst2 import read_sst2
+    from minispanbert.tasks.sst2 import read_sst2
 
     for fname, rows in SST2_ROWS.items():
         found = len(read_sst2(folder / fname))

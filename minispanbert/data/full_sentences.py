@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .blocks import _cut_points, _join
+from minispanbert.data.blocks import _cut_points, _join
 
 
 def pack_full_sentences(documents_encoded: Sequence, max_tokens: int, separator_id: int

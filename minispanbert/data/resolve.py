@@ -18,8 +18,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .corpus import Document, pydoc_documents, read_wikitext
-from .download import DownloadError, dataset_files, dataset_status, download
+from minispanbert.data.corpus import Document, pydoc_documents, read_wikitext
+from minispanbert.data.download import DownloadError, dataset_files, dataset_status, download
 
 DEFAULT_CORPORA = ("wikitext-2-raw", "wikitext-2")
 DOWNLOAD_TIMEOUT_S = 10.0

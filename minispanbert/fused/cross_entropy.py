@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ROW_REDUCTIONS, launch_rows, raw_kernel
+from minispanbert.fused import ROW_REDUCTIONS, launch_rows, raw_kernel
 
 KERNELS = ("cross_entropy_forward", "cross_entropy_backward")
 SOURCE = ROW_REDUCTIONS + r"""

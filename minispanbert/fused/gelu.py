@@ -8,7 +8,7 @@ each is a single pass. The cache is the plain one, (x, Phi(x)), so the two versi
 """
 from __future__ import annotations
 
-from . import elementwise_kernel
+from minispanbert.fused import elementwise_kernel
 
 FORWARD = ("T x", "T y, T cdf",
             "cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); y = x * cdf;",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ROW_REDUCTIONS, launch_rows, raw_kernel
+from minispanbert.fused import ROW_REDUCTIONS, launch_rows, raw_kernel
 
 PARAM_GRAD_CHUNKS = 128  # partial sums per column: enough blocks to fill a GPU, few enough to add up cheaply
 PARAM_GRAD_BLOCK = 256   # threads (columns) per block of the column kernel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ROW_REDUCTIONS, launch_rows, raw_kernel
+from minispanbert.fused import ROW_REDUCTIONS, launch_rows, raw_kernel
 
 KERNELS = ("softmax_forward", "softmax_backward")
 SOURCE = ROW_REDUCTIONS + r"""

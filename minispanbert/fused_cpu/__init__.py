@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from ..backend import cpu_threads, in_worker_thread
+from minispanbert.backend import cpu_threads, in_worker_thread
 
 ENV_VAR = "MINISPANBERT_FUSED_CPU"
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_kernel, prange
+from minispanbert.fused_cpu import cpu_kernel, prange
 
 
 @cpu_kernel

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import cpu_threads, parallel_for
-from . import cpu_kernel, prange
+from minispanbert.backend import cpu_threads, parallel_for
+from minispanbert.fused_cpu import cpu_kernel, prange
 
 
 @cpu_kernel

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from ..backend import _ERF_CLAMP, _ERF_P, _ERF_Q
-from . import cpu_kernel, prange
+from minispanbert.backend import _ERF_CLAMP, _ERF_P, _ERF_Q
+from minispanbert.fused_cpu import cpu_kernel, prange
 
 F32 = np.float32
 INV_SQRT2, INV_SQRT_2PI, HALF, ONE = F32(1.0 / math.sqrt(2.0)), F32(1.0 / math.sqrt(2.0 * math.pi)), F32(0.5), F32(1.0)

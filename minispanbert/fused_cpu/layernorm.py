@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import cpu_threads
-from . import cpu_kernel, prange, rows
+from minispanbert.backend import cpu_threads
+from minispanbert.fused_cpu import cpu_kernel, prange, rows
 
 
 @cpu_kernel

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..checkpoint import save_params
-from ..data.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
-from .huggingface import CONFIG_FILE, WEIGHTS_FILE
+from minispanbert.atomic import write_text_atomic
+from minispanbert.checkpoint import save_params
+from minispanbert.data.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE
 
 ARCHITECTURES = {"roberta": "RobertaForMaskedLM", "albert": "AlbertForPreTraining"}
 # ALBERT keeps the WordPiece ids of the project's tokenizer: [PAD] 0, [CLS] 2, [SEP] 3 (data/tokenizer.py)

@@ -48,17 +48,17 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from ..atomic import write_text_atomic
-from ..backend import check_dtype
-from ..checkpoint import save_params
-from ..config import ModelConfig
-from ..model.encoder import init_encoder_params, linear_init
-from ..model.mlm_head import init_mlm_head_params
-from ..model.qa_head import init_qa_head_params
-from ..model.sbo_head import init_sbo_head_params
-from ..model.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
-from ..model.token_classification import init_token_classification_head_params
-from .tokenizer import load_bert_tokenizer, save_bert_tokenizer, special_token_ids
+from minispanbert.atomic import write_text_atomic
+from minispanbert.backend import check_dtype
+from minispanbert.checkpoint import save_params
+from minispanbert.config import ModelConfig
+from minispanbert.model.encoder import init_encoder_params, linear_init
+from minispanbert.model.mlm_head import init_mlm_head_params
+from minispanbert.model.qa_head import init_qa_head_params
+from minispanbert.model.sbo_head import init_sbo_head_params
+from minispanbert.model.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
+from minispanbert.model.token_classification import init_token_classification_head_params
+from minispanbert.interop.tokenizer import load_bert_tokenizer, save_bert_tokenizer, special_token_ids
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

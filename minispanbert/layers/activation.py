@@ -9,8 +9,8 @@
 """
 from __future__ import annotations
 
-from .gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
-from .relu import relu_backward, relu_forward
+from minispanbert.layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
+from minispanbert.layers.relu import relu_backward, relu_forward
 
 ACTIVATIONS = {
     "gelu": (gelu_forward, gelu_backward),

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 
-from .dropout import dropout_backward, dropout_forward
-from .linear import linear_backward, linear_forward
-from .softmax import softmax_backward, softmax_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.layers.softmax import softmax_backward, softmax_forward
 
 
 def padding_mask_bias(attention_mask, dtype, *, xp):

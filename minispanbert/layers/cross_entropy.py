@@ -25,9 +25,9 @@ pass the same ``fused`` to backward as to forward.
 """
 from __future__ import annotations
 
-from ..backend import is_cupy
-from ..fused import cross_entropy as fused_cross_entropy
-from ..fused_cpu import applies as fused_cpu_applies, cross_entropy as fused_cpu_cross_entropy
+from minispanbert.backend import is_cupy
+from minispanbert.fused import cross_entropy as fused_cross_entropy
+from minispanbert.fused_cpu import applies as fused_cpu_applies, cross_entropy as fused_cpu_cross_entropy
 
 IGNORE_INDEX = -100
 

@@ -9,7 +9,7 @@ through :func:`minispanbert.backend.scatter_add` (np.add.at / cupyx.scatter_add)
 """
 from __future__ import annotations
 
-from ..backend import scatter_add
+from minispanbert.backend import scatter_add
 
 
 def embedding_forward(ids, table, *, xp):

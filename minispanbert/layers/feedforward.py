@@ -7,8 +7,8 @@ Backward:  dg = dy W2,  du = act'(u) * dg,  dx = du W1  (+ weight and bias gradi
 """
 from __future__ import annotations
 
-from .activation import activation_backward, activation_forward
-from .linear import linear_backward, linear_forward
+from minispanbert.layers.activation import activation_backward, activation_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
 
 
 def feedforward_forward(x, w1, b1, w2, b2, *, xp, activation="gelu"):

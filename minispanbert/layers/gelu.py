@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 
-from ..backend import erf, is_cupy
-from ..fused import gelu as fused_gelu
-from ..fused_cpu import applies as fused_cpu_applies, gelu as fused_cpu_gelu
+from minispanbert.backend import erf, is_cupy
+from minispanbert.fused import gelu as fused_gelu
+from minispanbert.fused_cpu import applies as fused_cpu_applies, gelu as fused_cpu_gelu
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

@@ -25,9 +25,9 @@ to backward as to forward.
 """
 from __future__ import annotations
 
-from ..backend import is_cupy
-from ..fused import layernorm as fused_layernorm
-from ..fused_cpu import applies as fused_cpu_applies, layernorm as fused_cpu_layernorm
+from minispanbert.backend import is_cupy
+from minispanbert.fused import layernorm as fused_layernorm
+from minispanbert.fused_cpu import applies as fused_cpu_applies, layernorm as fused_cpu_layernorm
 
 
 def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12, fused=True):

@@ -8,8 +8,8 @@ peers.
 """
 from __future__ import annotations
 
-from .dropout import dropout_backward, dropout_forward
-from .layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
 
 
 def residual_layernorm_forward(x, sublayer_out, gamma, beta, *, xp, eps=1e-12, dropout_p=0.0,

@@ -17,9 +17,9 @@ to backward as to forward.
 """
 from __future__ import annotations
 
-from ..backend import is_cupy
-from ..fused import softmax as fused_softmax
-from ..fused_cpu import applies as fused_cpu_applies, softmax as fused_cpu_softmax
+from minispanbert.backend import is_cupy
+from minispanbert.fused import softmax as fused_softmax
+from minispanbert.fused_cpu import applies as fused_cpu_applies, softmax as fused_cpu_softmax
 
 
 def softmax_forward(x, *, xp, fused=True):

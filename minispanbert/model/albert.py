@@ -16,7 +16,7 @@ output (encoder.py follows it); ALBERT v2 trains without dropout at all (its REA
 """
 from __future__ import annotations
 
-from .bert_nsp import MaskedLMForPretraining, SentenceHeadNames
+from minispanbert.model.bert_nsp import MaskedLMForPretraining, SentenceHeadNames
 
 ALBERT_SOP = SentenceHeadNames("albert.pooler.", "sop_classifier.classifier.", "sop", dropout=True)
 DEFAULT_EMBEDDING_SIZE = 128  # the paper's E for every size (Table 1)

@@ -27,13 +27,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..backend import check_dtype
-from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from ..layers.dropout import dropout_backward, dropout_forward
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
-from .mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward, mlm_head_names
-from .pooler import pooler_backward, pooler_forward
+from minispanbert.backend import check_dtype
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
+from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward, mlm_head_names
+from minispanbert.model.pooler import pooler_backward, pooler_forward
 
 NUM_SENTENCE_LABELS = 2
 

@@ -60,16 +60,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
-from ..backend import check_dtype
-from ..checkpoint import load_params, save_params
-from ..config import ModelConfig
-from ..layers.activation import activation_backward, activation_forward
-from ..layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
-from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params, layernorm_init, linear_init
-from .transform import transform_backward, transform_forward
+from minispanbert.atomic import write_text_atomic
+from minispanbert.backend import check_dtype
+from minispanbert.checkpoint import load_params, save_params
+from minispanbert.config import ModelConfig
+from minispanbert.layers.activation import activation_backward, activation_forward
+from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, layernorm_init, linear_init
+from minispanbert.model.transform import transform_backward, transform_forward
 
 SHARED = "electra.embeddings."
 WORD_EMBEDDINGS = SHARED + "word_embeddings.weight"

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
-from ..layers.dropout import dropout_backward, dropout_forward
-from ..layers.embedding import embedding_backward, embedding_forward
-from ..layers.feedforward import feedforward_backward, feedforward_forward
-from ..layers.layernorm import layernorm_backward, layernorm_forward
-from ..layers.linear import linear_backward, linear_forward
-from ..layers.residual import residual_layernorm_backward, residual_layernorm_forward
+from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.embedding import embedding_backward, embedding_forward
+from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
+from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
 
 EMB = "bert.embeddings."
 WORD_EMBEDDINGS = EMB + "word_embeddings.weight"

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import WORD_EMBEDDINGS, layernorm_init, linear_init, word_embeddings_name
-from .transform import transform_backward, transform_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import WORD_EMBEDDINGS, layernorm_init, linear_init, word_embeddings_name
+from minispanbert.model.transform import transform_backward, transform_forward
 
 P = "cls.predictions."
 

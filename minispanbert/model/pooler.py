@@ -10,7 +10,7 @@ through attention, not through the pooler.
 """
 from __future__ import annotations
 
-from ..layers.linear import linear_backward, linear_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
 
 
 def pooler_forward(h, weight, bias, *, xp):

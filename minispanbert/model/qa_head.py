@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import check_dtype
-from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
-from .pretrained_weights import load_encoder_weights
+from minispanbert.backend import check_dtype
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
+from minispanbert.model.pretrained_weights import load_encoder_weights
 
 QA = "qa_outputs."
 QA_WEIGHT, QA_BIAS = QA + "weight", QA + "bias"

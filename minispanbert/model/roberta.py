@@ -13,7 +13,7 @@ What differs from BERT is all configuration and data, not new ops:
 """
 from __future__ import annotations
 
-from .bert_nsp import MaskedLMForPretraining
+from minispanbert.model.bert_nsp import MaskedLMForPretraining
 
 
 def roberta_config(base):

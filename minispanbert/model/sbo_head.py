@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import scatter_add
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import WORD_EMBEDDINGS, layernorm_init, linear_init, normal_init
-from .transform import transform_backward, transform_forward
+from minispanbert.backend import scatter_add
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import WORD_EMBEDDINGS, layernorm_init, linear_init, normal_init
+from minispanbert.model.transform import transform_backward, transform_forward
 
 P = "cls.sbo."
 POSITIONS = P + "position_embeddings.weight"

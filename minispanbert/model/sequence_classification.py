@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import check_dtype
-from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from ..layers.dropout import dropout_backward, dropout_forward
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
-from .pooler import pooler_backward, pooler_forward
+from minispanbert.backend import check_dtype
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
+from minispanbert.model.pooler import pooler_backward, pooler_forward
 
 POOLER = "bert.pooler.dense."
 POOLER_WEIGHT, POOLER_BIAS = POOLER + "weight", POOLER + "bias"

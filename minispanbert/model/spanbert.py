@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import check_dtype
-from ..layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params
-from .mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
-from .sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
+from minispanbert.backend import check_dtype
+from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
+from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
+from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
 
 
 def init_pretraining_params(config, seed, *, xp, dtype="float32") -> dict:

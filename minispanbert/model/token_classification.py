@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import check_dtype
-from ..layers.cross_entropy import cross_entropy_backward, cross_entropy_forward
-from ..layers.dropout import dropout_backward, dropout_forward
-from ..layers.linear import linear_backward, linear_forward
-from .encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
-from .sequence_classification import CLASSIFIER, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, ClassifierOutput, check_labels
+from minispanbert.backend import check_dtype
+from minispanbert.layers.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
+from minispanbert.model.sequence_classification import CLASSIFIER, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, ClassifierOutput, check_labels
 
 
 def init_token_classification_head_params(config, num_labels: int, rng) -> dict:

@@ -8,9 +8,9 @@ head uses its ``hidden_act`` (gelu_new); RoBERTa's and ELECTRA's generator head 
 """
 from __future__ import annotations
 
-from ..layers.activation import activation_backward, activation_forward
-from ..layers.layernorm import layernorm_backward, layernorm_forward
-from ..layers.linear import linear_backward, linear_forward
+from minispanbert.layers.activation import activation_backward, activation_forward
+from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
 
 
 def transform_forward(x, weight, bias, gamma, beta, *, xp, eps=1e-12, activation="gelu"):

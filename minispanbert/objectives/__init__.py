@@ -61,7 +61,7 @@ def token_masker(scheme, vocab_size):
     """mask(ids, word_starts, rng) -> (input_ids, mlm_labels) with ``masking.mask_block``: "token"
     (BERT, ceil(0.15 n) positions) or "word" (whole words), 80/10/10 decided per token, random
     tokens uniform over the ordinary ids [5, V); specials (ids < 5) are never masked."""
-    from ..masking import mask_block
+    from minispanbert.masking import mask_block
 
     def mask(ids, word_starts, rng):
         masked = mask_block(ids, word_starts, scheme, rng, vocab_size=vocab_size, replacement="token")

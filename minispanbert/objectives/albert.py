@@ -3,11 +3,11 @@ sentence-order prediction, n-gram masking (model/albert.py, data/pairs.py, ngram
 --masking ngram (default), token or word."""
 from __future__ import annotations
 
-from ..data import encode_documents, load_tokenizer, train_tokenizer  # noqa: F401
-from ..data.pairs import build_pair_examples, make_pair_batch
-from ..model.albert import AlbertForPretraining, albert_config
-from ..ngram_masking import ngram_mask
-from . import check_no_sbo, check_scheme, token_masker
+from minispanbert.data import encode_documents, load_tokenizer, train_tokenizer  # noqa: F401
+from minispanbert.data.pairs import build_pair_examples, make_pair_batch
+from minispanbert.model.albert import AlbertForPretraining, albert_config
+from minispanbert.ngram_masking import ngram_mask
+from minispanbert.objectives import check_no_sbo, check_scheme, token_masker
 
 NAME = "albert"
 HEADS = ("mlm", "sop")

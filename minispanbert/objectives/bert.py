@@ -3,10 +3,10 @@
 (whole-word masking, also per token)."""
 from __future__ import annotations
 
-from ..data import encode_documents, load_tokenizer, train_tokenizer  # noqa: F401
-from ..data.pairs import build_pair_examples, make_pair_batch
-from ..model.bert_nsp import BertForPretraining
-from . import check_no_sbo, check_scheme, token_masker
+from minispanbert.data import encode_documents, load_tokenizer, train_tokenizer  # noqa: F401
+from minispanbert.data.pairs import build_pair_examples, make_pair_batch
+from minispanbert.model.bert_nsp import BertForPretraining
+from minispanbert.objectives import check_no_sbo, check_scheme, token_masker
 
 NAME = "bert"
 HEADS = ("mlm", "nsp")

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..data import encode_documents, load_tokenizer, pack_blocks, train_tokenizer  # noqa: F401
-from ..electra_masking import make_electra_batch
-from ..model.electra import ElectraForPretraining, generator_config, save_electra_pretrained
-from . import check_no_sbo, check_scheme
+from minispanbert.atomic import write_text_atomic
+from minispanbert.data import encode_documents, load_tokenizer, pack_blocks, train_tokenizer  # noqa: F401
+from minispanbert.electra_masking import make_electra_batch
+from minispanbert.model.electra import ElectraForPretraining, generator_config, save_electra_pretrained
+from minispanbert.objectives import check_no_sbo, check_scheme
 
 NAME = "electra"
 HEADS = ("mlm", "disc")

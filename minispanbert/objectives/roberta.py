@@ -3,14 +3,14 @@ Adam beta2 0.98 / eps 1e-6 (model/roberta.py, data/full_sentences.py, data/bpe_t
 --masking token (default) or word."""
 from __future__ import annotations
 
-from ..data.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
-from ..data.bpe_tokenizer import encode_bpe_documents as encode_documents  # noqa: F401
-from ..data.bpe_tokenizer import load_bpe_tokenizer as load_tokenizer  # noqa: F401
-from ..data.bpe_tokenizer import train_bpe_tokenizer as train_tokenizer  # noqa: F401
-from ..data.full_sentences import pack_full_sentences
-from ..masking import make_pretraining_batch
-from ..model.roberta import RobertaForMaskedLM, roberta_config
-from . import check_no_sbo, check_scheme
+from minispanbert.data.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from minispanbert.data.bpe_tokenizer import encode_bpe_documents as encode_documents  # noqa: F401
+from minispanbert.data.bpe_tokenizer import load_bpe_tokenizer as load_tokenizer  # noqa: F401
+from minispanbert.data.bpe_tokenizer import train_bpe_tokenizer as train_tokenizer  # noqa: F401
+from minispanbert.data.full_sentences import pack_full_sentences
+from minispanbert.masking import make_pretraining_batch
+from minispanbert.model.roberta import RobertaForMaskedLM, roberta_config
+from minispanbert.objectives import check_no_sbo, check_scheme
 
 NAME = "roberta"
 HEADS = ("mlm",)

@@ -2,10 +2,10 @@
 (model/spanbert.py, masking.py, data/blocks.py)."""
 from __future__ import annotations
 
-from ..data import CLS_ID, SEP_ID, encode_documents, load_tokenizer, pack_blocks, train_tokenizer  # noqa: F401
-from ..masking import make_pretraining_batch
-from ..model.spanbert import SpanBertForPretraining
-from . import check_scheme
+from minispanbert.data import CLS_ID, SEP_ID, encode_documents, load_tokenizer, pack_blocks, train_tokenizer  # noqa: F401
+from minispanbert.masking import make_pretraining_batch
+from minispanbert.model.spanbert import SpanBertForPretraining
+from minispanbert.objectives import check_scheme
 
 NAME = "spanbert"
 HEADS = ("mlm", "sbo")

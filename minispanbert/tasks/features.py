@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..interop.tokenizer import special_token_ids
+from minispanbert.interop.tokenizer import special_token_ids
 
 
 def pack_sequences(piece_ids: list[list[int]], tokenizer, max_seq_len: int) -> tuple[dict, int]:

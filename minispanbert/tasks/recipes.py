@@ -18,21 +18,21 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import write_text_atomic
-from ..backend import map_threads, to_numpy
-from ..layers.cross_entropy import IGNORE_INDEX
-from ..model.qa_head import init_qa_params, position_labels, qa_backward, qa_forward
-from ..model.sequence_classification import (
+from minispanbert.atomic import write_text_atomic
+from minispanbert.backend import map_threads, to_numpy
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.model.qa_head import init_qa_params, position_labels, qa_backward, qa_forward
+from minispanbert.model.sequence_classification import (
     init_sequence_classification_params,
     sequence_classification_backward,
     sequence_classification_forward,
 )
-from ..model.token_classification import (
+from minispanbert.model.token_classification import (
     init_token_classification_params,
     token_classification_backward,
     token_classification_forward,
 )
-from ..squad import (
+from minispanbert.squad import (
     answers_with_valid_offsets,
     decode_predictions,
     evaluate,
@@ -43,9 +43,9 @@ from ..squad import (
     split_by_article,
     write_predictions,
 )
-from . import sst2, wnut17
-from .classification_metrics import classification_scores
-from .conlleval import ner_scores
+from minispanbert.tasks import sst2, wnut17
+from minispanbert.tasks.classification_metrics import classification_scores
+from minispanbert.tasks.conlleval import ner_scores
 
 
 @dataclass

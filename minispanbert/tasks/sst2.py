@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import pack_sequences
+from minispanbert.tasks.features import pack_sequences
 
 LABELS = ("negative", "positive")  # label ids 0 and 1, as in the files
 LABELLED_HEADER = ["sentence", "label"]

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import write_text_atomic
-from ..layers.cross_entropy import IGNORE_INDEX
-from .features import pack_sequences
-from .sst2 import read_lines
+from minispanbert.atomic import write_text_atomic
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.tasks.features import pack_sequences
+from minispanbert.tasks.sst2 import read_lines
 
 TYPES = ("corporation", "creative-work", "group", "location", "person", "product")
 # Tag ids in the order of the Hugging Face ``wnut_17`` data set: O, then B-/I- per type.
