@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minispanbert.coursework.checks.harness import Check, graded
+from .harness import Check, graded
 
 TESTS: dict = {}
 test = graded(TESTS)

@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 
-from minispanbert.coursework.checks.harness import FORBIDDEN_MODULES, Check, Fail
+from .harness import FORBIDDEN_MODULES, Check, Fail
 
 OUTPUT_CAP = 4000  # characters of a test's printed output kept for the student
 OUTPUT_FILE_LIMIT = 1 << 20  # bytes a child may write to its stdout/stderr file (print at C level)
