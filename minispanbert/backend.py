@@ -13,21 +13,13 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     to_device(a, *, xp)        host -> device copy
     synchronize(xp)            wait for queued GPU work (for honest timings)
     make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
-    cpu_threads()              how many threads this process computes on (NumPy)
-    set_cpu_threads(n, ...)    change that count, and BLAS's, in a running process (threadpoolctl)
-    cpu_threads_set(n, ...)    the same for a with-block only
-    map_threads(fn, items)     [fn(item) ...] on cpu_threads() threads (NumPy)
-    parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads (NumPy)
+    check_dtype(dtype)         float32 (training) or float64 (gradient checks), else a clear error
 
 Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -98,28 +90,24 @@ def _polynomial(z, coefficients):
     return acc
 
 
-# elements per block, measured on a 2-core EPYC with 1 and 2 threads: smaller blocks pay Python and GIL
-# overhead on each of the ~25 ufunc calls, larger ones spill the cache
+# elements per block: each block's ~25 passes then hit the cache rather than memory
 _ERF_BLOCK = 1 << 18
 
 
 def _erf_float32(x):
     """erf for float32 NumPy arrays: the rational approximation above, ~5x faster than scipy's
     float32 erf (which computes in double precision one element at a time). It costs ~25 array
-    passes, so it runs block by block, each block's passes hitting the cache rather than memory,
-    and the blocks are shared among the cores (1.5x with two)."""
+    passes, so it runs block by block."""
     out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-
-    def erf_block(part):
+    for start in range(0, flat_x.size, _ERF_BLOCK):
+        part = slice(start, start + _ERF_BLOCK)
         block = np.clip(flat_x[part], -_ERF_CLAMP, _ERF_CLAMP)
         z = block * block
         result = _polynomial(z, _ERF_P)
         result *= block
         result /= _polynomial(z, _ERF_Q)
         np.clip(result, -1.0, 1.0, out=flat_out[part])  # rounding may overshoot 1 by an ulp or two
-
-    parallel_for(erf_block, flat_x.size, chunk=_ERF_BLOCK, xp=np)
     return out
 
 
@@ -176,113 +164,6 @@ def to_numpy(a):
 def to_device(a, *, xp):
     """Copy a host array onto the backend's device (no copy for NumPy)."""
     return xp.asarray(a)
-
-
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
-
-
-_threads_set = None  # the count given to set_cpu_threads, once it has been called
-_worker = threading.local()  # .busy: this thread is one of map_threads' workers
-
-
-def cpu_threads() -> int:
-    """How many threads this process computes on: the count given to :func:`set_cpu_threads`,
-    else as OpenBLAS decides it at import: the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS,
-    OMP_NUM_THREADS set to a positive integer, else the usable cores (capped by them either way).
-    :func:`parallel_for`, :func:`map_threads` and the numba kernels use as many threads, so one
-    setting sets all."""
-    if _threads_set is not None:
-        return _threads_set
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    for var in BLAS_THREAD_VARS:
-        value = os.environ.get(var, "")
-        if value.strip().isdigit() and int(value) > 0:
-            return min(int(value), cores)
-    return cores
-
-
-def set_cpu_threads(threads: int, *, blas_threads: int | None = None) -> None:
-    """Compute on ``threads`` threads from now on, with NumPy's BLAS on ``blas_threads`` of them
-    (default: all ``threads``; 1 when the caller runs ``threads`` single-threaded GEMMs side by side
-    itself, as :mod:`minispanbert.thread_parallel` does). OpenBLAS reads its count from the
-    environment once, at import; threadpoolctl changes it in the running process. Without
-    threadpoolctl this is a ValueError saying which variable to set instead."""
-    global _threads_set
-    _blas_limits(threads, blas_threads)
-    _threads_set = threads
-
-
-@contextlib.contextmanager
-def cpu_threads_set(threads: int, *, blas_threads: int | None = None):
-    """:func:`set_cpu_threads` for the ``with`` block only: the previous counts come back after
-    it (a training run called from a notebook leaves the notebook's NumPy as it found it)."""
-    global _threads_set
-    previous, limits = _threads_set, _blas_limits(threads, blas_threads)
-    _threads_set = threads
-    try:
-        yield
-    finally:
-        limits.restore_original_limits()
-        _threads_set = previous
-
-
-def _blas_limits(threads: int, blas_threads: int | None):
-    if threads < 1:
-        raise ValueError(f"the thread count must be at least 1, got {threads}")
-    blas_threads = threads if blas_threads is None else blas_threads
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise ValueError(f"setting the thread count needs threadpoolctl (pip install threadpoolctl), or start "
-                         f"Python as OPENBLAS_NUM_THREADS={blas_threads} OMP_NUM_THREADS={blas_threads} python ...") from None
-    return threadpool_limits(blas_threads, user_api="blas")
-
-
-@functools.cache
-def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minispanbert")
-
-
-def in_worker_thread() -> bool:
-    """Whether this code runs inside one of :func:`map_threads`' calls (then the cores are busy
-    already, and :func:`parallel_for` and the numba kernels run on this thread alone)."""
-    return getattr(_worker, "busy", False)
-
-
-def _as_worker(fn, item):
-    _worker.busy = True
-    try:
-        return fn(item)
-    finally:
-        _worker.busy = False
-
-
-def map_threads(fn, items) -> list:
-    """``[fn(item) for item in items]``, the calls shared among :func:`cpu_threads` threads (at most
-    one per item). Inside ``fn``, :func:`parallel_for` runs serially: each thread is one core's
-    work already. An exception from a call is re-raised here."""
-    items = list(items)
-    threads = min(cpu_threads(), len(items))
-    if threads <= 1 or in_worker_thread():
-        return [fn(item) for item in items]
-    return list(_thread_pool(threads).map(functools.partial(_as_worker, fn), items))
-
-
-def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
-    """Call ``fn(part)`` for consecutive slices ``part`` of ``range(n)``, each at most ``chunk``
-    long, so that together they cover it once.
-
-    On NumPy the calls are shared among :func:`cpu_threads` threads. This pays because a NumPy
-    ufunc releases the GIL while it loops over the elements, and BLAS is the only other part of
-    NumPy that uses more than one core: without this, elementwise work (erf, AdamW) runs on one.
-    ``fn`` must write only to its own slice. On CuPy there is a single call with ``slice(0, n)``:
-    the GPU is parallel already, and the caller's code stays the same.
-    """
-    if xp is not np:
-        fn(slice(0, n))
-        return
-    parts = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-    map_threads(fn, parts)
 
 
 def synchronize(xp) -> None:

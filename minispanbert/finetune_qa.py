@@ -2,7 +2,7 @@
 as an alias for the SQuAD v1.1 commands written before the loop was shared by every task."""
 from __future__ import annotations
 
-from minispanbert.finetune import main as finetune_main
+from minispanbert.finetune.loop import main as finetune_main
 
 
 def main(argv=None) -> dict:

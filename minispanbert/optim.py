@@ -22,14 +22,12 @@ serve as a test oracle.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from minispanbert.backend import is_cupy, parallel_for
-from minispanbert.fused_cpu import adamw as fused_cpu_adamw, applies as fused_cpu_applies
+from minispanbert.backend import is_cupy
 
 # Added to the norm in the clipping coefficient, as in torch.nn.utils.clip_grad_norm_.
 CLIP_NORM_EPS = 1e-6
-ADAMW_CHUNK = 1 << 18  # elements per parallel_for slice: big enough that a thread's Python overhead is noise
 
 
 @dataclass
@@ -39,15 +37,11 @@ class AdamWState:
     ``t``: number of updates done so far (0 after :func:`adamw_init`; the first update uses t=1).
     ``m``, ``v``: first and second moment estimates, one array per parameter name, each with that
     parameter's shape, dtype and device.
-    ``scratch``: one reusable work buffer per dtype (as long as the largest parameter) so that an
-    update allocates nothing; it is not optimizer state, checkpoints skip it, and it is rebuilt
-    on first use.
     """
 
     t: int
     m: dict
     v: dict
-    scratch: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def adamw_init(params: dict, *, xp) -> AdamWState:
@@ -85,9 +79,9 @@ def adamw_update(
     decay_mask: dict[str, bool] | None,
     xp,
 ) -> None:
-    """One AdamW step (Loshchilov & Hutter 2019), updating ``params`` and ``state`` in place.
+    """One AdamW step (Loshchilov & Hutter 2019, Algorithm 2), updating ``params`` and ``state`` in place.
 
-    Exactly torch.optim.AdamW (non-amsgrad): with t = state.t + 1 and g = grads[name],
+    As torch.optim.AdamW (non-amsgrad): with t = state.t + 1 and g = grads[name],
 
         w <- w * (1 - lr * wd)                   decoupled decay, applied first, to the old w
         m <- b1 * m + (1 - b1) * g
@@ -99,75 +93,39 @@ def adamw_update(
     parameter (PyTorch's single-group default); pass ``no_decay_mask(params)`` for BERT's recipe.
 
     Where we differ from the authors' code: SpanBERT was pretrained with fairseq's Adam, which
-    adds eps to sqrt(v) *before* the bias correction (step lr * sqrt(1 - b2**t) / (1 - b1**t) * m /
-    (sqrt(v) + eps)); the two agree once 1 - b2**t is near 1, i.e. after a few thousand steps.
-
-    Cost: about a dozen elementwise passes, no allocation; on NumPy each parameter's passes are
-    split into slices shared among the cores (backend.parallel_for). On NumPy float32 with numba
-    installed, one fused pass per parameter instead (minispanbert/fused_cpu/adamw.py). ``lr`` is a Python float (host side),
-    so nothing here waits for the device. Gradients must match the parameters' dtype: a float64
-    gradient for a float32 weight is a bug upstream, not something to cast silently.
+    adds eps to sqrt(v) *before* the bias correction; the two agree once 1 - b2**t is near 1.
     """
-    _check_hyperparameters(lr, betas, eps, weight_decay)
-    _check_same_names(params, grads, "grads")
-    _check_same_names(params, state.m, "optimizer state")
-    if decay_mask is not None:
-        _check_same_names(params, decay_mask, "decay_mask")
-    lr, eps, weight_decay = float(lr), float(eps), float(weight_decay)
-    beta1, beta2 = float(betas[0]), float(betas[1])
-
+    check_adamw_arguments(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                          decay_mask=decay_mask)
+    beta1, beta2 = betas
     state.t += 1
-    step_size = lr / (1.0 - beta1**state.t)
-    bias_correction2_sqrt = math.sqrt(1.0 - beta2**state.t)
-
     for name, w in params.items():
         g, m, v = grads[name], state.m[name], state.v[name]
-        if g.shape != w.shape or g.dtype != w.dtype:
-            raise ValueError(
-                f"gradient {name!r} is {g.dtype}{list(g.shape)} but the parameter is "
-                f"{w.dtype}{list(w.shape)}: the backward pass must return grads shaped like the params"
-            )
-        if m.shape != w.shape or m.dtype != w.dtype:
-            raise ValueError(
-                f"optimizer state for {name!r} is {m.dtype}{list(m.shape)} but the parameter is "
-                f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
-            )
+        check_shapes(name, w, g, m)
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
-        if fused_cpu_applies(xp, w, g, m, v) and all(a.flags.c_contiguous for a in (w, g, m, v)):
-            # numba, NumPy float32: the same update in one pass (minispanbert/fused_cpu/adamw.py)
-            fused_cpu_adamw.adamw_update_one(w, g, m, v, decay_factor=1.0 - lr * decay, beta1=beta1, beta2=beta2,
-                                             bias_correction2_sqrt=bias_correction2_sqrt, eps=eps,
-                                             step_size=step_size)
-            continue
-        work = _scratch_like(state, params, w, xp)
+        w *= 1.0 - lr * decay
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        m_hat = m / (1.0 - beta1**state.t)
+        v_hat = v / (1.0 - beta2**state.t)
+        w -= lr * m_hat / (xp.sqrt(v_hat) + eps)
 
-        def update(w, g, m, v, work):
-            if decay != 0.0:
-                w *= 1.0 - lr * decay
-            # m = b1 m + (1 - b1) g
-            m *= beta1
-            xp.multiply(g, 1.0 - beta1, out=work)
-            m += work
-            # v = b2 v + (1 - b2) g^2
-            v *= beta2
-            xp.multiply(g, g, out=work)
-            work *= 1.0 - beta2
-            v += work
-            # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
-            xp.sqrt(v, out=work)
-            work /= bias_correction2_sqrt
-            work += eps
-            # w -= lr / (1 - b1^t) * m / (sqrt(v_hat) + eps)
-            xp.divide(m, work, out=work)
-            work *= -step_size
-            w += work
 
-        if w.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
-            # the update is elementwise, so slices of the flat arrays are independent work items
-            flat = [a.reshape(-1) for a in (w, g, m, v, work)]  # views (g may be copied)
-            parallel_for(lambda part: update(*(a[part] for a in flat)), w.size, chunk=ADAMW_CHUNK, xp=xp)
-        else:  # a strided view (e.g. a transposed weight): one whole-array update, in place through it
-            update(w, g, m, v, work)
+def check_shapes(name: str, w, g, m) -> None:
+    """A gradient and a moment must match their parameter's shape and dtype: a float64 gradient for
+    a float32 weight is a bug upstream, not something to cast silently."""
+    if g.shape != w.shape or g.dtype != w.dtype:
+        raise ValueError(
+            f"gradient {name!r} is {g.dtype}{list(g.shape)} but the parameter is "
+            f"{w.dtype}{list(w.shape)}: the backward pass must return grads shaped like the params"
+        )
+    if m.shape != w.shape or m.dtype != w.dtype:
+        raise ValueError(
+            f"optimizer state for {name!r} is {m.dtype}{list(m.shape)} but the parameter is "
+            f"{w.dtype}{list(w.shape)}: the state belongs to another model; build it with adamw_init(params)"
+        )
 
 
 def linear_warmup_decay(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -248,6 +206,15 @@ def clip_and_step(params: dict, grads: dict, state: AdamWState, *, lr: float, ma
     return grad_norm
 
 
+def check_adamw_arguments(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask) -> None:
+    """One-line errors for settings out of range and for dicts whose names differ from the parameters'."""
+    _check_hyperparameters(lr, betas, eps, weight_decay)
+    _check_same_names(params, grads, "grads")
+    _check_same_names(params, state.m, "optimizer state")
+    if decay_mask is not None:
+        _check_same_names(params, decay_mask, "decay_mask")
+
+
 def _check_hyperparameters(lr, betas, eps, weight_decay) -> None:
     if not (math.isfinite(lr) and lr >= 0):
         raise ValueError(f"learning rate must be finite and >= 0, got {lr}")
@@ -267,13 +234,3 @@ def _check_same_names(params: dict, other: dict, what: str) -> None:
             f"{what} do not match the parameters (missing {missing[:3]}, unexpected {unexpected[:3]}): "
             f"{what} must have exactly the parameter names"
         )
-
-
-def _scratch_like(state: AdamWState, params: dict, w, xp):
-    """A work array shaped like ``w``: a view into the state's buffer for w's dtype, which is
-    allocated once, as long as the largest parameter of that dtype."""
-    buffer = state.scratch.get(w.dtype)
-    if buffer is None or buffer.size < w.size:
-        buffer = xp.empty(max(x.size for x in params.values() if x.dtype == w.dtype), dtype=w.dtype)
-        state.scratch[w.dtype] = buffer
-    return buffer[: w.size].reshape(w.shape)

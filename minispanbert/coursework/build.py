@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minispanbert.atomic import temp_dir
+from minispanbert.engine.runs.atomic import temp_dir
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import stub_message, stub_source

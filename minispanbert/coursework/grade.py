@@ -26,7 +26,7 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from minispanbert.atomic import write_text_atomic
+from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.coursework import assignment as assignments
 
 FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the runner blocks them too

@@ -13,7 +13,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from minispanbert.atomic import atomic_path
+from minispanbert.engine.runs.atomic import atomic_path
 from minispanbert.coursework.grade import forbidden_imports
 
 

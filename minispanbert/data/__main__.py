@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from minispanbert.cli import Parser
-from minispanbert.data.download import (
+from minispanbert.engine.cli import Parser
+from minispanbert.engine.datasets import (
     DATASETS,
     DEFAULT_DATA_DIR,
     DEFAULT_TIMEOUT_S,

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from minispanbert.atomic import write_text_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -134,10 +133,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:
-    """Write ``tok`` as a tokenizer.json file at ``path`` atomically (temp file, then os.replace)."""
+    """Write ``tok`` as a tokenizer.json file at ``path`` (a run's checkpoints carry their own copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, tok.to_str())
+    path.write_text(tok.to_str(), encoding="utf-8")
     return path
 
 

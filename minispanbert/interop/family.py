@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from minispanbert.atomic import write_text_atomic
-from minispanbert.checkpoint import save_params
-from minispanbert.data.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from minispanbert.engine.runs.atomic import write_text_atomic
+from minispanbert.engine.runs.checkpoint import save_params
+from minispanbert.family.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE
 
 ARCHITECTURES = {"roberta": "RobertaForMaskedLM", "albert": "AlbertForPreTraining"}

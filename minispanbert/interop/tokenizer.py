@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from minispanbert.atomic import write_text_atomic
+from minispanbert.engine.runs.atomic import write_text_atomic
 
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_FILE = "tokenizer.json"

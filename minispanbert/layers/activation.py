@@ -5,33 +5,33 @@
     "relu"      max(0, x) (the original Transformer)                    layers/relu.py
 
 ``activation_forward(x, name, xp=...)`` returns (y, cache) and the cache remembers the name, so
-``activation_backward(dy, cache, xp=...)`` needs nothing else. Only this table knows the names.
+``activation_backward(dy, cache, xp=...)`` needs nothing else. Only this file knows the names.
 """
 from __future__ import annotations
 
-from minispanbert.layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
-from minispanbert.layers.relu import relu_backward, relu_forward
+from minispanbert.layers import gelu, relu
 
-ACTIVATIONS = {
-    "gelu": (gelu_forward, gelu_backward),
-    "gelu_new": (gelu_new_forward, gelu_new_backward),
-    "relu": (relu_forward, relu_backward),
-}
+ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
-def check_activation(name: str) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(ACTIVATIONS)}")
-    return name
+def _forward_backward(name: str):
+    """The (forward, backward) pair of the activation called ``name``."""
+    if name == "gelu":
+        return gelu.gelu_forward, gelu.gelu_backward
+    if name == "gelu_new":
+        return gelu.gelu_new_forward, gelu.gelu_new_backward
+    if name == "relu":
+        return relu.relu_forward, relu.relu_backward
+    raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(ACTIVATIONS)}")
 
 
 def activation_forward(x, name, *, xp):
     """x (...) -> (act(x) (...), cache)."""
-    y, cache = ACTIVATIONS[check_activation(name)][0](x, xp=xp)
+    y, cache = _forward_backward(name)[0](x, xp=xp)
     return y, (name, cache)
 
 
 def activation_backward(dy, cache, *, xp):
     """dy (...) -> dx (...)."""
     name, inner = cache
-    return ACTIVATIONS[name][1](dy, inner, xp=xp)
+    return _forward_backward(name)[1](dy, inner, xp=xp)

@@ -28,7 +28,7 @@ import math
 
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.layers.softmax import softmax_backward, softmax_forward
+from minispanbert.layers import softmax
 
 
 def padding_mask_bias(attention_mask, dtype, *, xp):
@@ -64,7 +64,7 @@ def self_attention_forward(x, wq, bq, wk, bk, wv, bv, wo, bo, mask_bias, *, num_
     scores = qh @ kh.transpose(0, 1, 3, 2)
     scores *= scale
     scores += mask_bias
-    probs, softmax_cache = softmax_forward(scores, xp=xp)
+    probs, softmax_cache = softmax.softmax_forward(scores, xp=xp)
     dropped, dropout_cache = dropout_forward(probs, dropout_p, rng, xp=xp, train=train)
     context = _merge_heads(dropped @ vh)
     out, o_cache = linear_forward(context, wo, bo, xp=xp)
@@ -85,7 +85,7 @@ def self_attention_backward(dout, cache, *, xp):
     dvh = dropped.transpose(0, 1, 3, 2) @ dcontext_h
     # dropped = dropout(probs); probs = softmax(scores)
     dprobs = dropout_backward(ddropped, dropout_cache, xp=xp)
-    dscores = softmax_backward(dprobs, softmax_cache, xp=xp)
+    dscores = softmax.softmax_backward(dprobs, softmax_cache, xp=xp)
     # scores = (qh @ kh^T) * scale + mask_bias   (the mask is a constant)
     dscores *= scale
     dqh = dscores @ kh

@@ -14,34 +14,19 @@ targets is harmless instead of a NaN. Cache: e = exp(z - m) and its row sums s, 
 backward forms softmax = e / s and the 1/|K| scaling in one pass over the (N, V) array instead of
 two (the logits are the largest arrays of a step). e is reused as the gradient's storage, so
 backward may be called once per forward.
-
-``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/cross_entropy.py`` when ``xp`` is CuPy, and the numba version in
-``minispanbert/fused_cpu/cross_entropy.py`` on NumPy float32 (where numba is installed); ``fused=False``,
-or any other case, runs the plain
-code below: the reference that the notebooks and gradient checks use and that the fused
-kernel is tested against. The fused cache differs from the plain one:
-pass the same ``fused`` to backward as to forward.
 """
 from __future__ import annotations
 
-from minispanbert.backend import is_cupy
-from minispanbert.fused import cross_entropy as fused_cross_entropy
-from minispanbert.fused_cpu import applies as fused_cpu_applies, cross_entropy as fused_cpu_cross_entropy
 
 IGNORE_INDEX = -100
 
 
-def cross_entropy_forward(logits, labels, *, xp, ignore_index=IGNORE_INDEX, fused=True):
+def cross_entropy_forward(logits, labels, *, xp, ignore_index=IGNORE_INDEX):
     """logits (N, V) float, labels (N,) int -> (loss 0-d array, cache)."""
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f"cross_entropy expects logits (N, V) and labels (N,), got {logits.shape} and {labels.shape}"
         )
-    if fused and is_cupy(xp):
-        return fused_cross_entropy.cross_entropy_forward(logits, labels, xp=xp, ignore_index=ignore_index)
-    if fused and fused_cpu_applies(xp, logits):  # numba, NumPy float32: minispanbert/fused_cpu
-        return fused_cpu_cross_entropy.cross_entropy_forward(logits, labels, xp=xp, ignore_index=ignore_index)
     keep = labels != ignore_index
     safe_labels = xp.where(keep, labels, 0)
     rows = xp.arange(logits.shape[0])
@@ -55,12 +40,8 @@ def cross_entropy_forward(logits, labels, *, xp, ignore_index=IGNORE_INDEX, fuse
     return loss, (exp_shifted, sum_exp, safe_labels, keep, count)
 
 
-def cross_entropy_backward(dloss, cache, *, xp, fused=True):
+def cross_entropy_backward(dloss, cache, *, xp):
     """dloss (scalar) -> dlogits (N, V)."""
-    if fused and is_cupy(xp):
-        return fused_cross_entropy.cross_entropy_backward(dloss, cache, xp=xp)
-    if fused and fused_cpu_applies(xp, cache[0]):
-        return fused_cpu_cross_entropy.cross_entropy_backward(dloss, cache, xp=xp)
     exp_shifted, sum_exp, safe_labels, keep, count = cache
     # dz_n = w_n (softmax(z_n) - onehot(y_n)),  w_n = dloss / |K| for n in K, else 0
     row_weight = (keep * (dloss / count)).astype(exp_shifted.dtype)

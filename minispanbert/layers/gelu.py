@@ -4,17 +4,10 @@ ELECTRA (Hugging Face ``hidden_act="gelu"``), and the tanh approximation of ALBE
 Forward:   gelu(x) = x * Phi(x),   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (standard normal CDF)
 Backward:  gelu'(x) = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 
-``gelu_forward``/``gelu_backward`` are the erf form: SpanBERT's code uses erf. (In float32 on NumPy, ``backend.erf`` evaluates erf by a rational approximation
-accurate to 4e-7 absolute, far below float32 training noise; float64 uses scipy's erf.)
-Cache: x and Phi(x) (Phi is reused by the derivative).
-
-``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/gelu.py`` when ``xp`` is CuPy, and the numba version in
-``minispanbert/fused_cpu/gelu.py`` on NumPy float32 (where numba is installed); ``fused=False``,
-or any other case, runs the plain
-code below: the reference that the notebooks and gradient checks use and that the fused
-kernel is tested against. Pass the same ``fused``
-to backward as to forward.
+``gelu_forward``/``gelu_backward`` are the erf form: SpanBERT's code uses erf. (In float32 on
+NumPy, ``backend.erf`` evaluates erf by a rational approximation accurate to 4e-7 absolute, far
+below float32 training noise; float64 uses scipy's erf.) Cache: x and Phi(x) (Phi is reused by the
+derivative).
 
 The tanh form, ``gelu_new_forward``/``gelu_new_backward`` (ALBERT's TF ``gelu``, spec §4 item 5):
 
@@ -23,39 +16,29 @@ The tanh form, ``gelu_new_forward``/``gelu_new_backward`` (ALBERT's TF ``gelu``,
 
 (0.134145 = 3 * 0.044715.) It differs from the erf form by up to 4.7e-4 (at |x| ~ 2.7), which is
 enough to fail a 1e-10 parity test against ALBERT, so the two are distinct ops. Cache: x and tanh u.
-Plain NumPy/CuPy code only (no fused kernel; not yet measured on a GPU).
 """
 from __future__ import annotations
 
 import math
 
-from minispanbert.backend import erf, is_cupy
-from minispanbert.fused import gelu as fused_gelu
-from minispanbert.fused_cpu import applies as fused_cpu_applies, gelu as fused_cpu_gelu
+from minispanbert.backend import erf
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def gelu_forward(x, *, xp, fused=True):
+def gelu_forward(x, *, xp):
     """x (...) -> (gelu(x) (...), cache)."""
-    if fused and is_cupy(xp):
-        return fused_gelu.gelu_forward(x, xp=xp)
-    if fused and fused_cpu_applies(xp, x):  # numba, NumPy float32: minispanbert/fused_cpu
-        return fused_cpu_gelu.gelu_forward(x, xp=xp)
     cdf = erf(x * _INV_SQRT2, xp=xp)
     cdf += 1.0
     cdf *= 0.5
     return x * cdf, (x, cdf)
 
 
-def gelu_backward(dy, cache, *, xp, fused=True):
+def gelu_backward(dy, cache, *, xp):
     """dy (...) -> dx (...)."""
-    if fused and is_cupy(xp):
-        return fused_gelu.gelu_backward(dy, cache, xp=xp)
-    if fused and fused_cpu_applies(xp, dy, *cache):
-        return fused_cpu_gelu.gelu_backward(dy, cache, xp=xp)
     x, cdf = cache
+    # gelu(x) = x Phi(x):  gelu'(x) = Phi(x) + x phi(x)
     # phi(x) = exp(-x^2 / 2) / sqrt(2 pi), built in one buffer (no temporaries for -x^2 / 2)
     pdf = x * x
     pdf *= -0.5

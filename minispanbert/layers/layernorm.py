@@ -14,28 +14,12 @@ two mean terms (differentiate xhat_i = (x_i - mu) rstd through mu and through va
 
 Cache: xhat and rstd (xhat is kept rather than recomputed from x: it costs one array of memory
 and saves two passes in backward).
-
-``fused=True`` (the default) runs the one-kernel CuPy version in
-``minispanbert/fused/layernorm.py`` when ``xp`` is CuPy, and the numba version in
-``minispanbert/fused_cpu/layernorm.py`` on NumPy float32 (where numba is installed); ``fused=False``,
-or any other case, runs the plain
-code below: the reference that the notebooks and gradient checks use and that the fused
-kernel is tested against. Pass the same ``fused``
-to backward as to forward.
 """
 from __future__ import annotations
 
-from minispanbert.backend import is_cupy
-from minispanbert.fused import layernorm as fused_layernorm
-from minispanbert.fused_cpu import applies as fused_cpu_applies, layernorm as fused_cpu_layernorm
 
-
-def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12, fused=True):
+def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12):
     """x (..., H), gamma (H,), beta (H,) -> (y (..., H), cache)."""
-    if fused and is_cupy(xp):
-        return fused_layernorm.layernorm_forward(x, gamma, beta, xp=xp, eps=eps)
-    if fused and fused_cpu_applies(xp, x, gamma, beta):  # numba, NumPy float32: minispanbert/fused_cpu
-        return fused_cpu_layernorm.layernorm_forward(x, gamma, beta, xp=xp, eps=eps)
     mu = x.mean(axis=-1, keepdims=True)
     centred = x - mu
     var = xp.mean(centred * centred, axis=-1, keepdims=True)
@@ -47,13 +31,10 @@ def layernorm_forward(x, gamma, beta, *, xp, eps=1e-12, fused=True):
     return y, (xhat, rstd, gamma)
 
 
-def layernorm_backward(dy, cache, *, xp, fused=True):
+def layernorm_backward(dy, cache, *, xp):
     """dy (..., H) -> (dx (..., H), dgamma (H,), dbeta (H,))."""
-    if fused and is_cupy(xp):
-        return fused_layernorm.layernorm_backward(dy, cache, xp=xp)
-    if fused and fused_cpu_applies(xp, dy, *cache):
-        return fused_cpu_layernorm.layernorm_backward(dy, cache, xp=xp)
     xhat, rstd, gamma = cache
+    # y = gamma * xhat + beta
     lead = tuple(range(dy.ndim - 1))
     dbeta = dy.sum(axis=lead)
     dgamma = (dy * xhat).sum(axis=lead)

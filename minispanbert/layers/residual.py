@@ -9,20 +9,20 @@ peers.
 from __future__ import annotations
 
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
-from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers import layernorm
 
 
 def residual_layernorm_forward(x, sublayer_out, gamma, beta, *, xp, eps=1e-12, dropout_p=0.0,
                                rng=None, train=False):
     """x, sublayer_out (..., H) -> (y (..., H), cache)."""
     dropped, dropout_cache = dropout_forward(sublayer_out, dropout_p, rng, xp=xp, train=train)
-    y, ln_cache = layernorm_forward(x + dropped, gamma, beta, xp=xp, eps=eps)
+    y, ln_cache = layernorm.layernorm_forward(x + dropped, gamma, beta, xp=xp, eps=eps)
     return y, (dropout_cache, ln_cache)
 
 
 def residual_layernorm_backward(dy, cache, *, xp):
     """dy (..., H) -> (dx, dsublayer_out, dgamma, dbeta)."""
     dropout_cache, ln_cache = cache
-    dz, dgamma, dbeta = layernorm_backward(dy, ln_cache, xp=xp)
+    dz, dgamma, dbeta = layernorm.layernorm_backward(dy, ln_cache, xp=xp)
     dsublayer = dropout_backward(dz, dropout_cache, xp=xp)
     return dz, dsublayer, dgamma, dbeta

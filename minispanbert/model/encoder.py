@@ -1,43 +1,24 @@
 """The BERT encoder (Devlin et al. 2019) exactly as SpanBERT uses it (spec §4): embeddings, then N
 post-LayerNorm Transformer layers. Forward and backward side by side, on one flat parameter dict
-keyed by Hugging Face ``BertModel`` names.
+keyed by Hugging Face ``BertModel`` names (model/names.py).
 
 Embeddings (B, T) ids -> (B, T, H):
     e = E_word[ids] + E_pos[0..T-1] + E_type[token_type_ids]
     h_0 = dropout(LayerNorm(e))
 Layer l = 1..N (post-LN, as BERT; "a" is HF's ``attention.output``):
-    a   = LayerNorm(h + dropout(MHA(h)))               attention.self.* , attention.output.*
-    h'  = LayerNorm(a + dropout(W2 gelu(W1 a + b1) + b2))  intermediate.dense, output.dense, output.LayerNorm
-
-Parameter names and shapes (H hidden, F intermediate, V vocab, P max positions), weights (out, in):
-    bert.embeddings.word_embeddings.weight         (V, H)   tied with the MLM and SBO decoders
-    bert.embeddings.position_embeddings.weight     (P, H)
-    bert.embeddings.token_type_embeddings.weight   (2, H)
-    bert.embeddings.LayerNorm.{weight,bias}        (H,)
-    bert.encoder.layer.{i}.attention.self.{query,key,value}.{weight (H, H), bias (H,)}
-    bert.encoder.layer.{i}.attention.output.dense.{weight (H, H), bias (H,)}
-    bert.encoder.layer.{i}.attention.output.LayerNorm.{weight,bias}  (H,)
-    bert.encoder.layer.{i}.intermediate.dense.{weight (F, H), bias (F,)}
-    bert.encoder.layer.{i}.output.dense.{weight (H, F), bias (H,)}
-    bert.encoder.layer.{i}.output.LayerNorm.{weight,bias}            (H,)
+    a   = LayerNorm(h + dropout(MHA(h)))
+    h'  = LayerNorm(a + dropout(W2 act(W1 a + b1) + b2))
+Backward runs the same lines in reverse; a weight read by several applications (ALBERT's shared
+layers) gets the sum of their gradients: dW = sum over applications a that use W of dW_a.
 Init (spec §4): weights N(0, 0.02), biases 0, LayerNorm weight 1 / bias 0.
 
-The BERT family (bert-family-spec.md §1), selected by ``config`` (config.py), on the same code:
-    prefix        ``config.model_type + "."``: bert. / roberta. / albert. / electra.
-    activation    act = config.hidden_act in the FFN (gelu erf; ALBERT gelu_new)
-    RoBERTa       e = E_word[ids] + E_pos[pos] + E_type[t], pos = cumsum(m) m + pad, m = (ids != pad)
-                  (position_ids); P = max_len + pad + 1; type_vocab_size 1
-    E != H        the three tables and the embedding LayerNorm are E wide and h_0 = e' W_p^T + b_p
-                  follows (W_p (H, E)): albert.encoder.embedding_hidden_mapping_in (always),
-                  electra.embeddings_project (when E != H)
-    ALBERT        layer names albert.encoder.albert_layer_groups.{g}.albert_layers.{k}.{attention.
-                  {query,key,value,dense,LayerNorm}, ffn, ffn_output, full_layer_layer_norm}; the
-                  L*K applications follow layer_schedule, each with its own cache, and a shared
-                  weight's gradient is the sum over its applications:
-                      dW = sum over applications a that use W of dW_a
-                  (checked against an unrolled copy in tests/test_family_encoder.py). No dropout on
-                  the FFN output, as Hugging Face.
-    pad_token_id  padding_idx rule: that word row (RoBERTa: and position row) gets no lookup gradient.
+The BERT family (bert-family-spec.md §1) on the same code, selected by ``config`` (config.py):
+    act           config.hidden_act in the FFN (gelu erf; ALBERT gelu_new)
+    RoBERTa       pos = cumsum(m) m + pad, m = (ids != pad) (position_ids); type_vocab_size 1
+    E != H        the embeddings are E wide and h_0 = e' W_p^T + b_p follows (W_p (H, E))
+    ALBERT        L*K applications of G*K weight sets (names.layer_schedule); no dropout on the
+                  FFN output, as Hugging Face
+    pad_token_id  padding_idx rule: that word row (RoBERTa: and position row) gets no lookup gradient
 """
 from __future__ import annotations
 
@@ -47,91 +28,10 @@ from minispanbert.layers.attention import padding_mask_bias, self_attention_back
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.embedding import embedding_backward, embedding_forward
 from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
-from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers import layernorm
 from minispanbert.layers.linear import linear_backward, linear_forward
 from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
-
-EMB = "bert.embeddings."
-WORD_EMBEDDINGS = EMB + "word_embeddings.weight"
-
-# One layer's parameters by role; each model type spells them its own way (layer_names).
-LAYER_ROLES = ("query", "key", "value", "attention_dense", "attention_ln", "intermediate", "output", "output_ln")
-_BERT_LAYER = dict(query="attention.self.query.", key="attention.self.key.", value="attention.self.value.",
-                   attention_dense="attention.output.dense.", attention_ln="attention.output.LayerNorm.",
-                   intermediate="intermediate.dense.", output="output.dense.", output_ln="output.LayerNorm.")
-_ALBERT_LAYER = dict(query="attention.query.", key="attention.key.", value="attention.value.",
-                     attention_dense="attention.dense.", attention_ln="attention.LayerNorm.",
-                     intermediate="ffn.", output="ffn_output.", output_ln="full_layer_layer_norm.")
-
-
-def layer_prefix(i: int, config=None) -> str:
-    """The name prefix of parameter layer ``i`` (``bert.encoder.layer.{i}.``; for ALBERT ``i`` is
-    the pair (group, inner index): ``albert.encoder.albert_layer_groups.{g}.albert_layers.{k}.``)."""
-    model_type = "bert" if config is None else config.model_type
-    if model_type == "albert":
-        g, k = i
-        return f"albert.encoder.albert_layer_groups.{g}.albert_layers.{k}."
-    return f"{model_type}.encoder.layer.{i}."
-
-
-def layer_names(i, config) -> dict:
-    """role -> parameter prefix (ending in '.') of parameter layer ``i`` (see ``layer_prefix``)."""
-    table = _ALBERT_LAYER if config.model_type == "albert" else _BERT_LAYER
-    p = layer_prefix(i, config)
-    return {role: p + table[role] for role in LAYER_ROLES}
-
-
-def parameter_layers(config) -> list:
-    """The distinct parameter layers, in init order: 0..L-1, or ALBERT's (g, k) for G groups of K."""
-    if config.model_type == "albert":
-        return [(g, k) for g in range(config.num_hidden_groups) for k in range(config.inner_group_num)]
-    return list(range(config.num_hidden_layers))
-
-
-def layer_schedule(config) -> list:
-    """The parameter layer each application uses, in order. BERT: 0..L-1. ALBERT (Hugging Face
-    ``AlbertTransformer``): for i in 0..L-1, group g = int(i / (L / G)) runs its K layers in order,
-    so L2/G2/K2 -> (0,0),(0,1),(1,0),(1,1) and L6/G4/K1 -> groups 0,0,1,2,2,3."""
-    if config.model_type != "albert":
-        return list(range(config.num_hidden_layers))
-    L, G, K = config.num_hidden_layers, config.num_hidden_groups, config.inner_group_num
-    return [(int(i / (L / G)), k) for i in range(L) for k in range(K)]
-
-
-def encoder_prefix(config) -> str:
-    """``bert.``, ``roberta.``, ``albert.`` or ``electra.``: the prefix of every encoder parameter."""
-    return f"{config.model_type}."
-
-
-def embeddings_prefix(config) -> str:
-    return f"{config.model_type}.embeddings."
-
-
-def word_embeddings_name(config) -> str:
-    """The (V, E) word table, which the MLM decoder reuses (tied)."""
-    return embeddings_prefix(config) + "word_embeddings.weight"
-
-
-def projection_prefix(config):
-    """The E -> H Linear after the embeddings, or None: ALBERT's ``embedding_hidden_mapping_in``
-    (always, as Hugging Face), ELECTRA's ``embeddings_project`` (only when E != H)."""
-    if config.model_type == "albert":
-        return "albert.encoder.embedding_hidden_mapping_in."
-    if config.model_type == "electra" and config.embedding_width != config.hidden_size:
-        return "electra.embeddings_project."
-    return None
-
-
-def pooler_prefix(config):
-    """Where a model type keeps its pooler (model/pooler.py): ``bert.pooler.dense.`` and
-    ``albert.pooler.`` (no ``.dense``); None for RoBERTa (its MLM model has none) and ELECTRA."""
-    return {"bert": "bert.pooler.dense.", "albert": "albert.pooler."}.get(config.model_type)
-
-
-def key_bias_names(config) -> set:
-    """The attention key biases: their true gradient is exactly zero (a constant shift of a score
-    row), so gradient checks compare them with an absolute tolerance."""
-    return {layer_names(i, config)["key"] + "bias" for i in parameter_layers(config)}
+from minispanbert.model.names import embeddings_prefix, layer_names, layer_schedule, parameter_layers, projection_prefix
 
 
 def position_ids(input_ids, config, *, xp):
@@ -255,7 +155,7 @@ def encoder_forward(params, input_ids, token_type_ids, attention_mask, config, *
     else:
         pos_cache = None
         summed += params[emb + "position_embeddings.weight"][:T]
-    h, emb_ln_cache = layernorm_forward(summed, params[emb + "LayerNorm.weight"], params[emb + "LayerNorm.bias"], xp=xp, eps=eps)
+    h, emb_ln_cache = layernorm.layernorm_forward(summed, params[emb + "LayerNorm.weight"], params[emb + "LayerNorm.bias"], xp=xp, eps=eps)
     h, emb_drop_cache = dropout_forward(h, hidden_p, rng, xp=xp, train=train)
     projection = projection_prefix(config)
     proj_cache = None
@@ -331,7 +231,7 @@ def encoder_backward(dh, cache, *, xp) -> dict:
     # h_emb = dropout(LN(word + position + token_type))
     emb = embeddings_prefix(config)
     dh = dropout_backward(dh, emb_drop_cache, xp=xp)
-    dsummed, grads[emb + "LayerNorm.weight"], grads[emb + "LayerNorm.bias"] = layernorm_backward(dh, emb_ln_cache, xp=xp)
+    dsummed, grads[emb + "LayerNorm.weight"], grads[emb + "LayerNorm.bias"] = layernorm.layernorm_backward(dh, emb_ln_cache, xp=xp)
     grads[emb + "word_embeddings.weight"] = embedding_backward(dsummed, word_cache, xp=xp)
     grads[emb + "token_type_embeddings.weight"] = embedding_backward(dsummed, type_cache, xp=xp)
     if pos_cache is not None:  # RoBERTa: a lookup at pad+1+i

@@ -9,7 +9,7 @@ head uses its ``hidden_act`` (gelu_new); RoBERTa's and ELECTRA's generator head 
 from __future__ import annotations
 
 from minispanbert.layers.activation import activation_backward, activation_forward
-from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
+from minispanbert.layers import layernorm
 from minispanbert.layers.linear import linear_backward, linear_forward
 
 
@@ -17,14 +17,14 @@ def transform_forward(x, weight, bias, gamma, beta, *, xp, eps=1e-12, activation
     """x (N, IN) -> (t (N, H), cache)."""
     u, linear_cache = linear_forward(x, weight, bias, xp=xp)
     g, gelu_cache = activation_forward(u, activation, xp=xp)
-    t, ln_cache = layernorm_forward(g, gamma, beta, xp=xp, eps=eps)
+    t, ln_cache = layernorm.layernorm_forward(g, gamma, beta, xp=xp, eps=eps)
     return t, (linear_cache, gelu_cache, ln_cache)
 
 
 def transform_backward(dt, cache, *, xp):
     """dt (N, H) -> (dx (N, IN), dweight, dbias, dgamma, dbeta)."""
     linear_cache, gelu_cache, ln_cache = cache
-    dg, dgamma, dbeta = layernorm_backward(dt, ln_cache, xp=xp)
+    dg, dgamma, dbeta = layernorm.layernorm_backward(dt, ln_cache, xp=xp)
     du = activation_backward(dg, gelu_cache, xp=xp)
     dx, dweight, dbias = linear_backward(du, linear_cache, xp=xp)
     return dx, dweight, dbias, dgamma, dbeta

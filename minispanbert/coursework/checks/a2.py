@@ -193,7 +193,7 @@ def sbo_targets(check: Check):
 
 def _sbo_setup():
     from minispanbert.config import ModelConfig
-    from minispanbert.model.encoder import WORD_EMBEDDINGS
+    from minispanbert.model.names import WORD_EMBEDDINGS
     from minispanbert.model.sbo_head import init_sbo_head_params
 
     rng = np.random.default_rng(6)
@@ -269,7 +269,7 @@ def sbo_head_backward_sparsity(check: Check):
 def _pretraining_setup():
     from minispanbert.config import ModelConfig
     from minispanbert.masking import PretrainingBatch
-    from minispanbert.model.spanbert import init_pretraining_params
+    from minispanbert.model.spanbert_loss import init_pretraining_params
 
     config = ModelConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=16, max_position_embeddings=16, sbo_max_targets=4, sbo_position_dim=6,

@@ -109,7 +109,7 @@ def clip_grad_norm_small(check: Check):
 
 def _qa_setup():
     from minispanbert.config import ModelConfig
-    from minispanbert.model.qa_head import init_qa_params
+    from minispanbert.finetune.qa_head import init_qa_params
 
     config = ModelConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=16, max_position_embeddings=16, hidden_dropout_prob=0.0,
@@ -184,7 +184,7 @@ def qa_gradients(check: Check):
 
 
 def _decode_setup(seed):
-    from minispanbert.squad import QAFeature, SquadExample
+    from minispanbert.finetune.squad import QAFeature, SquadExample
 
     context = "The Eiffel Tower was finished in 1889 in Paris by Gustave Eiffel"
     words, offsets, pos = context.split(" "), [], 0

@@ -1,0 +1,111 @@
+"""Write a minispanbert model as a Hugging Face folder that ``transformers`` opens.
+
+    python -m minispanbert.export_hf --checkpoint runs/spanbert --out hf/spanbert-tiny     # pretraining run
+    python -m minispanbert.export_hf --checkpoint runs/qa --out hf/qa-tiny                 # finetune_qa run
+    python -m minispanbert.export_hf --random-init base --head qa --tokenizer runs/spanbert \\
+        --out hf/random-base-qa                                                            # for timing
+
+The folder holds config.json (with "architectures"), model.safetensors and the tokenizer files
+(`interop.huggingface.save_pretrained`); ``transformers.AutoModelFor*.from_pretrained(folder)``
+and ``AutoTokenizer.from_pretrained(folder)`` open it. A pretraining run becomes BertForMaskedLM:
+its SBO head (``cls.sbo.*``) has no Hugging Face class, so transformers lists exactly those tensors
+as unexpected and ignores them. A QA run becomes BertForQuestionAnswering, a ``--objective bert``
+run BertForPreTraining, ``roberta`` RobertaForMaskedLM and ``albert`` AlbertForPreTraining
+(`interop.family`); an ``electra`` run wrote its two folders when it finished (RUN/hf).
+
+``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
+``--tokenizer``: a tokenizer.json, a minispanbert run folder or a Hugging Face folder): its speed is that of a
+trained model of the same size, which is how the README's base-size throughput is measured.
+``--out`` must not be a minispanbert run folder (its model.safetensors would be replaced).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minispanbert.engine.runs.checkpoint import (
+    CHECKPOINTS_DIR,
+    MODEL_FILE,
+    TRAINER_STATE_FILE,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from minispanbert.engine.cli import Parser
+from minispanbert.config import PRESETS, ModelConfig, preset
+from minispanbert.interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
+from minispanbert.interop.family import save_family_pretrained
+from minispanbert.interop.huggingface import save_pretrained
+from minispanbert.interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
+from minispanbert.finetune.qa_head import init_qa_params
+from minispanbert.model.spanbert_loss import init_pretraining_params
+from minispanbert.engine.trainer import TOKENIZER_FILE
+
+HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
+
+
+def read_tokenizer(path: Path):
+    """A tokenizer.json file (minispanbert's or a Hugging Face vocabulary's special ids), the
+    tokenizer of a minispanbert run folder (its latest checkpoint's), or that of a Hugging Face folder."""
+    if (path / CHECKPOINTS_DIR).is_dir():
+        return read_tokenizer_json(resolve_checkpoint(path) / TOKENIZER_FILE)
+    if path.is_dir():
+        tok = load_bert_tokenizer(path)
+        if tok is None:
+            raise ValueError(f"{path} holds no vocab.txt or tokenizer.json: pass a tokenizer file or model folder")
+        return tok
+    return read_tokenizer_json(path)
+
+
+def export(args) -> str:
+    out = Path(args.out)
+    if (out / TRAINER_STATE_FILE).exists() or (out / CHECKPOINTS_DIR).exists():
+        raise ValueError(f"{out} is a minispanbert run folder: exporting into it would replace its {MODEL_FILE}; "
+                         "choose another --out")
+    if args.random_init is not None:
+        if args.tokenizer is None:
+            raise ValueError("--random-init needs --tokenizer (a tokenizer.json or a Hugging Face model folder)")
+        tok = read_tokenizer(Path(args.tokenizer))
+        config = preset(args.random_init).replace(vocab_size=tok.get_vocab_size())
+        params = HEADS[args.head](config, args.seed, xp=np, dtype="float32")
+        return save_pretrained(out, params, config, tokenizer=tok)
+    run = Path(args.checkpoint)
+    if out.resolve() == run.resolve():
+        raise ValueError("--out is the --checkpoint folder: choose another --out")
+    checkpoint = load_checkpoint(run, xp=np)
+    if "model" not in checkpoint.config:
+        raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
+    folder = checkpoint.directory or run  # the step folder holds the run's tokenizer.json
+    config = ModelConfig.from_dict(checkpoint.config["model"])
+    if config.model_type == "electra":
+        raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
+                         f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
+    if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
+        tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
+        return save_family_pretrained(out, checkpoint.params, config, tokenizer_json=tokenizer_path.read_text())
+    tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
+    return save_pretrained(out, checkpoint.params, config, tokenizer=tok)
+
+
+def main(argv=None) -> str:
+    p = Parser("python -m minispanbert.export_hf", __doc__)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a minispanbert run folder (train or finetune_qa --out)")
+    source.add_argument("--random-init", choices=list(PRESETS), help="a freshly initialised model of this preset")
+    p.add_argument("--out", required=True, help="the Hugging Face folder to write")
+    p.add_argument("--head", choices=list(HEADS), default="mlm", help="with --random-init: MLM+SBO or QA head")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json, a minispanbert run folder or a Hugging Face folder (default: the run's)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        architecture = export(args)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"wrote {architecture} to {args.out} (config.json, {MODEL_FILE}, tokenizer files)")
+    return architecture
+
+
+if __name__ == "__main__":
+    main()
