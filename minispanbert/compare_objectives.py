@@ -1,0 +1,5 @@
+"""``python -m minispanbert.compare_objectives``: the BERT family's objectives pretrained and fine-tuned on equal terms (minispanbert/family/compare_objectives.py)."""
+from minispanbert.family.compare_objectives import main
+
+if __name__ == "__main__":
+    main()
