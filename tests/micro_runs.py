@@ -61,7 +61,7 @@ def _child(argv, stderr_path):
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     code = 0
     try:
-        from minispanbert import train
+        from minispanbert.engine import trainer as train
 
         train.main(argv)
     except SystemExit as exc:  # what the interpreter does with sys.exit("message")
@@ -80,14 +80,14 @@ def _child(argv, stderr_path):
 def signal_trials(workdir: Path, trials: int, seed: int) -> list[dict]:
     import numpy as np
 
-    from minispanbert.checkpoint import CHECKPOINTS_DIR, latest_step, load_checkpoint
+    from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, latest_step, load_checkpoint
 
     # The fused numba kernels load their compiled code in each new process (seconds); the plain
     # NumPy ops are the reference and make no difference to what is tested here.
     os.environ["MINISPANBERT_FUSED_CPU"] = "0"
     import tqdm.auto  # noqa: F401  (imported once here, not in every child)
 
-    from minispanbert import train  # noqa: F401
+    from minispanbert.engine import trainer as train  # noqa: F401
 
     register_micro()
     corpus = write_corpus(workdir / "corpus.txt")

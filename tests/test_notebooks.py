@@ -36,7 +36,8 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted((p for p in NOTEBOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts),
+                   key=lambda p: p.name)
 EXPECTED = ("01_attention", "02_layernorm_gelu_ffn", "03_span_masking", "04_span_boundary_objective",
             "05_pretraining", "06_qa_finetuning", "08_real_weights", "12_data_parallel")
 CELL_TIMEOUT_S = 180
@@ -103,7 +104,7 @@ def test_committed_without_outputs(path):
     for index, cell in enumerate(code_cells(notebook)):
         assert cell.outputs == [] and cell.execution_count is None, (
             f"{path.name} code cell {index} has outputs: strip them with "
-            "jupyter nbconvert --clear-output --inplace notebooks/*.ipynb"
+            "jupyter nbconvert --clear-output --inplace notebooks/*/*.ipynb"
         )
 
 
@@ -114,7 +115,7 @@ def test_notebook_runs_and_shows_its_checks(path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+                                     resources={"metadata": {"path": str(path.parent)}})
     started = time.perf_counter()
     client.execute()  # raises CellExecutionError, naming the cell, when any cell fails
     print(f"{path.name} executed in {time.perf_counter() - started:.1f} s")

@@ -36,7 +36,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # Instructor material that never reaches students: the graded tests, the assignment files (they
 # name the hidden tests), the kit's own acceptance tests (they plant bugs into solution text) and CI.
 EXCLUDED_PREFIXES = ("minispanbert/coursework/checks/", "minispanbert/coursework/assignments/",
-                     "tests/test_coursework.py", ".ci/")
+                     "tests/coursework/", ".ci/")
 REQUIREMENTS = ("numpy", "scipy", "tokenizers")
 CHECKS_PACKAGE = "coursework_checks"
 

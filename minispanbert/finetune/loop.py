@@ -39,6 +39,7 @@ from minispanbert.backend import BACKENDS, check_dtype, get_backend, make_rng, s
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
 from minispanbert.engine.runs.atomic import interrupts_deferred
 from minispanbert.engine.runs.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.config import ModelConfig
 from minispanbert.interop.tokenizer import read_tokenizer_json
@@ -233,10 +234,11 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
     run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     saved_steps = []
     try:
-        if cfg.backend != "numpy":
-            return _run(cfg, run_dir, saved_steps, log)
-        with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over the threads (thread_parallel.py)
-            return _run(cfg, run_dir, saved_steps, log)
+        with kernels.installed():
+            if cfg.backend != "numpy":
+                return _run(cfg, run_dir, saved_steps, log)
+            with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over the threads (engine/parallel/shards.py)
+                return _run(cfg, run_dir, saved_steps, log)
     except KeyboardInterrupt:
         if run_dir.staged:
             where = f"the run that was in {run_dir.final} is untouched"

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
+from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import load_pretrained
@@ -114,8 +115,9 @@ def main(argv=None):
             raise ValueError("--top-k and --batch-size must be at least 1")
         xp = get_backend(args.backend)
         model = load_pretrained(args.model, xp=xp, dtype=args.dtype)
-        results = fill_mask(model, args.texts, xp=xp, top_k=args.top_k, batch_size=args.batch_size,
-                            log=lambda line: print(line, file=sys.stderr))
+        with kernels.installed():
+            results = fill_mask(model, args.texts, xp=xp, top_k=args.top_k, batch_size=args.batch_size,
+                                log=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     for text, masks in zip(args.texts, results):

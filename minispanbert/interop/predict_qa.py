@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
+from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser
 from minispanbert.interop.huggingface import load_pretrained
 from minispanbert.finetune.qa_head import qa_forward
@@ -118,9 +119,10 @@ def main(argv=None) -> dict:
         model = load_pretrained(args.model, xp=xp, dtype=args.dtype)
         log(f"model: {model.architecture} from {model.source}, {model.config.num_hidden_layers} layers, "
             f"H={model.config.hidden_size}, {args.dtype}")
-        predictions = predict(model, examples, xp=xp, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
-                              doc_stride=args.doc_stride, max_query_len=args.max_query_len, n_best=args.n_best,
-                              max_answer_len=args.max_answer_len, log=log)
+        with kernels.installed():
+            predictions = predict(model, examples, xp=xp, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
+                                  doc_stride=args.doc_stride, max_query_len=args.max_query_len, n_best=args.n_best,
+                                  max_answer_len=args.max_answer_len, log=log)
         if args.out is not None:
             write_predictions(predictions, args.out)
         scores = evaluate(examples, predictions)

@@ -66,15 +66,15 @@ def _layernorm_inputs(seed, shape, *, offset=1.0, scale=3.0):
 @test
 def layernorm_forward(check: Check):
     x, gamma, beta, _ = _layernorm_inputs(201, (4, 6))
-    y, _ = check.function(LAYERNORM + "layernorm_forward")(x, gamma, beta, xp=np, fused=False)
+    y, _ = check.function(LAYERNORM + "layernorm_forward")(x, gamma, beta, xp=np)
     check.close("y", y, hint="normalise each row over its last axis with the biased variance "
                              "mean((x - mu)^2) and eps inside the square root, then scale by gamma and shift by beta.")
 
 
 def _layernorm_backward(check, x, gamma, beta, dy):
     forward = check.function(LAYERNORM + "layernorm_forward")
-    _, cache = forward(x, gamma, beta, xp=np, fused=False)
-    grads = _backward_tuple(check, check.function(LAYERNORM + "layernorm_backward")(dy.copy(), cache, xp=np, fused=False),
+    _, cache = forward(x, gamma, beta, xp=np)
+    grads = _backward_tuple(check, check.function(LAYERNORM + "layernorm_backward")(dy.copy(), cache, xp=np),
                             ("dx", "dgamma", "dbeta"), "layernorm_backward")
     return forward, grads
 
@@ -84,7 +84,7 @@ def layernorm_backward_input(check: Check):
     x, gamma, beta, dy = _layernorm_inputs(202, (4, 6))
     forward, (dx, _, _) = _layernorm_backward(check, x, gamma, beta, dy)
     check.close("dx", dx, hint=LN_HINT)
-    check.gradient("dx", dx, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], x, dy, hint=LN_HINT)
+    check.gradient("dx", dx, lambda: forward(x, gamma, beta, xp=np)[0], x, dy, hint=LN_HINT)
 
 
 @test
@@ -94,8 +94,8 @@ def layernorm_backward_params(check: Check):
     hint = "dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy (one value per feature)."
     check.close("dgamma", dgamma, hint=hint)
     check.close("dbeta", dbeta, hint=hint)
-    check.gradient("dgamma", dgamma, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], gamma, dy)
-    check.gradient("dbeta", dbeta, lambda: forward(x, gamma, beta, xp=np, fused=False)[0], beta, dy)
+    check.gradient("dgamma", dgamma, lambda: forward(x, gamma, beta, xp=np)[0], gamma, dy)
+    check.gradient("dbeta", dbeta, lambda: forward(x, gamma, beta, xp=np)[0], beta, dy)
 
 
 @test
@@ -118,7 +118,7 @@ def _gelu_inputs():
 @test
 def gelu_forward(check: Check):
     x, _ = _gelu_inputs()
-    y, _ = check.function(GELU + "gelu_forward")(x, xp=np, fused=False)
+    y, _ = check.function(GELU + "gelu_forward")(x, xp=np)
     check.close("y", y, hint="the exact GeLU x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 (BERT's), "
                              "not the tanh approximation.")
 
@@ -127,11 +127,11 @@ def gelu_forward(check: Check):
 def gelu_backward(check: Check):
     x, dy = _gelu_inputs()
     forward = check.function(GELU + "gelu_forward")
-    _, cache = forward(x, xp=np, fused=False)
-    dx = check.function(GELU + "gelu_backward")(dy.copy(), cache, xp=np, fused=False)
+    _, cache = forward(x, xp=np)
+    dx = check.function(GELU + "gelu_backward")(dy.copy(), cache, xp=np)
     hint = "gelu'(x) = Phi(x) + x * phi(x): the product rule on x * Phi(x) gives two terms; multiply by dy."
     check.close("dx", dx, hint=hint)
-    check.gradient("dx", dx, lambda: forward(x, xp=np, fused=False)[0], x, dy, hint=hint)
+    check.gradient("dx", dx, lambda: forward(x, xp=np)[0], x, dy, hint=hint)
 
 
 @test
@@ -139,9 +139,9 @@ def softmax_forward(check: Check):
     rng = np.random.default_rng(401)
     x = rng.normal(size=(3, 7)) * 2
     forward = check.function(SOFTMAX + "softmax_forward")
-    y, _ = forward(x.copy(), xp=np, fused=False)
+    y, _ = forward(x.copy(), xp=np)
     check.close("y", y, hint="exp(x - max) / sum(exp(x - max)) over the last axis.")
-    big, _ = forward(x + 1000.0, xp=np, fused=False)
+    big, _ = forward(x + 1000.0, xp=np)
     check.close("y_shifted_by_1000", big, hint="softmax(x + 1000) must equal softmax(x): subtract each "
                                               "row's max before exp, or exp overflows to inf.")
 
@@ -151,10 +151,10 @@ def softmax_backward(check: Check):
     rng = np.random.default_rng(402)
     x, dy = rng.normal(size=(3, 7)) * 2, rng.normal(size=(3, 7))
     forward = check.function(SOFTMAX + "softmax_forward")
-    _, cache = forward(x.copy(), xp=np, fused=False)
-    dx = check.function(SOFTMAX + "softmax_backward")(dy.copy(), cache, xp=np, fused=False)
+    _, cache = forward(x.copy(), xp=np)
+    dx = check.function(SOFTMAX + "softmax_backward")(dy.copy(), cache, xp=np)
     check.close("dx", dx, hint=SOFTMAX_HINT)
-    check.gradient("dx", dx, lambda: forward(x.copy(), xp=np, fused=False)[0], x, dy, hint=SOFTMAX_HINT)
+    check.gradient("dx", dx, lambda: forward(x.copy(), xp=np)[0], x, dy, hint=SOFTMAX_HINT)
 
 
 def _attention_inputs():
@@ -228,7 +228,7 @@ CE_HINT = ("average -log softmax(z_n)[y_n] over the rows whose label is not igno
 @test
 def cross_entropy_forward(check: Check):
     logits, labels = _cross_entropy_inputs()
-    loss, _ = check.function(CROSS_ENTROPY + "cross_entropy_forward")(logits.copy(), labels, xp=np, fused=False)
+    loss, _ = check.function(CROSS_ENTROPY + "cross_entropy_forward")(logits.copy(), labels, xp=np)
     check.close("loss", loss, hint=CE_HINT)
 
 
@@ -236,12 +236,12 @@ def cross_entropy_forward(check: Check):
 def cross_entropy_backward(check: Check):
     logits, labels = _cross_entropy_inputs()
     forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
-    _, cache = forward(logits.copy(), labels, xp=np, fused=False)
-    dlogits = check.function(CROSS_ENTROPY + "cross_entropy_backward")(0.7, cache, xp=np, fused=False)
+    _, cache = forward(logits.copy(), labels, xp=np)
+    dlogits = check.function(CROSS_ENTROPY + "cross_entropy_backward")(0.7, cache, xp=np)
     hint = ("dz_n = dloss * (softmax(z_n) - onehot(y_n)) / (number of counted rows), and exactly 0 for an "
             "ignored row.")
     check.close("dlogits", dlogits, hint=hint)
-    check.gradient("dlogits", dlogits, lambda: forward(logits.copy(), labels, xp=np, fused=False)[0], logits,
+    check.gradient("dlogits", dlogits, lambda: forward(logits.copy(), labels, xp=np)[0], logits,
                    np.float64(0.7), hint=hint)
 
 
@@ -251,12 +251,12 @@ def cross_entropy_edge_cases(check: Check):
     logits, labels = _cross_entropy_inputs()
     forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
     backward = check.function(CROSS_ENTROPY + "cross_entropy_backward")
-    loss_big, _ = forward(logits * 500.0, labels, xp=np, fused=False)
+    loss_big, _ = forward(logits * 500.0, labels, xp=np)
     check.close("loss_of_huge_logits", loss_big, hint="use the log-sum-exp with the row max subtracted: "
                                                      "exp(1000) overflows.")
     ignored = np.full(6, -100)
-    loss, cache = forward(logits.copy(), ignored, xp=np, fused=False)
-    dlogits = np.asarray(backward(1.0, cache, xp=np, fused=False))
+    loss, cache = forward(logits.copy(), ignored, xp=np)
+    dlogits = np.asarray(backward(1.0, cache, xp=np))
     check.expect(np.isfinite(float(loss)) and float(loss) == 0.0 and np.all(dlogits == 0),
                  f"with every label ignored the loss must be 0 and the gradient 0 (got loss {float(loss)!r}): "
                  "divide by max(count, 1), not by a count of 0.")

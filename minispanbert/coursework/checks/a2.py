@@ -12,7 +12,7 @@ test = graded(TESTS)
 
 MASKING = "minispanbert.masking:"
 SBO = "minispanbert.model.sbo_head:"
-SPANBERT = "minispanbert.model.spanbert:"
+SPANBERT = "minispanbert.model.spanbert_loss:"
 MASK_ID, IGNORE_INDEX = 4, -100
 
 

@@ -11,8 +11,8 @@ TESTS: dict = {}
 test = graded(TESTS)
 
 OPTIM = "minispanbert.optim:"
-QA = "minispanbert.model.qa_head:"
-SQUAD = "minispanbert.squad:"
+QA = "minispanbert.finetune.qa_head:"
+SQUAD = "minispanbert.finetune.squad:"
 
 ADAMW_HINT = ("w <- w (1 - lr wd) first (decoupled decay), then m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, "
               "w <- w - lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).")

@@ -1,0 +1,363 @@
+"""Acceptance tests of the coursework kit (minispanbert/coursework/): build each shipped assignment
+once, then check the student copy (stubs, no solution text, no hidden test, unlisted tests still
+pass), grade the untouched copy (0, every test naming its NotImplementedError), grade the solution
+(full points, as a zip from `submit`), grade planted bugs (each loses exactly the points of the
+tests covering it), and grade a crashing / hanging / chatty / torch-importing submission (a valid
+results.json all the same). Grading runs the real grader (one process forking a child per graded
+function), about a second of CPU per submission.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from minispanbert.coursework import assignment as assignments
+from minispanbert.coursework.__main__ import main as coursework_main
+from minispanbert.coursework.build import EXCLUDED_PREFIXES, build, project_root, tracked_files
+from minispanbert.coursework.grade import grade
+from minispanbert.coursework.stubs import function_body
+from minispanbert.coursework.submit import submit
+
+ROOT = project_root()
+if subprocess.run(["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "pyproject.toml"],
+                  capture_output=True).returncode != 0:
+    pytest.skip("the coursework kit builds from a git checkout; this is not one", allow_module_level=True)
+SHIPPED = ("A1", "A2", "A3")
+# Tests of functions the assignment does not list: they must pass in the student copy.
+UNLISTED_TESTS = {
+    "A1": ["tests/core/test_layers.py::test_embedding_backward_adds_duplicates",
+           "tests/core/test_layers.py::test_dropout_train_vs_eval", "tests/core/test_optim.py::test_schedule_corner_values"],
+    "A2": ["tests/core/test_layers.py::test_linear_forward_closed_form", "tests/core/test_optim.py::test_schedule_corner_values",
+           "tests/core/test_masking.py::test_masking_budget_function"],
+    "A3": ["tests/core/test_masking.py::test_masking_budget_function", "tests/core/test_layers.py::test_gelu_is_exact_erf_form_not_tanh",
+           "tests/finetune/test_squad.py::test_max_context_hand_computed"],
+}
+
+# (assignment, file, solution text, buggy text, the tests that must fail -- all others must pass)
+PLANTED_BUGS = [
+    ("A1", "minispanbert/layers/layernorm.py", "    g -= mean_g\n", "",
+     {"layernorm_backward_input", "layernorm_backward_3d"}),
+    ("A1", "minispanbert/layers/softmax.py", "dx = dy - (y * dy).sum(axis=-1, keepdims=True)", "dx = dy.copy()",
+     {"softmax_backward", "attention_backward"}),
+    ("A1", "minispanbert/layers/attention.py", "scale = 1.0 / math.sqrt(H // num_heads)", "scale = 1.0",
+     {"attention_forward", "attention_backward"}),
+    ("A1", "minispanbert/layers/gelu.py", "    pdf *= x\n", "",
+     {"gelu_backward"}),
+    ("A1", "minispanbert/layers/cross_entropy.py", "loss = -(log_prob_target * keep).sum() / count",
+     "loss = -(log_prob_target * keep).sum()",
+     {"cross_entropy_forward", "cross_entropy_backward", "cross_entropy_edge_cases"}),
+    ("A2", "minispanbert/masking.py", "draw = np.repeat(rng.random(starts.size), lengths)",
+     "draw = rng.random(positions.size)",  # 80/10/10 per token instead of per span
+     {"replace_spans_per_span", "masking_end_to_end"}),
+    ("A2", "minispanbert/masking.py", "        start, stop = word_begin[anchor_word], word_end[last_word]\n",
+     "        start = word_begin[anchor_word]\n"  # span lengths counted in subword tokens
+     "        stop = min(start + int(lengths[used - 1]), word_end[next_barrier[anchor_word] - 1])\n",
+     {"span_masking_whole_words", "masking_end_to_end"}),
+    ("A2", "minispanbert/masking.py", "return span_start - 1, np.repeat(ends, counts) + 1, rel_pos, span_start + rel_pos",
+     "return span_start, np.repeat(ends, counts), rel_pos, span_start + rel_pos",  # SBO reads tokens inside the span
+     {"sbo_targets", "masking_end_to_end"}),
+    ("A2", "minispanbert/masking.py", "    return weights / weights.sum()",
+     "    weights[-1] = (1.0 - p) ** (upper - lower)\n    return weights",  # clipped, not truncated, geometric
+     {"span_length_pmf", "span_length_mean"}),
+    ("A2", "minispanbert/model/sbo_head.py", "scatter_add(dh, left, dh0[:, :hidden], xp=xp)",
+     "dh[left] = dh0[:, :hidden]",  # shared boundaries overwritten instead of accumulated
+     {"sbo_head_backward", "pretraining_gradients"}),
+    ("A2", "minispanbert/model/spanbert_loss.py", '        decoder_grad += sbo_grads.pop("bert.embeddings.word_embeddings.weight")\n',
+     '        sbo_grads.pop("bert.embeddings.word_embeddings.weight")\n',  # tied embedding misses the SBO decoder
+     {"pretraining_gradients"}),
+    ("A3", "minispanbert/optim.py", "decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0",
+     "decay = weight_decay",  # AdamW decays biases and LayerNorm too
+     {"adamw_decay_mask"}),
+    ("A3", "minispanbert/optim.py",
+     "    if is_cupy(xp) or not clip_coef >= 1.0:\n        for g in grads.values():\n            g *= clip_coef\n",
+     "    for g in grads.values():\n"  # clipping each tensor to max_norm on its own
+     "        g *= xp.minimum(max_norm / (xp.sqrt(xp.vdot(g.reshape(-1), g.reshape(-1))) + CLIP_NORM_EPS), 1.0)\n",
+     {"clip_grad_norm"}),
+    ("A3", "minispanbert/finetune/qa_head.py", "loss = (start_loss + end_loss) / 2", "loss = start_loss + end_loss",
+     {"qa_loss", "qa_gradients"}),  # the QA loss not halved (qa_gradients: backward no longer matches forward)
+    ("A3", "minispanbert/finetune/squad.py",
+     "    prediction_tokens = normalize_answer(prediction).split()\n    truth_tokens = normalize_answer(ground_truth).split()\n",
+     "    prediction_tokens = list(normalize_answer(prediction))\n    truth_tokens = list(normalize_answer(ground_truth))\n",
+     {"f1_score", "f1_edge_cases"}),  # F1 over characters instead of words
+    ("A3", "minispanbert/finetune/squad.py", "start_candidates = np.flatnonzero(feature.token_is_max_context)",
+     "start_candidates = np.arange(len(starts))",  # answers may start where the window lacks maximal context
+     {"decode_constraints"}),
+]
+
+# Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)
+GS_TOP_KEYS = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+               "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
+GS_TEST_KEYS = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format",
+                "tags", "visibility", "extra_data"}
+GS_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
+GS_FORMATS = {"text", "html", "simple_format", "md", "ansi"}
+
+
+def validate_gradescope(report: dict) -> None:
+    report = json.loads(json.dumps(report, allow_nan=False))  # plain JSON, no NaN
+    assert set(report) <= GS_TOP_KEYS, set(report) - GS_TOP_KEYS
+    assert isinstance(report.get("tests", []), list) and ("score" in report or report["tests"])
+    for key in ("score", "execution_time"):
+        assert key not in report or isinstance(report[key], (int, float)) and report[key] >= 0
+    assert report["visibility"] in GS_VISIBILITY and report["stdout_visibility"] in GS_VISIBILITY
+    assert report["output_format"] in GS_FORMATS and isinstance(report["output"], str)
+    for test in report["tests"]:
+        assert set(test) <= GS_TEST_KEYS, set(test) - GS_TEST_KEYS
+        assert isinstance(test["name"], str) and isinstance(test["output"], str)
+        assert isinstance(test["score"], (int, float)) and isinstance(test["max_score"], (int, float))
+        assert 0 <= test["score"] <= test["max_score"]
+        assert test["status"] in ("passed", "failed") and test["visibility"] in GS_VISIBILITY
+        assert test["output_format"] in GS_FORMATS
+        assert isinstance(test["tags"], list) and all(isinstance(tag, str) for tag in test["tags"])
+    if report["tests"]:
+        assert abs(report["score"] - sum(t["score"] for t in report["tests"])) < 1e-9
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """{assignment id: build folder}, each built once per session on first use."""
+    folders = {}
+
+    def get(name):
+        if name not in folders:
+            folders[name] = build(name, tmp_path_factory.mktemp("coursework") / name)
+        return folders[name]
+    return get
+
+
+def solution_submission(spec, dest: Path, patch=None) -> Path:
+    """A folder with the solution's files of ``spec``, optionally one text replaced (a planted bug)."""
+    for rel in spec.files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, dest / rel)
+    if patch is not None:
+        rel, old, new = patch
+        text = (dest / rel).read_text()
+        assert text.count(old) == 1, f"the planted bug's anchor {old!r} is not unique in {rel}"
+        (dest / rel).write_text(text.replace(old, new))
+    return dest
+
+
+def failed(report) -> set[str]:
+    return {t["name"] for t in report["tests"] if t["status"] != "passed"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_student_copy_has_stubs_and_nothing_it_should_not(built, name):
+    spec = assignments.load(name)
+    student = built(name) / "student"
+    files = [p for p in student.rglob("*") if p.is_file()]
+    rels = [p.relative_to(student).as_posix() for p in files]
+    assert not (student / ".git").exists()
+    assert not [r for r in rels if "__pycache__" in r or r.endswith((".pyc", ".pyo"))]
+    assert not [r for r in rels if r.startswith(EXCLUDED_PREFIXES)], "instructor material leaked"
+    texts = {r: p.read_text(encoding="utf-8", errors="replace") for r, p in zip(rels, files)}
+
+    # Each stub keeps its signature and docstring and raises a message naming the function.
+    for f in spec.functions:
+        tree = ast.parse(texts[f.path])
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f.function)
+        original = next(n for n in ast.parse((ROOT / f.path).read_text()).body
+                        if isinstance(n, ast.FunctionDef) and n.name == f.function)
+        assert ast.get_docstring(node) == ast.get_docstring(original)
+        assert ast.unparse(node.args) == ast.unparse(original.args)
+        assert len(node.body) == 2 and isinstance(node.body[1], ast.Raise)
+        assert f.name in ast.unparse(node.body[1]) and "NotImplementedError" in ast.unparse(node.body[1])
+
+    # No solution text: each body as a whole, and each of its distinctive lines (those found
+    # nowhere else in the instructor's tracked files), appears in no file of the copy.
+    originals = {r: (ROOT / r).read_text(encoding="utf-8", errors="replace") for r in tracked_files(ROOT)
+                 if (ROOT / r).is_file()}
+    everything = "\n".join(texts.values())
+    for f in spec.functions:
+        body = function_body(originals[f.path], f.function)
+        assert body.strip() and body.strip() not in everything, f"{f.name}'s body is in the student copy"
+        elsewhere = "\n".join(t for r, t in originals.items() if r != f.path) + originals[f.path].replace(body, "")
+        distinctive = [ln.strip() for ln in body.splitlines() if len(ln.strip()) >= 20 and ln.strip() not in elsewhere]
+        for line in distinctive:
+            assert line not in everything, f"solution line of {f.name} found in the student copy: {line!r}"
+
+    # Notebooks: no outputs, the solution regions replaced by nbgrader's stub, valid JSON.
+    for rel in [r for r in rels if r.endswith(".ipynb")]:
+        notebook = json.loads(texts[rel])
+        for cell in notebook["cells"]:
+            source = "".join(cell["source"])
+            marker_lines = {line.strip() for line in source.splitlines()} & {"### BEGIN SOLUTION", "### END SOLUTION"}
+            assert not marker_lines, f"{rel} keeps a solution marker"
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [] and cell["execution_count"] is None
+            if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+                assert "# YOUR CODE HERE\nraise NotImplementedError()" in source
+        original = json.loads(originals[rel])
+        for cell in original["cells"]:
+            source = "".join(cell["source"])
+            if "### BEGIN SOLUTION\n" in source:
+                answer = source.split("### BEGIN SOLUTION\n")[1].split("### END SOLUTION")[0].strip()
+                assert answer and answer not in texts[rel], f"{rel} keeps a reference answer"
+
+    # No hidden test: neither its name nor the graded tests' code.
+    for t in spec.tests:
+        assert f"def {t.name}(check" not in everything, f"graded test {t.name}'s code is in the student copy"
+        if t.hidden:
+            assert t.name not in everything, f"hidden test {t.name} is named in the student copy"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
+    student = built(name) / "student"
+    env = {**os.environ, "PYTHONPATH": str(student), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *UNLISTED_TESTS[name]],
+                         cwd=student, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert f"{len(UNLISTED_TESTS[name])} passed" in run.stdout
+    if name != "A1":
+        return
+    # The student copy cannot rebuild the assignment: it has no assignment files and no graded tests.
+    run = subprocess.run([sys.executable, "-m", "minispanbert.coursework", "build", name, "--out", "rebuilt"],
+                         cwd=student, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: unknown assignment '{name}'"), run.stderr
+    assert "none: this is a student copy" in run.stderr and not (student / "rebuilt").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_untouched_student_copy_scores_zero_naming_each_stub(built, name, tmp_path, capsys):
+    spec = assignments.load(name)
+    assert coursework_main(["grade", str(built(name) / "student"), "--autograder", str(built(name) / "autograder"),
+                            "--out", str(tmp_path / "results.json")]) == 0
+    summary = capsys.readouterr().out
+    assert f"score 0 / {spec.max_score:g}" in summary and summary.count("FAIL ") == len(spec.tests)
+    report = json.loads((tmp_path / "results.json").read_text())
+    validate_gradescope(report)
+    assert report["score"] == 0
+    listed = {f.name for f in spec.functions}
+    for test in report["tests"]:
+        assert test["output"].startswith("NotImplementedError: "), test
+        named = test["output"].split()[1].rstrip(":")
+        assert named in listed, test["output"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_solution_submitted_as_zip_scores_full_points(built, name, tmp_path):
+    spec = assignments.load(name)
+    copy = tmp_path / "student"
+    shutil.copytree(built(name) / "student", copy)
+    zip_path, warnings = submit(copy)
+    assert len(warnings) == len(spec.functions) and all("still the stub" in w for w in warnings)
+    solution_submission(spec, copy)
+    zip_path, warnings = submit(copy)
+    assert warnings == []
+    with zipfile.ZipFile(zip_path) as archive:
+        assert set(spec.files) <= set(archive.namelist())
+    report = grade(zip_path, built(name) / "autograder")
+    validate_gradescope(report)
+    assert report["score"] == spec.max_score, "\n".join(t["output"] for t in report["tests"] if t["status"] != "passed")
+
+
+@pytest.mark.parametrize("bug", PLANTED_BUGS, ids=lambda b: f"{b[0]}-{Path(b[1]).stem}-{sorted(b[4])[0]}")
+def test_planted_bug_loses_exactly_the_points_of_its_tests(built, bug, tmp_path):
+    name, rel, old, new, expected = bug
+    spec = assignments.load(name)
+    report = grade(solution_submission(spec, tmp_path, (rel, old, new)), built(name) / "autograder")
+    assert failed(report) == expected, {t["name"]: t["output"] for t in report["tests"] if t["status"] != "passed"}
+    lost = sum(t.points for t in spec.tests if t.name in expected)
+    assert report["score"] == spec.max_score - lost
+    for test in report["tests"]:
+        if test["name"] in expected:  # a message a student can act on, not a traceback
+            assert "Traceback" not in test["output"] and len(test["output"]) < 2000, test["output"]
+
+
+CRASHING_FILES = {
+    # linear_forward never returns (a Python loop: the per-test alarm stops it)
+    "minispanbert/layers/linear.py": ("y = x.reshape(-1, x.shape[-1]) @ weight.T", "while True:\n        pass"),
+    # softmax_forward kills its process
+    "minispanbert/layers/softmax.py": ("y = x - x.max(axis=-1, keepdims=True)", "import os; os._exit(3)"),
+    # layernorm_backward prints 20 MB before answering correctly
+    "minispanbert/layers/layernorm.py": ("xhat, rstd, gamma = cache",
+                                         "print('spam' * 5_000_000)\n    xhat, rstd, gamma = cache"),
+}
+
+
+def test_crashing_hanging_chatty_and_torch_importing_submission_still_gets_valid_results(built, tmp_path):
+    spec = assignments.load("A1")
+    autograder = tmp_path / "autograder"
+    shutil.copytree(built("A1") / "autograder", autograder)
+    toml = autograder / "assignment.toml"
+    toml.write_text(toml.read_text().replace("time_limit = 10", "time_limit = 2"))
+    submission = solution_submission(spec, tmp_path / "submission")
+    for rel, (old, new) in CRASHING_FILES.items():
+        text = (submission / rel).read_text()
+        (submission / rel).write_text(text.replace(old, new, 1))
+    gelu = submission / "minispanbert/layers/gelu.py"
+    gelu.write_text("import torch\n" + gelu.read_text())
+    report = grade(submission, autograder, out=tmp_path / "results.json")
+    validate_gradescope(json.loads((tmp_path / "results.json").read_text()))
+    by_name = {t["name"]: t for t in report["tests"]}
+    for name in ("linear_forward", "linear_backward", "attention_forward", "attention_backward"):
+        assert "time limit of 2 s exceeded" in by_name[name]["output"], by_name[name]
+    for name in ("softmax_forward", "softmax_backward"):
+        assert "ended unexpectedly" in by_name[name]["output"], by_name[name]
+    for name in ("gelu_forward", "gelu_backward"):
+        assert "imports torch" in by_name[name]["output"], by_name[name]
+    assert by_name["layernorm_backward_input"]["status"] == "passed"
+    assert "more characters of output cut" in by_name["layernorm_backward_input"]["output"]
+    assert len(json.dumps(report)) < 200_000
+    passing = {"layernorm_forward", "layernorm_backward_input", "layernorm_backward_params", "layernorm_backward_3d",
+               "cross_entropy_forward", "cross_entropy_backward", "cross_entropy_edge_cases"}
+    assert failed(report) == {t.name for t in spec.tests} - passing
+    assert report["score"] == sum(t.points for t in spec.tests if t.name in passing)
+
+
+def test_cli_reports_bad_input_in_one_line(built, tmp_path, capsys):
+    assert coursework_main(["build", "A9", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown assignment 'A9'")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert coursework_main(["build", "A1", "--out", str(tmp_path / "full")]) == 2
+    assert "pick a new --out" in capsys.readouterr().err
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert coursework_main(["grade", str(tmp_path / "nothing"), "--autograder", str(built("A1") / "autograder"),
+                            "--out", str(tmp_path / "results.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: submission")
+    report = json.loads((tmp_path / "results.json").read_text())  # Gradescope still gets a valid file
+    validate_gradescope(report)
+    assert report["score"] == 0 and "could not grade" in report["output"]
+    assert coursework_main(["submit", "--root", str(tmp_path)]) == 2
+    assert "no coursework.json" in capsys.readouterr().err
+
+
+def test_notebook_exercises_are_nbgrader_solution_cells():
+    """Every cell with a solution region carries nbgrader's solution metadata and a unique grade_id
+    (nbgrader generate_assignment refuses a region outside a solution cell), and the delimiters
+    appear nowhere else (nbgrader matches them inside any line, prose included). Checked against
+    nbgrader 0.9.6's ClearSolutions, whose output equals notebooks.release_notebook's."""
+    grade_ids = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            lines = {line.strip() for line in "".join(cell["source"]).splitlines()}
+            # nbgrader takes any line CONTAINING the delimiter as a marker: no other mention may exist
+            mentions = {line for line in lines if "BEGIN SOLUTION" in line or "END SOLUTION" in line}
+            assert mentions <= {"### BEGIN SOLUTION", "### END SOLUTION"}, f"{path.name} cell {index}: {mentions}"
+            assert not mentions or cell["cell_type"] == "code", f"{path.name} cell {index}: a marker outside code"
+            if "### BEGIN SOLUTION" in lines:
+                meta = cell.get("metadata", {}).get("nbgrader", {})
+                assert "### END SOLUTION" in lines, f"{path.name} cell {index}: unclosed solution region"
+                assert meta.get("solution") is True and meta.get("grade_id"), (
+                    f"{path.name} cell {index}: add nbgrader metadata (solution: true, a grade_id)")
+                grade_ids.append(meta["grade_id"])
+    assert grade_ids and len(set(grade_ids)) == len(grade_ids)
+
+
+def test_shipped_assignments_load_and_cover_their_functions():
+    for name in assignments.available():
+        spec = assignments.load(name)
+        graded = {c for t in spec.tests for c in t.covers}
+        assert {f.name for f in spec.functions} <= graded, f"{name}: a listed function has no graded test"
+        assert any(t.hidden for t in spec.tests) and any(not t.hidden for t in spec.tests)

@@ -1,0 +1,190 @@
+"""The BERT family's batch builders, statistically and by construction: NSP/SOP pairs (label balance
+0.50 +- 0.01 where the coin decides, random segments never from A's document, IsNext / in-order
+segments contiguous in their document, swapped ones reversed), ALBERT's n-gram masking (length
+shares 6/11, 3/11, 2/11 +- 0.01, whole words, the token budget, 80/10/10 per token), RoBERTa's
+FULL-SENTENCES blocks (full, crossing documents with one separator, the corpus reproduced) and
+byte-level BPE tokenizer."""
+import numpy as np
+import pytest
+
+from minispanbert.family.bpe_tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MASK_ID,
+    PAD_ID,
+    UNK_ID,
+    encode_bpe_documents,
+    train_bpe_tokenizer,
+)
+from minispanbert.family.full_sentences import pack_full_sentences
+from minispanbert.family.pairs import build_pair_examples, make_pair_batch, truncate_pair
+from minispanbert.data.tokenizer import CLS_ID, SEP_ID
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.family.ngram_masking import ngram_mask
+
+V = 1000
+
+
+def synthetic_documents(rng, n_docs=80, sentences=(20, 40), length=(3, 12), offset=0):
+    """Encoded documents of short random sentences; token ids are unique per (document, position)
+    modulo V would collide, so each document also gets a disjoint id range for provenance tests."""
+    docs = []
+    for d in range(n_docs):
+        doc = []
+        for _ in range(int(rng.integers(*sentences))):
+            n = int(rng.integers(*length))
+            ids = rng.integers(5, V, size=n)
+            starts = rng.random(n) < 0.7
+            starts[0] = True
+            doc.append((ids, starts))
+        docs.append(doc)
+    return docs
+
+
+def doc_stream(doc):
+    return np.concatenate([line[0] for line in doc])
+
+
+def contains(stream, piece):
+    """Whether ``piece`` occurs contiguously in ``stream``."""
+    n = piece.size
+    windows = np.lib.stride_tricks.sliding_window_view(stream, n)
+    return bool(np.any(np.all(windows == piece, axis=1)))
+
+
+def split(example):
+    ids, types = example.input_ids, example.token_type_ids
+    a = ids[1:np.flatnonzero(types)[0] - 1]
+    b = ids[np.flatnonzero(types)[0]:-1]
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return synthetic_documents(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("mode", ["nsp", "sop"])
+def test_pair_labels_are_balanced_and_segments_come_from_the_right_documents(corpus, mode):
+    examples = []
+    for seed in range(40):  # several passes (Google's dupe_factor) for > 20k coin-decided pairs
+        examples += build_pair_examples(corpus, seq_len=32, mode=mode, rng=np.random.default_rng(seed))
+    coin = [ex for ex in examples if not ex.forced]
+    assert len(coin) > 20000  # so the share's standard error is < 0.0035: +-0.01 is three of them
+    share = np.mean([ex.label for ex in coin])
+    assert abs(share - 0.5) < 0.01, share
+    forced = [ex for ex in examples if ex.forced]
+    assert all(ex.label == 1 and ex.b_doc != ex.a_doc for ex in forced)
+    streams = [doc_stream(doc) for doc in corpus]
+    checked = 0
+    for ex in examples[:6000]:
+        a, b = split(ex)
+        assert ex.input_ids[0] == CLS_ID and ex.input_ids[-1] == SEP_ID and a.size and b.size
+        assert ex.input_ids.size <= 32
+        np.testing.assert_array_equal(ex.token_type_ids, np.r_[np.zeros(a.size + 2), np.ones(b.size + 1)])
+        if ex.label == 1 and (mode == "nsp" or ex.forced):
+            assert ex.b_doc != ex.a_doc          # a random segment is never from A's document
+            assert contains(streams[ex.b_doc], b)
+        elif ex.input_ids.size < 32:             # not truncated: the two segments are adjacent in order
+            first, second = (b, a) if ex.label == 1 else (a, b)   # SOP label 1: swapped
+            assert ex.b_doc == ex.a_doc and contains(streams[ex.a_doc], np.r_[first, second])
+            checked += 1
+    assert checked > 300
+
+
+def test_one_document_corpus_is_refused_for_pairs(corpus):
+    with pytest.raises(ValueError, match="at least two documents"):
+        build_pair_examples(corpus[:1], seq_len=48, mode="nsp", rng=np.random.default_rng(0))
+
+
+def test_truncation_trims_the_longer_segment_from_either_end():
+    rng = np.random.default_rng(0)
+    fronts = 0
+    for _ in range(400):
+        a = (np.arange(10, 30), np.ones(20, bool))
+        b = (np.arange(100, 105), np.ones(5, bool))
+        (ta, _), (tb, _) = truncate_pair(a, b, 20, rng)
+        assert ta.size == 15 and tb.size == 5  # only the longer one lost tokens
+        assert contains(np.arange(10, 30), ta)
+        fronts += ta[0] != 10
+    assert 0.35 < fronts / 400 < 1.0  # some cuts came from the front
+
+
+def test_ngram_lengths_follow_one_over_n_and_masks_are_whole_words():
+    rng = np.random.default_rng(1)
+    n, record, masked_tokens, kinds, budgets = 200, [], 0, np.zeros(3), []
+    for call in range(1600):
+        ids = rng.integers(5, V, size=n)
+        ids[0], ids[100], ids[-1] = CLS_ID, SEP_ID, SEP_ID
+        starts = rng.random(n) < 0.6
+        out, labels = ngram_mask(ids, starts, rng, vocab_size=V, record=record)
+        hit = labels != IGNORE_INDEX
+        assert not hit[[0, 100, n - 1]].any()                   # specials never masked
+        assert hit.sum() <= round(0.15 * n)                      # the budget, in tokens
+        budgets.append(hit.sum())
+        np.testing.assert_array_equal(labels[hit], ids[hit])
+        if call < 200:
+            word = np.cumsum(starts | (ids < 5) | np.r_[False, (ids < 5)[:-1]])
+            for w in np.unique(word[hit]):                      # whole words only
+                assert hit[(word == w) & (ids >= 5)].all()
+        kinds += [(out[hit] == MASK_ID).sum(), (out[hit] == ids[hit]).sum(),
+                  ((out[hit] != MASK_ID) & (out[hit] != ids[hit])).sum()]
+        masked_tokens += hit.sum()
+    shares = np.bincount(record, minlength=4)[1:] / len(record)
+    assert len(record) > 15000, len(record)
+    np.testing.assert_allclose(shares, [6 / 11, 3 / 11, 2 / 11], atol=0.01)
+    # per token 80% [MASK], 10% kept, 10% random (a random id equal to the original counts as kept: 1/V)
+    np.testing.assert_allclose(kinds / masked_tokens, [0.8, 0.1, 0.1], atol=0.01)
+    assert np.mean(budgets) > 0.95 * round(0.15 * n)
+
+
+def test_pair_batch_pads_and_keeps_labels(corpus):
+    examples = build_pair_examples(corpus, seq_len=48, mode="nsp", rng=np.random.default_rng(3))[:6]
+
+    def mask(ids, starts, rng):
+        return ngram_mask(ids, starts, rng, vocab_size=V)
+
+    batch = make_pair_batch(examples, mask, np.random.default_rng(0), seq_len=48)
+    for row, ex in enumerate(examples):
+        n = ex.input_ids.size
+        assert batch.attention_mask[row].sum() == n and not batch.input_ids[row, n:].any()
+        np.testing.assert_array_equal(batch.token_type_ids[row, :n], ex.token_type_ids)
+    np.testing.assert_array_equal(batch.sentence_labels, [ex.label for ex in examples])
+
+
+def test_full_sentence_blocks_are_full_cross_documents_and_separated(corpus):
+    docs, max_tokens = corpus[:30], 40
+    blocks, starts = pack_full_sentences(docs, max_tokens, EOS_ID)
+    assert all(1 <= b.size <= max_tokens for b in blocks) and all(s[0] for s in starts)
+    # without the separators the blocks are the corpus, in order
+    joined = np.concatenate(blocks)
+    np.testing.assert_array_equal(joined[joined != EOS_ID], np.concatenate([doc_stream(d) for d in docs]))
+    # walk the sentences: (document, length) in corpus order
+    sentences = [(d, line[0].size) for d, doc in enumerate(docs) for line in doc]
+    k, crossing = 0, 0
+    for b, block in enumerate(blocks):
+        body = int((block != EOS_ID).sum())
+        first_doc, filled = sentences[k][0], 0
+        while filled < body:
+            filled += sentences[k][1]
+            k += 1
+        assert filled == body                                     # whole sentences only
+        last_doc = sentences[k - 1][0]
+        assert (block == EOS_ID).sum() == last_doc - first_doc    # one separator per document boundary
+        assert block[0] != EOS_ID and block[-1] != EOS_ID         # never at a block's edge
+        crossing += last_doc > first_doc
+        if b + 1 < len(blocks):                                   # full: the next sentence did not fit
+            next_doc, next_size = sentences[k]
+            assert block.size + next_size + (next_doc != last_doc) > max_tokens
+    assert k == len(sentences) and crossing > 5
+
+
+def test_byte_level_bpe_round_trips_and_has_roberta_ids():
+    text = ["The café costs 3.50 € — naïve?", "Second line with <unk> inside.", "ünïcödé and emoji 🙂 too"] * 30
+    tok = train_bpe_tokenizer(text, 400)
+    assert [tok.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == \
+        [BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID]
+    for line in ("The café costs 3.50 €", "never seen: ЖЖЖ qq"):
+        assert tok.decode(tok.encode(line).ids) == line  # byte-level: nothing is unknown
+    ids, starts = encode_bpe_documents(tok, [["Second line with <unk> inside."]])[0][0]
+    assert UNK_ID in ids and starts[0] and ids.min() >= 3

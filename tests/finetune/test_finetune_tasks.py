@@ -1,0 +1,185 @@
+"""The shared fine-tuning loop on SST-2 and WNUT-17 style data: a tiny model overfits a handful of
+sentences to accuracy 100 and a handful of NER sentences to entity F1 100, through the CLI, the
+official metrics and the written predictions; --resume continues an interrupted run bit for bit;
+bad input ends with one ``error:`` line."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import minispanbert.finetune.loop as finetune
+from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
+from minispanbert.config import ModelConfig
+from minispanbert.data import train_tokenizer
+from minispanbert.finetune.loop import main as finetune_main
+from minispanbert.model.spanbert_loss import init_pretraining_params
+
+SENTENCES = [("a charming and moving film", 1), ("dull , flat and lifeless", 0), ("a gorgeous , witty delight", 1),
+             ("tedious and painfully slow", 0), ("the best film of the year", 1), ("a mess from start to finish", 0)]
+NER = [
+    [("Tim", "B-person"), ("Cook", "I-person"), ("visited", "O"), ("Paris", "B-location")],
+    [("I", "O"), ("love", "O"), ("Star", "B-creative-work"), ("Wars", "I-creative-work")],
+    [("Apple", "B-corporation"), ("sells", "O"), ("the", "O"), ("iPhone", "B-product")],
+    [("the", "O"), ("Beatles", "B-group"), ("played", "O"), ("in", "O"), ("Hamburg", "B-location")],
+    [("Ed", "B-person"), ("met", "O"), ("Jo", "B-person"), ("at", "O"), ("Google", "B-corporation")],
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint in the pretraining format with a very small random model and a tokenizer trained
+    on the sentences, so that overfitting takes seconds."""
+    out = tmp_path_factory.mktemp("small") / "ckpt"
+    texts = [s for s, _ in SENTENCES] + [" ".join(w for w, _ in sentence) for sentence in NER]
+    tokenizer = train_tokenizer(texts * 3, 200)
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, sbo_position_dim=8)
+    save_checkpoint(out, params=init_pretraining_params(config, 0, xp=np), step=0, config={"model": config.to_dict()},
+                    files={"tokenizer.json": tokenizer.to_str()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sst2 = root / "sst2.tsv"
+    sst2.write_text("sentence\tlabel\n" + "".join(f"{s} \t{y}\n" for s, y in SENTENCES), encoding="utf-8")
+    conll = root / "ner.conll"
+    conll.write_text("\n".join("".join(f"{w}\t{t}\n" for w, t in sentence) for sentence in NER), encoding="utf-8")
+    return {"sst2": sst2, "wnut17": conll}
+
+
+def test_sst2_overfits_six_sentences_to_accuracy_100(checkpoint, files, tmp_path, capsys):
+    out = tmp_path / "sst2"
+    result = finetune_main(["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]),
+                            "--dev", str(files["sst2"]), "--out", str(out), "--steps", "40", "--batch-size", "6",
+                            "--lr", "3e-3", "--dropout", "0", "--eval-every", "20"])
+    scores = result["scores"]["dev"]
+    assert scores["accuracy"] == 100.0 and scores["f1"] == 100.0 and scores["confusion"] == [[3, 0], [0, 3]]
+    assert result["train_losses"][-1] < 0.1 * result["train_losses"][0]
+    rows = (out / "predictions.dev.tsv").read_text().splitlines()
+    assert rows[0] == "sentence\tlabel\tpredicted" and all(r.split("\t")[1] == r.split("\t")[2] for r in rows[1:])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "dev"] == [20, 40]
+    saved = load_checkpoint(out, xp=np)
+    assert "classifier.weight" in saved.params and "bert.pooler.dense.weight" in saved.params
+    assert saved.step == 40 and saved.extra["dev"]["accuracy"] == 100.0
+    assert (out / "finetune.png").is_file() and (saved.directory / "tokenizer.json").is_file()
+    assert "confusion (rows gold 0/1, columns predicted 0/1): [[3, 0], [0, 3]]" in capsys.readouterr().out
+
+
+def test_wnut17_overfits_five_sentences_to_entity_f1_100(checkpoint, files, tmp_path):
+    out = tmp_path / "ner"
+    result = finetune_main(["wnut17", "--checkpoint", str(checkpoint), "--train", str(files["wnut17"]),
+                            "--dev", str(files["wnut17"]), "--test", str(files["wnut17"]), "--out", str(out),
+                            "--steps", "60", "--batch-size", "5", "--lr", "5e-3", "--dropout", "0"])
+    for split in ("dev", "test"):
+        scores = result["scores"][split]
+        assert (scores["f1"], scores["gold"], scores["correct"]) == (100.0, 10, 10), split
+        assert scores["surface_form"]["f1"] == 100.0
+    lines = (out / "predictions.test.conll").read_text().split("\n\n")[0].splitlines()
+    assert lines[0] == "Tim\tB-person\tB-person" and len(lines) == 4
+
+
+def test_resume_continues_an_interrupted_run_bit_for_bit(checkpoint, files, tmp_path, monkeypatch):
+    args = ["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+            "--steps", "6", "--batch-size", "4", "--save-every", "2"]  # dropout on: the masks must be redrawn alike
+    straight = finetune_main([*args, "--out", str(tmp_path / "straight")])
+
+    real_step, calls = finetune.clip_and_step, []
+
+    def interrupted_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:  # during step 4: the step-2 checkpoint is the last one saved
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(finetune, "clip_and_step", interrupted_step)
+    with pytest.raises(SystemExit, match="interrupted"):
+        finetune_main([*args, "--out", str(tmp_path / "resumed")])
+    monkeypatch.setattr(finetune, "clip_and_step", real_step)
+    assert load_checkpoint(tmp_path / "resumed", xp=np).step == 2
+    resumed = finetune_main([*args, "--resume", str(tmp_path / "resumed")])
+    assert resumed["train_losses"] == straight["train_losses"][2:]
+    a, b = load_checkpoint(tmp_path / "straight", xp=np), load_checkpoint(tmp_path / "resumed", xp=np)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["split"] == "train"] == list(range(1, 7))
+    message = _cli_error([*args, "--resume", str(tmp_path / "resumed"), "--steps", "8", "--lr", "1e-3"])
+    assert "lr: saved 0.0003, requested 0.001" in message
+
+
+def _cli_error(argv):
+    with pytest.raises(SystemExit) as exc:
+        finetune_main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def test_bad_inputs_end_with_one_line(checkpoint, files, tmp_path):
+    base = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert "--train is required for sst2" in _cli_error(["sst2", *base, "--dev", str(files["sst2"])])
+    unlabelled = tmp_path / "test.tsv"
+    unlabelled.write_text("index\tsentence\n0\ta film\n", encoding="utf-8")
+    message = _cli_error(["sst2", *base, "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+                          "--test", str(unlabelled)])
+    assert str(unlabelled) in message and "has no labels" in message
+    broken = tmp_path / "broken.conll"
+    broken.write_text("Paris\tB-location\nLondon B-location\n", encoding="utf-8")
+    message = _cli_error(["wnut17", *base, "--train", str(broken), "--dev", str(files["wnut17"])])
+    assert message.startswith(f"error: {broken}:2: expected 2 tab-separated columns")
+    assert "for squad only" in _cli_error(["sst2", *base, "--dev", "x", "--split-dev-by-article", "0.2"])
+    resume = ["sst2", "--train", str(files["sst2"]), "--dev", str(files["sst2"]), "--resume"]
+    (tmp_path / "empty").mkdir()
+    assert "holds no checkpoint" in _cli_error([*resume, str(tmp_path / "empty")])
+    pretraining_copy = tmp_path / "copy"
+    shutil.copytree(checkpoint, pretraining_copy)
+    assert "no resumable fine-tuning run" in _cli_error([*resume, str(pretraining_copy)])
+    assert "--checkpoint is required" in _cli_error(["sst2", "--train", "x", "--dev", "x"])
+    taken = tmp_path / "taken"
+    (taken / "notes.txt").parent.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    message = _cli_error(["sst2", *base[:2], "--out", str(taken), "--train", str(files["sst2"]), "--dev",
+                          str(files["sst2"])])
+    assert "already holds files" in message and "--overwrite" in message
+
+
+def test_a_hugging_face_folder_is_a_checkpoint(checkpoint, files, tmp_path, capsys):
+    """--checkpoint may be a Hugging Face BERT folder: its encoder and pooler are taken, its own
+    classifier is not (the task head is drawn fresh, as for our checkpoints)."""
+    from minispanbert.interop.huggingface import save_pretrained
+    from minispanbert.interop.tokenizer import read_tokenizer_json
+    from minispanbert.finetune.sequence_classification import init_sequence_classification_params
+
+    saved = load_checkpoint(checkpoint, xp=np)
+    config = ModelConfig.from_dict(saved.config["model"])
+    params = init_sequence_classification_params(config, 2, 5, xp=np)
+    params["bert.pooler.dense.bias"] = np.full_like(params["bert.pooler.dense.bias"], 0.25)
+    hf = tmp_path / "hf"
+    save_pretrained(hf, params, config, tokenizer=read_tokenizer_json(saved.directory / "tokenizer.json"),
+                    architecture="BertForSequenceClassification", labels=["negative", "positive"])
+    pretrained, _, _, init, unused = finetune.model_setup(
+        finetune.FinetuneConfig(task="sst2", checkpoint=str(hf)), np)
+    assert init.startswith("pretrained encoder from Hugging Face BertForSequenceClassification")
+    np.testing.assert_array_equal(pretrained["bert.pooler.dense.bias"], 0.25)
+    np.testing.assert_array_equal(pretrained["bert.encoder.layer.1.output.dense.weight"],
+                                  params["bert.encoder.layer.1.output.dense.weight"])
+    assert unused == ["classifier.bias", "classifier.weight"]
+    result = finetune_main(["sst2", "--checkpoint", str(hf), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+                            "--out", str(tmp_path / "out"), "--steps", "2"])
+    assert result["steps"] == 2
+
+
+def test_two_threads_follow_one_thread(checkpoint, files, tmp_path):
+    """--threads 2 splits each batch over two threads (minispanbert/thread_parallel.py): with dropout
+    off, in float64, the same losses and predictions as one thread."""
+    args = ["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+            "--steps", "6", "--batch-size", "5", "--lr", "3e-3", "--dropout", "0", "--dtype", "float64"]
+    one = finetune_main([*args, "--threads", "1", "--out", str(tmp_path / "one")])
+    two = finetune_main([*args, "--threads", "2", "--out", str(tmp_path / "two")])
+    np.testing.assert_allclose(two["train_losses"], one["train_losses"], rtol=1e-9, atol=0)
+    assert two["scores"]["dev"] == one["scores"]["dev"]
+    assert (tmp_path / "one" / "predictions.dev.tsv").read_text() == (tmp_path / "two" / "predictions.dev.tsv").read_text()
