@@ -60,9 +60,10 @@ def section_parity(args) -> dict:
     """Every op of check_gradients.op_cases and the whole pretraining step, NumPy vs the device."""
     import numpy as np
 
-    from minispanbert import bench, check_gradients
+    from minispanbert.engine.bench import bench
+    from minispanbert.engine import check_gradients
     from minispanbert.backend import to_numpy
-    from minispanbert.model.spanbert import SpanBertForPretraining
+    from minispanbert.model.spanbert_loss import SpanBertForPretraining
 
     dev = device_backend(args.rehearse)
     results = {"ops": {}, "model": {}}

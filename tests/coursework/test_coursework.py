@@ -339,7 +339,7 @@ def test_notebook_exercises_are_nbgrader_solution_cells():
     appear nowhere else (nbgrader matches them inside any line, prose included). Checked against
     nbgrader 0.9.6's ClearSolutions, whose output equals notebooks.release_notebook's."""
     grade_ids = []
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for path in sorted((ROOT / "notebooks").glob("*/*.ipynb")):
         for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
             lines = {line.strip() for line in "".join(cell["source"]).splitlines()}
             # nbgrader takes any line CONTAINING the delimiter as a marker: no other mention may exist
