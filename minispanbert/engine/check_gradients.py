@@ -29,6 +29,7 @@ command and the coursework read them.
 """
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -593,17 +594,20 @@ MODEL_CHECKS = {
 }
 
 
-def report() -> list[tuple[str, str, float, float]]:
-    """(group, worst tensor, worst rel error, tolerance) for every op and model check."""
-    rows = []
+def report_rows():
+    """(group, worst tensor, worst rel error, tolerance) for every op and model check, each as soon
+    as it is done."""
     for name in op_cases(np.random.default_rng(0)):
         worst, err = worst_error(check_op(name))
-        rows.append((f"op {name}", worst, err, OP_TOLERANCE))
+        yield f"op {name}", worst, err, OP_TOLERANCE
     for name, check in MODEL_CHECKS.items():
         errors = check()
         worst, err = worst_error(errors)
-        rows.append((f"model {name} ({len(errors)} tensors)", worst, err, model_tolerance(name)))
-    return rows
+        yield f"model {name} ({len(errors)} tensors)", worst, err, model_tolerance(name)
+
+
+def report() -> list[tuple[str, str, float, float]]:
+    return list(report_rows())
 
 
 def model_tolerance(name: str) -> float:
@@ -618,16 +622,18 @@ def passed(err: float, tol: float) -> bool:
 
 def main(argv=None) -> None:
     Parser("python -m minispanbert.check_gradients", __doc__).parse_args(argv)
+    print(f"{'check':<44} {'worst tensor':<52} {'rel error':>9}  {'tolerance':>9}", flush=True)
+    rows, started = [], time.perf_counter()
     try:
-        rows = report()
+        for group, worst, err, tol in report_rows():  # each row as soon as its check is done
+            print(f"{group:<44} {worst:<52} {err:9.1e}  {tol:9.0e}  {'ok' if passed(err, tol) else 'FAIL'}", flush=True)
+            rows.append((group, worst, err, tol))
     except AssertionError as exc:  # an exactly-zero gradient that is not (or is NaN)
         raise SystemExit(f"error: gradient check failed: {str(exc).splitlines()[0]}") from None
-    print(f"{'check':<44} {'worst tensor':<52} {'rel error':>9}  {'tolerance':>9}")
-    for group, worst, err, tol in rows:
-        print(f"{group:<44} {worst:<52} {err:9.1e}  {tol:9.0e}  {'ok' if passed(err, tol) else 'FAIL'}")
     failed = [r for r in rows if not passed(r[2], r[3])]
     if failed:
         raise SystemExit(f"error: {len(failed)} gradient check(s) above tolerance or not finite")
+    print(f"{len(rows)} checks passed in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

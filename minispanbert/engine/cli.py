@@ -25,16 +25,21 @@ def plain_text(doc: str) -> str:
     return re.sub(r"`+([^`]*)`+", r"\1", first)
 
 
+def _shows_default(action) -> bool:
+    """A flag with a default worth printing (not None, not a store_true's False; 0 is printed)."""
+    return bool(action.option_strings) and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         help_text = action.help or ""
-        if "%(default)" in help_text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "%(default)" in help_text or not _shows_default(action):
             return help_text
         return f"{help_text} (default: %(default)s)" if help_text else "(default: %(default)s)"
 
     def _format_action(self, action):
-        if not action.help and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
-            action.help = " "  # argparse skips the help column (and so the default) of a flag without help
+        if not action.help and _shows_default(action):
+            action.help = "(default: %(default)s)"  # argparse skips the help column of a flag without help
         return super()._format_action(action)
 
 

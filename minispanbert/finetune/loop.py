@@ -187,6 +187,15 @@ def batch_indices(step: int, n_rows: int, cfg: FinetuneConfig) -> np.ndarray:
     return order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
 
 
+def progress_line(step: int, total: int, recent_losses: list, lr: float, seconds_per_step: float) -> str:
+    """One plain line for a log file: the mean training loss since the last line, the speed and the
+    time the remaining steps will take at that speed (evaluations not included)."""
+    left = (total - step) * seconds_per_step
+    when = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+    return (f"step {step}/{total}: train loss {np.mean(recent_losses):.3f} (mean of the last {len(recent_losses)} "
+            f"steps) | lr {lr:.2e} | {seconds_per_step:.2f} s/step, {when if step < total else 'done'}")
+
+
 def headline(scores: dict) -> dict:
     """The flat numbers of a score dict, rounded, for one log line."""
     flat = {k: round(v, 2) for k, v in scores.items() if isinstance(v, float)}
@@ -276,8 +285,10 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
     for note in data.notes:
         log(note)
     log(f"init: {init}; fresh {task.name} head; {len(unused)} checkpoint tensors unused")
-    log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
-    log(f"model: {json.dumps(model_config.to_dict())}")
+    log(f"model: {model_config.model_type}, {model_config.num_hidden_layers} layers, hidden {model_config.hidden_size}, "
+        f"{sum(int(w.size) for w in params.values()):,} parameters with the head, dtype {cfg.dtype}, dropout "
+        f"{model_config.hidden_dropout_prob:g} (every setting: python -m minispanbert.finetune --help; all of them are "
+        f"saved with each checkpoint)")
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}"
         + (f", {cfg.threads} threads (each batch split over them)" if cfg.threads > 1 else ""))
     log(f"steps: {total_steps} ({total_steps / steps_per_epoch:.2f} epochs of {steps_per_epoch} batches of "
@@ -312,6 +323,8 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
 
     history = []
     bar = tqdm(range(start_step, total_steps), desc=f"fine-tuning {task.name}", dynamic_ncols=True, disable=None)
+    say = bar.write if not bar.disable else log
+    print_every = max(1, (total_steps - start_step) // 10)
     t_start = time.perf_counter()
     for step in bar:
         batch = take(data.train_arrays, batch_indices(step, n_train, cfg), trim=task.trim)
@@ -336,6 +349,9 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
         append_metrics(run_dir.path / METRICS_FILE, dict(split="train", step=step + 1, loss=loss, lr=lr, grad_norm=float(grad_norm)))
         bar.set_postfix(loss=f"{loss:.3f}")
         done = step + 1
+        if (done - start_step) % print_every == 0 or done == total_steps:
+            say(progress_line(done, total_steps, history[-print_every:], lr,
+                              (time.perf_counter() - t_start - eval_seconds) / (done - start_step)))
         if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
             evaluate_and_report(done, [e for e in data.evals if e.label != "test"])
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
@@ -382,7 +398,7 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
                    help="output folder, new or empty unless --overwrite (default: runs/TASK, or the --resume run)")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds, once this run has saved")
     p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs passes over the training set)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
     p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
@@ -394,10 +410,10 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="NumPy: compute on N threads, each batch split into N shards trained side by side "
                         "(default: the cores, or OPENBLAS_NUM_THREADS); with dropout on, the masks depend on N")
-    p.add_argument("--max-train-examples", type=int, default=None, help="use only the first N training examples")
-    p.add_argument("--max-eval-examples", type=int, default=None, help="evaluate only the first N examples")
-    p.add_argument("--eval-every", type=int, default=None, help="also evaluate --dev every N steps")
-    p.add_argument("--save-every", type=int, default=None, help="also save a resumable checkpoint every N steps")
+    p.add_argument("--max-train-examples", type=int, default=None, help="use only the first N training examples (default: all)")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="evaluate only the first N examples (default: all)")
+    p.add_argument("--eval-every", type=int, default=None, help="also evaluate --dev every N steps (default: only at the end)")
+    p.add_argument("--save-every", type=int, default=None, help="also save a resumable checkpoint every N steps (default: only at the end)")
     p.add_argument("--doc-stride", type=int, default=d["doc_stride"], help="squad: window stride in tokens")
     p.add_argument("--max-query-len", type=int, default=d["max_query_len"], help="squad: question tokens kept")
     p.add_argument("--n-best", type=int, default=d["n_best"], help="squad: start/end candidates when decoding")
