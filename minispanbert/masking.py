@@ -27,9 +27,8 @@ happens):
 * [PAD], [CLS] and [SEP] are never masked (``NEVER_MASKED_IDS``). Each is a word of its own and a
   barrier: a span stops before it, so it can serve as an external boundary. [UNK] is an ordinary
   word, as in the authors' code (their masker only sees dictionary ids, and <unk> is one of them):
-  it can be masked (label [UNK]) and spans run through it. minispanbert 0.1 never masked [UNK] and
-  stopped spans at it, which made spans on the tokenised WikiText-2 (2.2% [UNK]) 4% shorter. A
-  literal "[MASK]" in the text (there is none in the corpora) is likewise an ordinary word.
+  it can be masked (label [UNK]) and spans run through it. A literal "[MASK]" in the text (there
+  is none in the corpora) is likewise an ordinary word.
 * ``word_starts[0]`` is treated as True (a block always begins a word), and the token after a
   special token always starts a word.
 * The budget is capped by the number of maskable tokens, so a block made mostly of [PAD]/[CLS]/[SEP]

@@ -6,18 +6,16 @@ dicts with exactly the same keys. The SpanBERT recipe (paper §5 / spec §5): Ad
 (0.9, 0.999), eps 1e-8, weight decay 0.01, linear warmup then linear decay to 0, and the gradient
 clipped to global norm 1.0 before each update.
 
-One training step, in the order the trainer calls these::
+One training step, in the order train.train_step calls these::
 
     lr = linear_warmup_decay(step, peak_lr=1e-4, warmup_steps=10_000, total_steps=T)
-    grad_norm = clip_and_step(params, grads, state, lr=lr, max_grad_norm=1.0, weight_decay=0.01,
-                              decay_mask=mask, xp=xp)            # mask = no_decay_mask(params)
+    grad_norm = clip_grad_norm(grads, 1.0, xp=xp)       # the norm before clipping, on the device
+    adamw_update(params, grads, state, lr=lr, weight_decay=0.01, decay_mask=no_decay_mask(params), xp=xp)
 
-where :func:`clip_and_step` is :func:`clip_grad_norm` (before the update) then :func:`adamw_update`;
-pretraining and fine-tuning both step through it, so the sequence is written once.
-
-Every function here matches its PyTorch / Hugging Face counterpart exactly (torch.optim.AdamW,
-transformers' get_linear_schedule_with_warmup, torch.nn.utils.clip_grad_norm_), so PyTorch can
-serve as a test oracle.
+(:func:`clip_and_step` is those two lines, for the fine-tuning loop.) Every function here computes
+what its PyTorch / Hugging Face counterpart computes (torch.optim.AdamW, transformers'
+get_linear_schedule_with_warmup, torch.nn.utils.clip_grad_norm_), equal to float rounding, so
+PyTorch serves as a test oracle. The commands update in place with engine/kernels/adamw.py.
 """
 from __future__ import annotations
 

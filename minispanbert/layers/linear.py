@@ -11,7 +11,7 @@ from __future__ import annotations
 def linear_forward(x, weight, bias, *, xp):
     """x (..., IN), weight (OUT, IN), bias (OUT,) -> (y (..., OUT), cache)."""
     # One 2-D GEMM over all leading positions: NumPy's stacked (3-D) matmul against a transposed
-    # weight does not reach BLAS as a single call and is many times slower.
+    # weight does not reach BLAS as a single call.
     y = x.reshape(-1, x.shape[-1]) @ weight.T
     y += bias
     return y.reshape(*x.shape[:-1], weight.shape[0]), (x, weight)
