@@ -60,9 +60,9 @@ def section_parity(args) -> dict:
     """Every op of check_gradients.op_cases and the whole pretraining step, NumPy vs the device."""
     import numpy as np
 
-    from minispanbert.engine.bench import bench
-    from minispanbert.engine import check_gradients
     from minispanbert.backend import to_numpy
+    from minispanbert.engine import check_gradients, kernels
+    from minispanbert.engine.bench import bench
     from minispanbert.model.spanbert_loss import SpanBertForPretraining
 
     dev = device_backend(args.rehearse)
@@ -76,8 +76,9 @@ def section_parity(args) -> dict:
             out_ref, cache_ref = forward(np, **host)
             dout = np.random.default_rng(1).standard_normal(np.shape(out_ref)).astype(dtype)
             grads_ref = backward(np, dout.copy(), cache_ref)
-            out_dev, cache_dev = forward(dev, **{k: dev.asarray(v) for k, v in host.items()})
-            grads_dev = backward(dev, dev.asarray(dout), cache_dev)
+            with kernels.installed():  # the device runs what the commands run: the fused kernels
+                out_dev, cache_dev = forward(dev, **{k: dev.asarray(v) for k, v in host.items()})
+                grads_dev = backward(dev, dev.asarray(dout), cache_dev)
             worst = max_differences(to_numpy(out_dev), out_ref)
             for g_dev, g_ref in zip(grads_dev, grads_ref):
                 d = max_differences(to_numpy(g_dev), g_ref)
@@ -90,8 +91,9 @@ def section_parity(args) -> dict:
         on_dev = SpanBertForPretraining(model_config, {k: dev.asarray(v) for k, v in ref.params.items()}, xp=dev)
         out_ref, cache_ref = ref.forward(batch)
         grads_ref = ref.backward(cache_ref)
-        out_dev, cache_dev = on_dev.forward(batch)
-        grads_dev = on_dev.backward(cache_dev)
+        with kernels.installed():
+            out_dev, cache_dev = on_dev.forward(batch)
+            grads_dev = on_dev.backward(cache_dev)
         grad_worst = {"max_abs": 0.0, "max_rel_to_max": 0.0}
         for name in grads_ref:
             d = max_differences(to_numpy(grads_dev[name]), grads_ref[name])
@@ -169,7 +171,8 @@ def plan(args, out: Path) -> list[dict]:
     corpus = str(out / "corpus")
     train_common = [py, "-m", "minispanbert.train", *size, "--data", corpus, "--dropout", "0", "--seed", "0",
                     "--eval-every", "100000", "--save-every", "100000", "--warmup", str(TRAIN_COMPARE_STEPS), "--log-every", "1", "--overwrite"]
-    tests = ["tests/test_layers.py", "tests/test_encoder.py", "tests/test_spanbert_model.py", "tests/test_fused_kernels.py"]
+    tests = ["tests/core/test_layers.py", "tests/core/test_encoder.py", "tests/core/test_spanbert_model.py",
+             "tests/engine/test_kernels_cuda.py"]
     return [
         dict(name="environment", budget=30, gpu=False,
              command=[py, me, "--section", "environment", "--json", str(out / "environment.json")]),

@@ -27,8 +27,15 @@ import numpy as np
 from minispanbert import optim
 from minispanbert.backend import check_dtype, make_rng, to_numpy
 from minispanbert.config import ModelConfig, preset
-from minispanbert.data import (CLS_ID, SEP_ID, encode_documents, pack_blocks, split_documents, train_tokenizer,
-                               unigram_distribution)
+from minispanbert.data import (
+    CLS_ID,
+    SEP_ID,
+    encode_documents,
+    pack_blocks,
+    split_documents,
+    train_tokenizer,
+    unigram_distribution,
+)
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.masking import make_pretraining_batch
 from minispanbert.model.spanbert_loss import SpanBertForPretraining

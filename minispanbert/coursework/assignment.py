@@ -16,9 +16,10 @@ autograder, and students see it after the due date or after grades are published
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 ASSIGNMENTS_DIR = Path(__file__).resolve().parent / "assignments"
 VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minispanbert.engine.runs.atomic import temp_dir
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import stub_message, stub_source
+from minispanbert.engine.runs.atomic import temp_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Instructor material that never reaches students: the graded tests, the assignment files (they

@@ -26,8 +26,8 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.coursework import assignment as assignments
+from minispanbert.engine.runs.atomic import write_text_atomic
 
 FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the runner blocks them too
 CHECKS_PACKAGE = "coursework_checks"

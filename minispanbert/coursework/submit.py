@@ -13,8 +13,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from minispanbert.engine.runs.atomic import atomic_path
 from minispanbert.coursework.grade import forbidden_imports
+from minispanbert.engine.runs.atomic import atomic_path
 
 
 def _still_stubs(source: str, functions: dict[str, str], module_functions: list[str]) -> list[str]:

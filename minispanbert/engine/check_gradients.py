@@ -34,30 +34,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minispanbert.engine.cli import Parser
-from minispanbert.config import ModelConfig
 from minispanbert.backend import make_rng
-from minispanbert.gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
-from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
-from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from minispanbert.layers.dropout import dropout_backward, dropout_forward
-from minispanbert.layers.embedding import embedding_backward, embedding_forward
-from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
-from minispanbert.layers.gelu import gelu_backward, gelu_forward, gelu_new_backward, gelu_new_forward
-from minispanbert.layers.layernorm import layernorm_backward, layernorm_forward
-from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.layers.relu import relu_backward, relu_forward
-from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
-from minispanbert.layers.softmax import softmax_backward, softmax_forward
-from minispanbert.model.names import WORD_EMBEDDINGS, key_bias_names
-from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
-from minispanbert.family.electra_masking import ElectraBatch
-from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
-from minispanbert.family.electra import DISC_WEIGHT
-from minispanbert.family.electra import GENERATOR as ELECTRA_GENERATOR
-from minispanbert.family.electra import SHARED as ELECTRA_SHARED
-from minispanbert.family.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
+from minispanbert.config import ModelConfig
+from minispanbert.engine.cli import Parser
 from minispanbert.family.electra import (
+    DISC_WEIGHT,
     discriminator_head_backward,
     discriminator_head_forward,
     electra_backward,
@@ -69,8 +50,26 @@ from minispanbert.family.electra import (
     init_electra_params,
     init_generator_head_params,
 )
-from minispanbert.model.pooler import pooler_backward, pooler_forward
+from minispanbert.family.electra import GENERATOR as ELECTRA_GENERATOR
+from minispanbert.family.electra import SHARED as ELECTRA_SHARED
+from minispanbert.family.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
+from minispanbert.family.electra_masking import ElectraBatch
+from minispanbert.gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
+from minispanbert.layers import cross_entropy, gelu, layernorm, softmax
+from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.embedding import embedding_backward, embedding_forward
+from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
+from minispanbert.layers.gelu import gelu_new_backward, gelu_new_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.layers.relu import relu_backward, relu_forward
+from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
 from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
+from minispanbert.model.names import WORD_EMBEDDINGS, key_bias_names
+from minispanbert.model.pooler import pooler_backward, pooler_forward
 from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
 from minispanbert.model.spanbert_loss import init_pretraining_params, pretraining_backward, pretraining_forward
 
@@ -122,14 +121,14 @@ def op_cases(rng):
         ),
         "layernorm": (
             dict(x=x * 3 + 1, gamma=rng.normal(size=H), beta=rng.normal(size=H)),
-            lambda xp, x, gamma, beta: layernorm_forward(x, gamma, beta, xp=xp),
-            lambda xp, d, c: layernorm_backward(d, c, xp=xp),
+            lambda xp, x, gamma, beta: layernorm.layernorm_forward(x, gamma, beta, xp=xp),
+            lambda xp, d, c: layernorm.layernorm_backward(d, c, xp=xp),
             ("x", "gamma", "beta"),
         ),
         "gelu": (
             dict(x=x * 2),
-            lambda xp, x: gelu_forward(x, xp=xp),
-            lambda xp, d, c: (gelu_backward(d, c, xp=xp),),
+            lambda xp, x: gelu.gelu_forward(x, xp=xp),
+            lambda xp, d, c: (gelu.gelu_backward(d, c, xp=xp),),
             ("x",),
         ),
         "gelu_new": (
@@ -146,8 +145,8 @@ def op_cases(rng):
         ),
         "softmax": (
             dict(x=x * 2),
-            lambda xp, x: softmax_forward(x, xp=xp),
-            lambda xp, d, c: (softmax_backward(d, c, xp=xp),),
+            lambda xp, x: softmax.softmax_forward(x, xp=xp),
+            lambda xp, d, c: (softmax.softmax_backward(d, c, xp=xp),),
             ("x",),
         ),
         "feedforward": (
@@ -208,8 +207,8 @@ def op_cases(rng):
         ),
         "cross_entropy": (
             dict(logits=rng.normal(size=(7, V)) * 2, labels=np.array([3, IGNORE_INDEX, 0, 10, IGNORE_INDEX, 3, 5])),
-            lambda xp, logits, labels: cross_entropy_forward(logits, labels, xp=xp),
-            lambda xp, d, c: (cross_entropy_backward(d, c, xp=xp),),
+            lambda xp, logits, labels: cross_entropy.cross_entropy_forward(logits, labels, xp=xp),
+            lambda xp, d, c: (cross_entropy.cross_entropy_backward(d, c, xp=xp),),
             ("logits",),
         ),
     }

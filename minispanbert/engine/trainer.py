@@ -40,8 +40,14 @@ from minispanbert.engine.parallel import shards
 from minispanbert.engine.parallel.distributed import TRANSPORTS, World, init_world, shard_rows, slice_batch
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set, map_threads
 from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred
-from minispanbert.engine.runs.checkpoint import (DEFAULT_KEEP, check_compatible, latest_step, load_checkpoint,
-                                                 save_checkpoint, step_dir_name)
+from minispanbert.engine.runs.checkpoint import (
+    DEFAULT_KEEP,
+    check_compatible,
+    latest_step,
+    load_checkpoint,
+    save_checkpoint,
+    step_dir_name,
+)
 from minispanbert.engine.runs.rundir import RunDir, open_run_dir
 from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from minispanbert.family.objectives import OBJECTIVES, get_objective

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minispanbert.finetune import loop as finetune
-from minispanbert.engine import trainer as train
-from minispanbert.engine.runs.atomic import write_text_atomic
-from minispanbert.engine.cli import Parser
 from minispanbert.config import PRESETS
-from minispanbert.family.objectives import OBJECTIVES
+from minispanbert.engine import trainer as train
+from minispanbert.engine.cli import Parser
+from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.engine.runs.runlog import read_metrics
+from minispanbert.family.objectives import OBJECTIVES
+from minispanbert.finetune import loop as finetune
 
 TASK_FILES = {"sst2": ("train.tsv", "dev.tsv"), "wnut17": ("wnut17train.conll", "emerging.dev.conll")}
 

@@ -89,8 +89,13 @@ from minispanbert.layers.activation import activation_backward, activation_forwa
 from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.model.encoder import (encoder_backward, encoder_forward, init_encoder_params, layernorm_init,
-                                        linear_init)
+from minispanbert.model.encoder import (
+    encoder_backward,
+    encoder_forward,
+    init_encoder_params,
+    layernorm_init,
+    linear_init,
+)
 from minispanbert.model.transform import transform_backward, transform_forward
 
 SHARED = "electra.embeddings."

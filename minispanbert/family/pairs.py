@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 MODES = ("nsp", "sop")
 SHORT_SEQ_PROB = 0.1

@@ -5,12 +5,13 @@ from __future__ import annotations
 from minispanbert.data import encode_documents, load_tokenizer, train_tokenizer  # noqa: F401  (the objective's API)
 from minispanbert.family.objectives import check_scheme
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
-from minispanbert.train import make_batch, pack_examples as pack  # noqa: F401  (the objective's API)
+from minispanbert.train import make_batch, pack_examples  # noqa: F401  (the objective's API)
 
 NAME = "spanbert"
 HEADS = ("mlm", "sbo")
 SCHEMES = ("span", "word", "token")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+pack = pack_examples  # SpanBERT blocks: whole sentences of one document
 
 
 def model_config(base, cfg):

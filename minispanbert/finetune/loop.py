@@ -36,21 +36,21 @@ from pathlib import Path
 import numpy as np
 
 from minispanbert.backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
+from minispanbert.config import ModelConfig
+from minispanbert.engine import kernels
+from minispanbert.engine.cli import Parser, run_or_exit
+from minispanbert.engine.parallel.shards import task_forward_backward
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
 from minispanbert.engine.runs.atomic import interrupts_deferred
 from minispanbert.engine.runs.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from minispanbert.engine import kernels
-from minispanbert.engine.cli import Parser, run_or_exit
-from minispanbert.config import ModelConfig
-from minispanbert.interop.tokenizer import read_tokenizer_json
-from minispanbert.finetune.pretrained_weights import load_encoder_weights
-from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
-from minispanbert.interop.pretrained import TOKENIZER_FILE, load_pretrained_encoder
-from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from minispanbert.engine.runs.rundir import open_run_dir
-from minispanbert.finetune.recipes import TASKS, take
-from minispanbert.engine.parallel.shards import task_forward_backward
+from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from minispanbert.engine.trainer import METRICS_FILE, device_description
+from minispanbert.finetune.pretrained_weights import load_encoder_weights
+from minispanbert.finetune.recipes import TASKS, take
+from minispanbert.interop.pretrained import TOKENIZER_FILE, load_pretrained_encoder
+from minispanbert.interop.tokenizer import read_tokenizer_json
+from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 
 PLOT_FILE = "finetune.png"
 # Settings a --resume must share with the saved run (the rest, e.g. --steps or --eval-every, may change).

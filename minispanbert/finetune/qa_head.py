@@ -40,11 +40,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert.backend import check_dtype
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.finetune.pretrained_weights import load_encoder_weights
 from minispanbert.layers import cross_entropy
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers.linear import linear_backward, linear_forward
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
-from minispanbert.finetune.pretrained_weights import load_encoder_weights
 
 QA = "qa_outputs."
 QA_WEIGHT, QA_BIAS = QA + "weight", QA + "bias"

@@ -18,20 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-from minispanbert.engine.runs.atomic import write_text_atomic
-from minispanbert.engine.parallel.threads import map_threads
 from minispanbert.backend import to_numpy
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.engine.parallel.threads import map_threads
+from minispanbert.engine.runs.atomic import write_text_atomic
+from minispanbert.finetune import sst2, wnut17
+from minispanbert.finetune.classification_metrics import classification_scores
+from minispanbert.finetune.conlleval import ner_scores
 from minispanbert.finetune.qa_head import init_qa_params, position_labels, qa_backward, qa_forward
 from minispanbert.finetune.sequence_classification import (
     init_sequence_classification_params,
     sequence_classification_backward,
     sequence_classification_forward,
-)
-from minispanbert.finetune.token_classification import (
-    init_token_classification_params,
-    token_classification_backward,
-    token_classification_forward,
 )
 from minispanbert.finetune.squad import (
     answers_with_valid_offsets,
@@ -44,9 +41,12 @@ from minispanbert.finetune.squad import (
     split_by_article,
     write_predictions,
 )
-from minispanbert.finetune import sst2, wnut17
-from minispanbert.finetune.classification_metrics import classification_scores
-from minispanbert.finetune.conlleval import ner_scores
+from minispanbert.finetune.token_classification import (
+    init_token_classification_params,
+    token_classification_backward,
+    token_classification_forward,
+)
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 
 @dataclass

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert.backend import check_dtype
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers import cross_entropy
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.linear import linear_backward, linear_forward
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init

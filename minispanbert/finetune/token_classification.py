@@ -21,10 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from minispanbert.backend import check_dtype
-from minispanbert.layers import cross_entropy
-from minispanbert.layers.dropout import dropout_backward, dropout_forward
-from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
 from minispanbert.finetune.sequence_classification import (
     CLASSIFIER,
     CLASSIFIER_BIAS,
@@ -32,6 +28,10 @@ from minispanbert.finetune.sequence_classification import (
     ClassifierOutput,
     check_labels,
 )
+from minispanbert.layers import cross_entropy
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
+from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
 
 
 def init_token_classification_head_params(config, num_labels: int, rng) -> dict:

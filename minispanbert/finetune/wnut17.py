@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert.engine.runs.atomic import write_text_atomic
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.finetune.features import pack_sequences
 from minispanbert.finetune.sst2 import read_lines
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 TYPES = ("corporation", "creative-work", "group", "location", "person", "product")
 # Tag ids in the order of the Hugging Face ``wnut_17`` data set: O, then B-/I- per type.

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minispanbert.config import PRESETS, ModelConfig, preset
+from minispanbert.engine.cli import Parser
 from minispanbert.engine.runs.checkpoint import (
     CHECKPOINTS_DIR,
     MODEL_FILE,
@@ -32,15 +34,13 @@ from minispanbert.engine.runs.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from minispanbert.engine.cli import Parser
-from minispanbert.config import PRESETS, ModelConfig, preset
+from minispanbert.engine.trainer import TOKENIZER_FILE
+from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
 from minispanbert.interop.family import save_family_pretrained
 from minispanbert.interop.huggingface import save_pretrained
 from minispanbert.interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
-from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.model.spanbert_loss import init_pretraining_params
-from minispanbert.engine.trainer import TOKENIZER_FILE
 
 HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
 

@@ -14,14 +14,14 @@ pieces live with their forward functions; this module only runs a loaded model.
 """
 from __future__ import annotations
 
-from minispanbert.layers.linear import linear_forward
-from minispanbert.model.encoder import encoder_forward
-from minispanbert.model.mlm_head import mlm_head_forward, mlm_head_names
-from minispanbert.model.pooler import pooler_forward
 from minispanbert.finetune.qa_head import qa_head_forward
 from minispanbert.finetune.sequence_classification import POOLER, sequence_classification_head_forward
 from minispanbert.finetune.token_classification import token_classification_head_forward
 from minispanbert.interop.huggingface import NSP
+from minispanbert.layers.linear import linear_forward
+from minispanbert.model.encoder import encoder_forward
+from minispanbert.model.mlm_head import mlm_head_forward, mlm_head_names
+from minispanbert.model.pooler import pooler_forward
 
 
 def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_positions=None) -> dict:

@@ -48,17 +48,17 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.backend import check_dtype
-from minispanbert.engine.runs.checkpoint import save_params
 from minispanbert.config import ModelConfig
-from minispanbert.model.encoder import init_encoder_params, linear_init
-from minispanbert.model.mlm_head import init_mlm_head_params
+from minispanbert.engine.runs.atomic import write_text_atomic
+from minispanbert.engine.runs.checkpoint import save_params
 from minispanbert.finetune.qa_head import init_qa_head_params
-from minispanbert.model.sbo_head import init_sbo_head_params
 from minispanbert.finetune.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
 from minispanbert.finetune.token_classification import init_token_classification_head_params
 from minispanbert.interop.tokenizer import load_bert_tokenizer, save_bert_tokenizer, special_token_ids
+from minispanbert.model.encoder import init_encoder_params, linear_init
+from minispanbert.model.mlm_head import init_mlm_head_params
+from minispanbert.model.sbo_head import init_sbo_head_params
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

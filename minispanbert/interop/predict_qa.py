@@ -30,7 +30,6 @@ import numpy as np
 from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
 from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser
-from minispanbert.interop.huggingface import load_pretrained
 from minispanbert.finetune.qa_head import qa_forward
 from minispanbert.finetune.squad import (
     decode_predictions,
@@ -40,6 +39,7 @@ from minispanbert.finetune.squad import (
     read_squad,
     write_predictions,
 )
+from minispanbert.interop.huggingface import load_pretrained
 
 
 def qa_logits(model, arrays, *, xp, batch_size: int, log=print):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, load_checkpoint
 from minispanbert.config import ModelConfig
 from minispanbert.data import load_tokenizer
+from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, load_checkpoint
 
 TOKENIZER_FILE = "tokenizer.json"
 HF_CONFIG_FILE = "config.json"

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 
+from minispanbert.layers import softmax
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.layers import softmax
 
 
 def padding_mask_bias(attention_mask, dtype, *, xp):

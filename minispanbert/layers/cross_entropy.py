@@ -17,7 +17,6 @@ backward may be called once per forward.
 """
 from __future__ import annotations
 
-
 IGNORE_INDEX = -100
 
 

@@ -8,8 +8,8 @@ peers.
 """
 from __future__ import annotations
 
-from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers import layernorm
+from minispanbert.layers.dropout import dropout_backward, dropout_forward
 
 
 def residual_layernorm_forward(x, sublayer_out, gamma, beta, *, xp, eps=1e-12, dropout_p=0.0,

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from minispanbert.layers import layernorm
 from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.embedding import embedding_backward, embedding_forward
 from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
-from minispanbert.layers import layernorm
 from minispanbert.layers.linear import linear_backward, linear_forward
 from minispanbert.layers.residual import residual_layernorm_backward, residual_layernorm_forward
 from minispanbert.model.names import embeddings_prefix, layer_names, layer_schedule, parameter_layers, projection_prefix

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.model.names import WORD_EMBEDDINGS, word_embeddings_name
 from minispanbert.model.encoder import layernorm_init, linear_init
+from minispanbert.model.names import WORD_EMBEDDINGS, word_embeddings_name
 from minispanbert.model.transform import transform_backward, transform_forward
 
 P = "cls.predictions."

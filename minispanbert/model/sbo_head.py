@@ -28,8 +28,8 @@ import numpy as np
 
 from minispanbert.backend import scatter_add
 from minispanbert.layers.linear import linear_backward, linear_forward
-from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.encoder import layernorm_init, linear_init, normal_init
+from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.transform import transform_backward, transform_forward
 
 P = "cls.sbo."

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert.backend import check_dtype
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers import cross_entropy
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
 from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
 from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward

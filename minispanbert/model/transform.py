@@ -8,8 +8,8 @@ head uses its ``hidden_act`` (gelu_new); RoBERTa's and ELECTRA's generator head 
 """
 from __future__ import annotations
 
-from minispanbert.layers.activation import activation_backward, activation_forward
 from minispanbert.layers import layernorm
+from minispanbert.layers.activation import activation_backward, activation_forward
 from minispanbert.layers.linear import linear_backward, linear_forward
 
 

@@ -3,7 +3,8 @@ input validation, backend parity, and Hugging Face parameter naming."""
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
+from minispanbert.backend import get_backend, to_numpy
+from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import (
     DROPOUT_CONFIG,
@@ -12,10 +13,11 @@ from minispanbert.engine.check_gradients import (
     encoder_inputs,
     fixed_dropout_rng,
 )
-from minispanbert.backend import get_backend, to_numpy
-from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.gradcheck import assert_errors_below
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
+
+from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
+
 
 def test_encoder_gradients_float64_every_parameter():
     errors = check_encoder()

@@ -27,18 +27,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import assert_allclose_finite
 from minispanbert.config import ModelConfig
 from minispanbert.layers.attention import padding_mask_bias, self_attention_forward
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minispanbert.layers.gelu import gelu_forward
 from minispanbert.layers.layernorm import layernorm_forward
 from minispanbert.layers.softmax import softmax_forward
-from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.encoder import encoder_forward
 from minispanbert.model.mlm_head import mlm_head_forward
+from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.sbo_head import sbo_head_forward
 from minispanbert.model.spanbert_loss import init_pretraining_params, pretraining_forward
+
+from conftest import assert_allclose_finite
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE = FIXTURE_DIR / "torch_reference.npz"

@@ -148,4 +148,5 @@ def test_cli_passes_and_prints_ok(one_cheap_op, monkeypatch, capsys):
     monkeypatch.setattr(check_gradients, "MODEL_CHECKS", {"mlm_head": check_gradients.check_mlm_head})
     check_gradients.main([])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(line.endswith("ok") for line in lines[1:])
+    assert len(lines) == 4 and all(line.endswith("ok") for line in lines[1:3])
+    assert lines[3].startswith("2 checks passed in ")

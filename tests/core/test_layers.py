@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from scipy.special import erf as scipy_erf
 
-from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
-from minispanbert.engine import check_gradients
 from minispanbert.backend import get_backend, to_numpy
-from minispanbert.engine.check_gradients import H, OP_TOLERANCE, RANDOM_OPS, check_op, op_cases
+from minispanbert.engine import check_gradients
+from minispanbert.engine.check_gradients import OP_TOLERANCE, RANDOM_OPS, H, check_op, op_cases
 from minispanbert.gradcheck import assert_errors_below
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
@@ -19,6 +18,8 @@ from minispanbert.layers.gelu import gelu_forward
 from minispanbert.layers.layernorm import layernorm_forward
 from minispanbert.layers.linear import linear_forward
 from minispanbert.layers.softmax import softmax_forward
+
+from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
 
 OP_NAMES = list(op_cases(np.random.default_rng(0)))
 # NumPy and CuPy draw different dropout masks from one seed: parity compares the deterministic ops.

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
+from minispanbert.backend import get_backend, to_numpy
+from minispanbert.config import preset
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import (
     MODEL_TOLERANCE,
@@ -17,13 +18,11 @@ from minispanbert.engine.check_gradients import (
     hand_batch,
     scaled_model_params,
 )
-from minispanbert.backend import get_backend, to_numpy
-from minispanbert.config import preset
 from minispanbert.gradcheck import assert_errors_below
 from minispanbert.layers.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.encoder import encoder_backward
 from minispanbert.model.mlm_head import init_mlm_head_params, mlm_head_backward, mlm_head_forward
+from minispanbert.model.names import WORD_EMBEDDINGS
 from minispanbert.model.sbo_head import init_sbo_head_params, sbo_head_backward, sbo_head_forward
 from minispanbert.model.spanbert_loss import (
     SpanBertForPretraining,
@@ -31,6 +30,9 @@ from minispanbert.model.spanbert_loss import (
     pretraining_backward,
     pretraining_forward,
 )
+
+from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
+
 
 def test_mlm_head_gradients_float64():
     errors = check_mlm_head()

@@ -7,12 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import assert_allclose_finite
 from minispanbert.config import ModelConfig, preset
-from minispanbert.gradcheck import rel_error
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
-from minispanbert.model.encoder import encoder_backward, encoder_forward
-from minispanbert.model.spanbert_loss import init_pretraining_params, pretraining_backward, pretraining_forward
 from minispanbert.engine.bench.torch_reference import (
     build_reference,
     reference_gradients,
@@ -20,6 +15,12 @@ from minispanbert.engine.bench.torch_reference import (
     to_torch_batch,
     torch_train_step_factory,
 )
+from minispanbert.gradcheck import rel_error
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.model.encoder import encoder_backward, encoder_forward
+from minispanbert.model.spanbert_loss import init_pretraining_params, pretraining_backward, pretraining_forward
+
+from conftest import assert_allclose_finite
 
 torch = pytest.importorskip("torch")  # torch_reference itself never imports it
 

@@ -9,18 +9,18 @@ import hashlib
 import importlib.util
 import io
 import json
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from minispanbert.engine.bench import bench
-from minispanbert.engine import check_gradients, trainer as train
 from minispanbert import config, finetune_qa
-from minispanbert.finetune import evaluate_qa
-from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.data import __main__ as data_cli
+from minispanbert.engine import check_gradients
+from minispanbert.engine import trainer as train
+from minispanbert.engine.bench import bench
+from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
+from minispanbert.finetune import evaluate_qa
 
 from micro_runs import MICRO_ARGS, micro_config, write_corpus  # noqa: E402
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.special import erf as scipy_erf
 
-from minispanbert.engine.bench import bench
-from minispanbert.engine.parallel.threads import cpu_threads, set_cpu_threads
 from minispanbert.backend import erf
 from minispanbert.config import ModelConfig
+from minispanbert.engine.bench import bench
+from minispanbert.engine.parallel.threads import cpu_threads, set_cpu_threads
 from minispanbert.layers import attention, linear
 
 SMALL_RUN = ["--preset", "tiny", "--batch-size", "2", "--seq-len", "32", "--steps", "2", "--warmup-steps", "1"]

@@ -13,7 +13,6 @@ from minispanbert.engine.parallel.distributed import World, shard_rows, slice_ba
 from minispanbert.masking import make_pretraining_batch
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
 
-
 CONFIG = CHECK_CONFIG.replace(max_position_embeddings=16)
 
 

@@ -9,17 +9,18 @@ import zipfile
 
 import pytest
 
+from minispanbert.data import __main__ as cli
+from minispanbert.engine import datasets as resolve
 from minispanbert.engine.datasets import (
     DATASETS,
+    DatasetSpec,
     DownloadError,
+    Remote,
     dataset_files,
     dataset_status,
     download,
     install_from,
 )
-from minispanbert.data import __main__ as cli
-from minispanbert.engine import datasets as resolve
-from minispanbert.engine.datasets import DatasetSpec, Remote
 
 TRAIN = " = Alpha = \n \n Alpha is a letter . It comes first . \n = Beta = \n Beta follows . \n"
 VALID = " = Gamma = \n Gamma is third . \n"

@@ -7,9 +7,8 @@ import zipfile
 
 import pytest
 
-from minispanbert.engine.datasets import DATASETS, dataset_status, download, install_from
 from minispanbert.data import __main__ as cli
-from minispanbert.engine.datasets import Remote
+from minispanbert.engine.datasets import DATASETS, Remote, dataset_status, download, install_from
 
 download_module = importlib.import_module("minispanbert.engine.datasets")
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minispanbert.engine.runs import checkpoint as checkpoint_module
 from minispanbert import config
-from minispanbert.engine.runs import runlog
 from minispanbert import train as loop
-from minispanbert.engine import trainer as train
-from minispanbert.engine.runs.checkpoint import latest_step, load_checkpoint, resolve_checkpoint, save_checkpoint
 from minispanbert.data import train_tokenizer
+from minispanbert.engine import trainer as train
+from minispanbert.engine.runs import checkpoint as checkpoint_module
+from minispanbert.engine.runs import runlog
+from minispanbert.engine.runs.checkpoint import latest_step, load_checkpoint, resolve_checkpoint, save_checkpoint
 from minispanbert.engine.trainer import RunConfig, run
 
 from micro_runs import micro_config, write_corpus  # noqa: E402

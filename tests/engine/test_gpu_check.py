@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from minispanbert.backend import get_backend
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from minispanbert.engine import kernels
-from minispanbert.engine.kernels import cuda as fused
 from minispanbert.engine.check_gradients import CHECK_CONFIG, hand_batch, scaled_model_params
+from minispanbert.engine.kernels import cuda as fused
 from minispanbert.engine.kernels.cuda import cross_entropy as fused_cross_entropy
 from minispanbert.engine.kernels.cuda import gelu as fused_gelu
 from minispanbert.engine.kernels.cuda import layernorm as fused_layernorm

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from minispanbert import train as loop
+from minispanbert.backend import make_rng, to_numpy
 from minispanbert.engine import kernels
 from minispanbert.engine import trainer as train
-from minispanbert.engine.kernels import cuda as fused
-from minispanbert.backend import make_rng, to_numpy
 from minispanbert.engine.check_gradients import CHECK_CONFIG, hand_batch
+from minispanbert.engine.kernels import cuda as fused
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune import qa_head
 from minispanbert.model.spanbert_loss import SpanBertForPretraining

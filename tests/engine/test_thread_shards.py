@@ -8,14 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from minispanbert.engine.parallel import threads as thread_pool
-from minispanbert.engine.parallel import shards as thread_parallel
-from minispanbert.engine import trainer as train
-from minispanbert.model import encoder as encoder_module
 from minispanbert import config as config_module
 from minispanbert.config import ModelConfig
-from minispanbert.family.objectives import get_objective
+from minispanbert.engine import trainer as train
+from minispanbert.engine.parallel import shards as thread_parallel
+from minispanbert.engine.parallel import threads as thread_pool
 from minispanbert.engine.trainer import RunConfig
+from minispanbert.family.objectives import get_objective
+from minispanbert.model import encoder as encoder_module
+
 from micro_runs import write_corpus
 
 MICRO = ModelConfig(vocab_size=320, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -212,8 +213,8 @@ def test_a_nan_in_a_shard_stops_the_run_at_its_step(micro, corpus, tmp_path, mon
 def task_batch(task_name, rng, rows=ROWS, T=24):
     """A labelled host batch for a fine-tuning task, with padding and ignored labels, so that the
     shards' counted labels differ (QA: a start and an end past the window are ignored apart)."""
-    from minispanbert.layers.cross_entropy import IGNORE_INDEX
     from minispanbert.finetune import wnut17
+    from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
     lengths = np.array([24, 20, 13, 24, 9])[:rows]
     attention_mask = (np.arange(T) < lengths[:, None]).astype(np.int64)

@@ -12,10 +12,11 @@ import pytest
 from minispanbert import train as loop
 from minispanbert.engine import trainer as train
 from minispanbert.engine.runs.checkpoint import load_checkpoint
+from minispanbert.engine.trainer import RunConfig, run
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
 from minispanbert.optim import adamw_init
-from minispanbert.engine.trainer import RunConfig, run
 from minispanbert.train import batch_indices, train_step
+
 from micro_runs import write_corpus
 
 

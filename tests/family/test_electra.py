@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import assert_allclose_finite
+from minispanbert.data.tokenizer import CLS_ID, MASK_ID, SEP_ID
 from minispanbert.engine.check_gradients import (
     MODEL_TOLERANCE,
     OP_TOLERANCE,
@@ -16,14 +16,8 @@ from minispanbert.engine.check_gradients import (
     check_electra_shared_embeddings,
     electra_check_setup,
 )
-from minispanbert.data.tokenizer import CLS_ID, MASK_ID, SEP_ID
-from minispanbert.family.electra_masking import make_electra_batch, mask_for_electra, max_predictions
-from minispanbert.gradcheck import assert_errors_below, numerical_gradient, rel_error
-from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
-from minispanbert.family.electra import DISC_WEIGHT
-from minispanbert.family.electra import WORD_EMBEDDINGS as ELECTRA_WORD
 from minispanbert.family.electra import (
+    DISC_WEIGHT,
     ElectraForPretraining,
     discriminator_head_backward,
     discriminator_head_forward,
@@ -35,11 +29,18 @@ from minispanbert.family.electra import (
     generator_head_forward,
     generator_view,
     init_electra_params,
+    load_electra_pretrained,
     replace_tokens,
     sample_tokens,
-    load_electra_pretrained,
     save_electra_pretrained,
 )
+from minispanbert.family.electra import WORD_EMBEDDINGS as ELECTRA_WORD
+from minispanbert.family.electra_masking import make_electra_batch, mask_for_electra, max_predictions
+from minispanbert.gradcheck import assert_errors_below, numerical_gradient, rel_error
+from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+
+from conftest import assert_allclose_finite
 
 # --------------------------------------------------------------------------- binary cross-entropy
 
@@ -458,8 +459,8 @@ def test_electra_flags_are_one_line_errors(corpus, tmp_path, overrides, message)
 def test_the_discriminator_is_the_encoder_a_fine_tuning_model_takes():
     """finetune's load_encoder_weights takes exactly the discriminator's electra.* tensors (shared
     embeddings included); the generator and the discriminator head are reported unused."""
-    from minispanbert.model.encoder import init_encoder_params
     from minispanbert.finetune.pretrained_weights import load_encoder_weights
+    from minispanbert.model.encoder import init_encoder_params
     params, _, _, config, _ = electra_check_setup()
     task = init_encoder_params(config, np.random.default_rng(5))
     task["classifier.weight"] = np.zeros((2, config.hidden_size))
@@ -517,7 +518,6 @@ def test_training_step_keeps_the_cupy_discipline(monkeypatch):
     from cuda_emulator import compiler_missing_reason
     if compiler_missing_reason() is not None:
         pytest.skip(compiler_missing_reason())
-    import strict_backend
     from minispanbert import train as loop
     from minispanbert.backend import make_rng
     from minispanbert.engine import kernels
@@ -525,6 +525,8 @@ def test_training_step_keeps_the_cupy_discipline(monkeypatch):
     from minispanbert.engine.kernels import cuda as fused
     from minispanbert.family import electra as objective
     from minispanbert.optim import adamw_init, no_decay_mask
+
+    import strict_backend
     monkeypatch.setattr(fused, "MAX_ROW_BLOCK", 64)
     strict_backend.install_cupyx(monkeypatch)
     xp = strict_backend.xp

@@ -7,6 +7,7 @@ byte-level BPE tokenizer."""
 import numpy as np
 import pytest
 
+from minispanbert.data.tokenizer import CLS_ID, SEP_ID
 from minispanbert.family.bpe_tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -17,10 +18,9 @@ from minispanbert.family.bpe_tokenizer import (
     train_bpe_tokenizer,
 )
 from minispanbert.family.full_sentences import pack_full_sentences
-from minispanbert.family.pairs import build_pair_examples, make_pair_batch, truncate_pair
-from minispanbert.data.tokenizer import CLS_ID, SEP_ID
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.family.ngram_masking import ngram_mask
+from minispanbert.family.pairs import build_pair_examples, make_pair_batch, truncate_pair
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 V = 1000
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy.special import erf as scipy_erf
 
+from minispanbert.config import ModelConfig
 from minispanbert.engine.check_gradients import (
     FAMILY_CHECK_CONFIGS,
     MODEL_TOLERANCE,
     check_family_encoder,
     encoder_inputs,
 )
-from minispanbert.config import ModelConfig
 from minispanbert.gradcheck import format_errors, rel_error
 from minispanbert.layers.activation import activation_backward, activation_forward
 from minispanbert.layers.gelu import gelu_forward, gelu_new_backward, gelu_new_forward

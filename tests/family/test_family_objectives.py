@@ -8,20 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from minispanbert.config import ModelConfig
 from minispanbert.engine.check_gradients import (
-    FAMILY_CHECK_CONFIGS,
     MODEL_TOLERANCE,
     check_family_loss,
     family_pair_batch,
 )
-from minispanbert.config import ModelConfig
-from minispanbert.gradcheck import assert_errors_below, rel_error
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.family.albert import AlbertForPretraining, albert_config
 from minispanbert.family.bert import BertForPretraining
+from minispanbert.family.roberta import RobertaForMaskedLM, roberta_config
+from minispanbert.gradcheck import assert_errors_below, rel_error
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.model.encoder import encoder_forward
 from minispanbert.model.names import key_bias_names
-from minispanbert.family.roberta import RobertaForMaskedLM, roberta_config
 
 SMALL = ModelConfig(vocab_size=40, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
                     intermediate_size=24, max_position_embeddings=14, hidden_dropout_prob=0.0,
@@ -153,9 +152,10 @@ def test_saved_checkpoints_open_in_the_hugging_face_class(objective, tmp_path):
     pytest.importorskip("transformers")
     from safetensors.numpy import load_file
 
-    from family_hf import hf_model
     from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
     from minispanbert.optim import adamw_init
+
+    from family_hf import hf_model
 
     model_class, config, hf_class = MODELS[objective]
     model = model_class.initialise(config, seed=0, xp=np, dtype="float32")

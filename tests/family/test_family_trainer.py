@@ -6,9 +6,10 @@ import json
 import pytest
 
 from minispanbert import config as config_module
-from minispanbert.engine import trainer as train
 from minispanbert.config import ModelConfig
+from minispanbert.engine import trainer as train
 from minispanbert.engine.trainer import RunConfig
+
 from micro_runs import WORDS, write_corpus
 
 MICRO = ModelConfig(vocab_size=320, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

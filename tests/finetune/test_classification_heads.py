@@ -10,15 +10,6 @@ import pytest
 from minispanbert.backend import make_rng
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
-from minispanbert.gradcheck import (
-    assert_errors_below,
-    check_exact_zero,
-    check_param_gradients,
-    numerical_gradient,
-    rel_error,
-)
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
-from minispanbert.model.encoder import encoder_forward
 from minispanbert.finetune.pretrained_weights import load_encoder_weights
 from minispanbert.finetune.sequence_classification import (
     CLASSIFIER_BIAS,
@@ -31,7 +22,6 @@ from minispanbert.finetune.sequence_classification import (
     sequence_classification_head_backward,
     sequence_classification_head_forward,
 )
-from minispanbert.model.spanbert_loss import init_pretraining_params
 from minispanbert.finetune.token_classification import (
     init_token_classification_params,
     token_classification_backward,
@@ -39,6 +29,16 @@ from minispanbert.finetune.token_classification import (
     token_classification_head_backward,
     token_classification_head_forward,
 )
+from minispanbert.gradcheck import (
+    assert_errors_below,
+    check_exact_zero,
+    check_param_gradients,
+    numerical_gradient,
+    rel_error,
+)
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.model.encoder import encoder_forward
+from minispanbert.model.spanbert_loss import init_pretraining_params
 
 C_SENT, C_TOK = 3, 5
 DROPOUT = TINY.replace(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)

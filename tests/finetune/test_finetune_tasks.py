@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import minispanbert.finetune.loop as finetune
-from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.config import ModelConfig
 from minispanbert.data import train_tokenizer
+from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune.loop import main as finetune_main
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
@@ -150,9 +150,9 @@ def test_bad_inputs_end_with_one_line(checkpoint, files, tmp_path):
 def test_a_hugging_face_folder_is_a_checkpoint(checkpoint, files, tmp_path, capsys):
     """--checkpoint may be a Hugging Face BERT folder: its encoder and pooler are taken, its own
     classifier is not (the task head is drawn fresh, as for our checkpoints)."""
+    from minispanbert.finetune.sequence_classification import init_sequence_classification_params
     from minispanbert.interop.huggingface import save_pretrained
     from minispanbert.interop.tokenizer import read_tokenizer_json
-    from minispanbert.finetune.sequence_classification import init_sequence_classification_params
 
     saved = load_checkpoint(checkpoint, xp=np)
     config = ModelConfig.from_dict(saved.config["model"])

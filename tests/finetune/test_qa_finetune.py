@@ -10,16 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
+from minispanbert.config import ModelConfig
+from minispanbert.data import train_tokenizer
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
 from minispanbert.engine.runs.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from minispanbert.config import ModelConfig
-from minispanbert.data import train_tokenizer
+from minispanbert.engine.trainer import RunConfig
+from minispanbert.engine.trainer import run as pretrain
 from minispanbert.finetune.evaluate_qa import main as evaluate_qa_main
 from minispanbert.finetune.loop import FinetuneConfig, model_setup
-from minispanbert.finetune_qa import main as finetune_main
-from minispanbert.gradcheck import check_param_gradients, format_errors, numerical_gradient, rel_error
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.finetune.qa_head import (
     QA_BIAS,
     QA_WEIGHT,
@@ -30,9 +29,10 @@ from minispanbert.finetune.qa_head import (
     qa_head_forward,
     qa_params_from_pretrained,
 )
+from minispanbert.finetune_qa import main as finetune_main
+from minispanbert.gradcheck import check_param_gradients, format_errors, numerical_gradient, rel_error
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.model.spanbert_loss import init_pretraining_params
-from minispanbert.engine.trainer import RunConfig
-from minispanbert.engine.trainer import run as pretrain
 
 # Five questions about three articles; q1 has two gold answers (the official metric takes the max).
 ARTICLES = [

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from minispanbert.data import train_tokenizer
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.finetune.sst2 import Sentence, read_sst2, sentence_arrays
 from minispanbert.finetune.wnut17 import (
     TAG_IDS,
@@ -15,6 +14,7 @@ from minispanbert.finetune.wnut17 import (
     tagged_arrays,
     write_conll_predictions,
 )
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 SST2 = "sentence\tlabel\nit 's a charming journey . \t1\nunflinchingly bleak \t0\n"
 CONLL = "@paulwalk\tO\nEmpire\tB-location\nState\tI-location\n\nESB\tB-location\n.\tO\n"

@@ -12,10 +12,10 @@ import pytest
 import safetensors.numpy
 
 from minispanbert.config import ModelConfig
+from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import ARCHITECTURES, load_pretrained, save_pretrained
 from minispanbert.interop.tokenizer import bert_wordpiece, load_bert_tokenizer, special_token_ids
-from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
 H, V, L, P, F = 8, 40, 2, 24, 16
@@ -415,8 +415,8 @@ def test_bert_wordpiece_round_trip_through_transformers_folder(tmp_path):
 def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
     """A minispanbert run folder (checkpoint + tokenizer.json) exports to a folder that loads back with
     the same tensors; --random-init writes a preset-sized model; a run folder is never overwritten."""
-    from minispanbert.engine.runs.checkpoint import save_checkpoint
     from minispanbert.data import train_tokenizer
+    from minispanbert.engine.runs.checkpoint import save_checkpoint
     from minispanbert.interop.export_hf import main as export_main
     tok = train_tokenizer(["the capital of france is paris"] * 3, vocab_size=40)
     config = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=H, num_hidden_layers=1, num_attention_heads=2,

@@ -9,13 +9,13 @@ import pytest
 
 from minispanbert.config import ModelConfig
 from minispanbert.data import train_tokenizer
+from minispanbert.finetune.qa_head import init_qa_params, qa_forward
+from minispanbert.finetune.squad import decode_predictions, evaluate, features_to_arrays, make_features, read_squad
 from minispanbert.interop.fill_mask import main as fill_mask_main
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import load_pretrained, save_pretrained
-from minispanbert.finetune.qa_head import init_qa_params, qa_forward
-from minispanbert.model.spanbert_loss import init_pretraining_params
 from minispanbert.interop.predict_qa import main as predict_qa_main
-from minispanbert.finetune.squad import decode_predictions, evaluate, features_to_arrays, make_features, read_squad
+from minispanbert.model.spanbert_loss import init_pretraining_params
 
 CONTEXTS = [
     ("Amazon", "The Amazon River flows through Brazil and Peru. It is the largest river by discharge volume of "
@@ -143,8 +143,8 @@ def test_finetune_qa_from_hf_folder_then_export_and_predict(tiny, tmp_path, caps
     """finetune squad --checkpoint takes a Hugging Face folder whose vocabulary puts the specials where
     BERT's does ([CLS]=3 here, not minispanbert's 2); the fine-tuned run exported with export_hf and
     answered by predict_qa gives the same predictions and scores as the fine-tuning run's own evaluation."""
-    from minispanbert.interop.export_hf import main as export_main
     from minispanbert.finetune.loop import main as finetune_main
+    from minispanbert.interop.export_hf import main as export_main
     from minispanbert.interop.tokenizer import bert_wordpiece
     ours = load_pretrained(tiny / "mlm")
     pieces = [t for t, _ in sorted(ours.tokenizer.get_vocab().items(), key=lambda item: item[1])

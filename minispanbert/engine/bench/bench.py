@@ -73,19 +73,19 @@ from pathlib import Path
 import numpy as np
 
 from minispanbert.backend import BACKENDS, backend_name, get_backend, make_rng, synchronize
-from minispanbert.engine.parallel.threads import BLAS_THREAD_VARS, cpu_threads, cpu_threads_set, set_cpu_threads
-from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.config import PRESETS
 from minispanbert.data import CLS_ID, SEP_ID, unigram_distribution
-from minispanbert.engine.runs.atomic import describe_os_error, temp_file, write_text_atomic
+from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser
+from minispanbert.engine.parallel.distributed import World
+from minispanbert.engine.parallel.threads import BLAS_THREAD_VARS, cpu_threads, cpu_threads_set, set_cpu_threads
+from minispanbert.engine.runs.atomic import describe_os_error, temp_file, write_text_atomic
+from minispanbert.engine.runs.checkpoint import load_params, save_params
+from minispanbert.engine.trainer import SCHEMES, RunConfig, device_description, sharded_forward_backward
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
 from minispanbert.model.spanbert_loss import SpanBertForPretraining, init_pretraining_params
 from minispanbert.optim import adamw_init, no_decay_mask
-from minispanbert.engine import kernels
-from minispanbert.engine.parallel.distributed import World
-from minispanbert.engine.trainer import SCHEMES, RunConfig, device_description, sharded_forward_backward
 from minispanbert.train import train_step
 
 LEARNING_RATE = 1e-4                  # constant: the schedule costs nothing and would only blur the loss check

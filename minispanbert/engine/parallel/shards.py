@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minispanbert.engine.parallel.threads import map_threads
 from minispanbert.engine.parallel.distributed import slice_batch
+from minispanbert.engine.parallel.threads import map_threads
 
 
 def shard_slices(rows: int, shards: int) -> list[slice]:

@@ -8,12 +8,11 @@ scale by w_n / sum_n and subtract w_n at the label. The cache is the plain one:
 """
 from __future__ import annotations
 
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
-
 import numpy as np
 
-from minispanbert.engine.parallel.threads import cpu_threads, parallel_for
 from minispanbert.engine.kernels.cpu import cpu_kernel, prange
+from minispanbert.engine.parallel.threads import cpu_threads, parallel_for
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 
 @cpu_kernel

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minispanbert.engine.parallel.threads import cpu_threads
 from minispanbert.engine.kernels.cpu import cpu_kernel, prange, rows
+from minispanbert.engine.parallel.threads import cpu_threads
 
 
 @cpu_kernel

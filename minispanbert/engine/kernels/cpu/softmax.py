@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minispanbert.engine.parallel.threads import cpu_threads, parallel_for
 from minispanbert.engine.kernels.cpu import cpu_kernel, prange, rows
+from minispanbert.engine.parallel.threads import cpu_threads, parallel_for
 
 
 @cpu_kernel

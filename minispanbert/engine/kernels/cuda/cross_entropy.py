@@ -14,11 +14,10 @@ forward needs the fused backward.
 """
 from __future__ import annotations
 
-from minispanbert.layers.cross_entropy import IGNORE_INDEX
-
 import numpy as np
 
 from minispanbert.engine.kernels.cuda import ROW_REDUCTIONS, launch_rows, raw_kernel
+from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 KERNELS = ("cross_entropy_forward", "cross_entropy_backward")
 SOURCE = ROW_REDUCTIONS + r"""
