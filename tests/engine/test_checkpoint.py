@@ -1,10 +1,12 @@
-"""Checkpoints and weight files (minispanbert/checkpoint.py): exact round trips, atomic writes,
+"""Checkpoints and weight files (minispanbert/engine/runs/checkpoint.py): exact round trips, atomic writes,
 clear errors, no pickle."""
 import errno
 import json
 import os
 import pickle
+import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,3 +365,36 @@ def test_check_compatible_lists_each_mismatch():
     check_compatible(saved, {**saved, "max_len": 8}, ["vocab_size"])
     with pytest.raises(ValueError, match="max_len: saved <missing>, requested 8"):
         check_compatible(saved, {**saved, "max_len": 8}, ["max_len"])
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_run_written_before_the_restructure_resumes_and_exports(tmp_path, monkeypatch):
+    """tests/fixtures/run-0.2.0 is a 4-step micro run written by minispanbert 0.2.0 (before the
+    package moved into core / family / finetune / interop / engine). It still resumes: the two
+    further steps and the evaluation give what 0.2.0 itself gave when it resumed the same folder
+    (run-0.2.0-resumed.json, float32, so to float32 rounding across CPUs), and it exports as a
+    Hugging Face folder."""
+    from minispanbert import config
+    from minispanbert.engine.runs.runlog import read_metrics
+    from minispanbert.engine.trainer import main as train_main
+    from minispanbert.interop.export_hf import main as export_main
+
+    from micro_runs import micro_config, write_corpus
+
+    monkeypatch.setitem(config.PRESETS, "micro", micro_config())
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run-0.2.0", run)
+    corpus = write_corpus(tmp_path / "corpus.txt")  # the corpus the run was trained on (its sha256 is checked)
+    train_main(["--preset", "micro", "--batch-size", "2", "--seq-len", "16", "--eval-batches", "1", "--data",
+                str(corpus), "--resume", str(run), "--steps", "6", "--save-every", "6", "--eval-every", "6",
+                "--threads", "1"])
+    expected = json.loads((FIXTURES / "run-0.2.0-resumed.json").read_text())["records"]
+    got = [r for r in read_metrics(run / "metrics.jsonl") if r["step"] > 4]
+    assert [(r["split"], r["step"]) for r in got] == [(r["split"], r["step"]) for r in expected]
+    for g, e in zip(got, expected):
+        for key, value in e.items():
+            assert g[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (e["step"], key)
+    export_main(["--checkpoint", str(FIXTURES / "run-0.2.0"), "--out", str(tmp_path / "hf")])
+    assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "model.safetensors").exists()
