@@ -161,7 +161,9 @@ def clip_grad_norm(grads: dict, max_norm: float, *, xp):
 
     As torch.nn.utils.clip_grad_norm_: total = sqrt(sum over tensors of sum(g**2)), every g is
     multiplied by min(1, max_norm / (total + 1e-6)), so a clipped gradient ends with norm
-    max_norm * total / (total + 1e-6), i.e. max_norm to within 1e-6 relative.
+    max_norm * total / (total + 1e-6), i.e. max_norm to within 1e-6 relative. The tensors are summed
+    in the order of their names, not of the dict: two processes holding the same gradients in dicts
+    built in another order (a shard without SBO targets adds those last) get the same norm, bit for bit.
 
     Returns the norm *before* clipping as a 0-d array on the backend, without a host sync: call
     ``float()`` on it only when logging. A non-finite norm (inf/nan gradients) is returned as is
@@ -172,8 +174,8 @@ def clip_grad_norm(grads: dict, max_norm: float, *, xp):
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}: use e.g. 1.0 (SpanBERT), or skip clipping")
     sum_of_squares = None
-    for g in grads.values():
-        flat = g.reshape(-1)  # a view for contiguous arrays; vdot is one BLAS dot, no g**2 temporary
+    for name in sorted(grads):  # one fixed order: every rank and every thread split get the same bits
+        flat = grads[name].reshape(-1)  # a view for contiguous arrays; vdot is one BLAS dot, no g**2 temporary
         square = xp.vdot(flat, flat)
         sum_of_squares = square if sum_of_squares is None else sum_of_squares + square
     total_norm = xp.sqrt(sum_of_squares)
