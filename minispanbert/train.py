@@ -212,13 +212,15 @@ def train(model, next_batch, cfg: TrainConfig, *, hooks: Hooks | None = None, va
     return opt_state
 
 
-def print_progress(cfg: TrainConfig, heads=("mlm", "sbo")):
+def print_progress(cfg: TrainConfig):
     """The default ``log``: every ``cfg.print_interval`` steps, one line with the training loss and
     its parts (a float() waits for the device, so this reads the loss only when it prints)."""
+    sbo = "SBO" if cfg.sbo_weight == 1 else f"{cfg.sbo_weight:g} x SBO"
+
     def log(step, lr, out, grad_norm):
         if step % cfg.print_interval and step != cfg.steps:
             return
-        parts = " + ".join(f"{h.upper()} {float(getattr(out, h + '_loss')):.3f}" for h in heads)
+        parts = f"MLM {float(out.mlm_loss):.3f} + {sbo} {float(out.sbo_loss):.3f}"
         print(f"step {step}/{cfg.steps}: loss {float(out.loss):.3f} = {parts} | lr {lr:.2e} | "
               f"grad norm {float(grad_norm):.2f}")
     return log

@@ -170,3 +170,33 @@ def test_evaluate_equals_one_forward_over_all_held_out_targets():
     assert result["mlm_loss"] == pytest.approx(float(pooled.mlm_loss), rel=1e-12)
     assert result["sbo_loss"] == pytest.approx(float(pooled.sbo_loss), rel=1e-12)
     assert result["mlm_acc"] == pytest.approx(float(pooled.mlm_correct) / 5, rel=1e-12)
+
+
+def test_the_plain_loop_and_the_command_train_the_same_model(tmp_path, monkeypatch, capsys):
+    """minispanbert.train.run (the loop alone, textbook AdamW, one thread) and python -m
+    minispanbert.train --threads 1 (the same loop with the command's hooks and its in-place AdamW)
+    on the same documents, tokenizer and seed, dropout on, float64: the same final weights to
+    float rounding (the two AdamW implementations order their operations differently)."""
+    from micro_runs import micro_config, write_corpus
+
+    from minispanbert import config as config_module
+    from minispanbert.data import read_corpus, save_tokenizer, train_tokenizer
+    from minispanbert.engine.runs.checkpoint import load_checkpoint
+    from minispanbert.train import TrainConfig, run
+
+    monkeypatch.setitem(config_module.PRESETS, "micro", micro_config())
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    documents = read_corpus(corpus)
+    tokenizer = train_tokenizer((line for doc in documents for line in doc), 200)
+    save_tokenizer(tokenizer, tmp_path / "tokenizer.json")
+    settings = dict(preset="micro", steps=6, batch_size=2, seq_len=16, dtype="float64", eval_every=3, eval_batches=1,
+                    print_every=3, seed=4)
+    model = run(TrainConfig(**settings), documents, tokenizer=tokenizer)
+    printed = capsys.readouterr().out
+    assert "step 6/6: loss" in printed and "= MLM" in printed and "+ SBO" in printed
+    train.run(RunConfig(**settings, data=str(corpus), out=str(tmp_path / "run"), save_every=6, threads=1,
+                        tokenizer=str(tmp_path / "tokenizer.json")), log=lambda _m: None)
+    saved = load_checkpoint(tmp_path / "run", xp=np).params
+    assert saved.keys() == model.params.keys()
+    for name, value in model.params.items():
+        np.testing.assert_allclose(saved[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
