@@ -76,7 +76,9 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         """The preset with this run's dropout."""
         base = preset(self.preset)
-        dropout = self.dropout if self.dropout is not None else (0.0 if self.overfit_batch else base.hidden_dropout_prob)
+        dropout = self.dropout
+        if dropout is None:
+            dropout = 0.0 if self.overfit_batch else base.hidden_dropout_prob
         return base.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
 
 

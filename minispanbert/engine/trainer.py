@@ -199,7 +199,8 @@ def load_documents(cfg: RunConfig, log):
     return train_docs, valid_docs, description
 
 
-def prepare_data(cfg: RunConfig, model_config: ModelConfig, tokenizer, log, world: World = World()) -> loop.PretrainingData:
+def prepare_data(cfg: RunConfig, model_config: ModelConfig, tokenizer, log,
+                 world: World = World()) -> loop.PretrainingData:
     """Read, tokenize and pack with the objective's own tokenizer and packing. ``tokenizer`` is None
     for a fresh run (then one is trained; data parallel: by rank 0, whose tokenizer every rank then
     uses, so all share one vocabulary)."""
@@ -247,7 +248,8 @@ def sharded_forward_backward(cfg: RunConfig, world: World, step_of: dict):
             out, cache = model.forward(batch, train=True, rng=dropout_rng)
             counts = [getattr(out, f"{h}_count") for h in objective.HEADS]
             totals = world.sum_host(counts)
-            term_scales = {h: (count / total if total else 0.0) for h, count, total in zip(objective.HEADS, counts, totals)}
+            term_scales = {h: (count / total if total else 0.0)
+                           for h, count, total in zip(objective.HEADS, counts, totals)}
             grads = model.backward(cache, term_scales=term_scales)
             world.allreduce_gradients(grads, xp=model.xp)
             return out, grads

@@ -246,7 +246,7 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
         with kernels.installed():
             if cfg.backend != "numpy":
                 return _run(cfg, run_dir, saved_steps, log)
-            with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over the threads (engine/parallel/shards.py)
+            with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over them (engine/parallel/shards.py)
                 return _run(cfg, run_dir, saved_steps, log)
     except KeyboardInterrupt:
         if run_dir.staged:
@@ -398,7 +398,8 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
                    help="output folder, new or empty unless --overwrite (default: runs/TASK, or the --resume run)")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds, once this run has saved")
     p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs passes over the training set)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps (default: --epochs passes over the training set)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
     p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
@@ -410,10 +411,13 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="NumPy: compute on N threads, each batch split into N shards trained side by side "
                         "(default: the cores, or OPENBLAS_NUM_THREADS); with dropout on, the masks depend on N")
-    p.add_argument("--max-train-examples", type=int, default=None, help="use only the first N training examples (default: all)")
+    p.add_argument("--max-train-examples", type=int, default=None,
+                   help="use only the first N training examples (default: all)")
     p.add_argument("--max-eval-examples", type=int, default=None, help="evaluate only the first N examples (default: all)")
-    p.add_argument("--eval-every", type=int, default=None, help="also evaluate --dev every N steps (default: only at the end)")
-    p.add_argument("--save-every", type=int, default=None, help="also save a resumable checkpoint every N steps (default: only at the end)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="also evaluate --dev every N steps (default: only at the end)")
+    p.add_argument("--save-every", type=int, default=None,
+                   help="also save a resumable checkpoint every N steps (default: only at the end)")
     p.add_argument("--doc-stride", type=int, default=d["doc_stride"], help="squad: window stride in tokens")
     p.add_argument("--max-query-len", type=int, default=d["max_query_len"], help="squad: question tokens kept")
     p.add_argument("--n-best", type=int, default=d["n_best"], help="squad: start/end candidates when decoding")

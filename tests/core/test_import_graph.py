@@ -63,7 +63,8 @@ def imported_modules(path: Path):
                 continue
             for alias in node.names:  # `from package import module` names a module
                 candidate = f"{base}.{alias.name}"
-                yield (candidate if candidate in CORE_NAMES or _is_package_module(candidate) else base), id(node) in in_main
+                module = candidate if candidate in CORE_NAMES or _is_package_module(candidate) else base
+                yield module, id(node) in in_main
 
 
 def _is_package_module(name: str) -> bool:

@@ -60,7 +60,8 @@ def recorded_run(tmp_path_factory):
                       dropout=DROPOUT, batch_size=4, seq_len=32, eval_every=STEPS, save_every=STEPS, eval_batches=2,
                       threads=1)  # one forward per step (a batch split over threads: test_thread_parallel.py)
     record = SimpleNamespace(batches=[], expected_batches=[], lrs=[], dropout_masks=[])
-    real_make_batch, real_step, real_dropout = spanbert_objective.make_batch, loop.train_step, encoder_module.dropout_forward
+    real_make_batch, real_step = spanbert_objective.make_batch, loop.train_step
+    real_dropout = encoder_module.dropout_forward
 
     def make_batch(examples, rng, **kwargs):
         batch = real_make_batch(examples, rng, **kwargs)
@@ -177,12 +178,12 @@ def test_the_plain_loop_and_the_command_train_the_same_model(tmp_path, monkeypat
     minispanbert.train --threads 1 (the same loop with the command's hooks and its in-place AdamW)
     on the same documents, tokenizer and seed, dropout on, float64: the same final weights to
     float rounding (the two AdamW implementations order their operations differently)."""
-    from micro_runs import micro_config, write_corpus
-
     from minispanbert import config as config_module
     from minispanbert.data import read_corpus, save_tokenizer, train_tokenizer
     from minispanbert.engine.runs.checkpoint import load_checkpoint
     from minispanbert.train import TrainConfig, run
+
+    from micro_runs import micro_config, write_corpus
 
     monkeypatch.setitem(config_module.PRESETS, "micro", micro_config())
     corpus = write_corpus(tmp_path / "corpus.txt")

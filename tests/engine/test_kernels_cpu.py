@@ -135,7 +135,7 @@ def test_installed_kernels_run_for_float32_and_the_reference_for_float64(monkeyp
     x32, gamma, beta = np.ones((2, 4), np.float32), np.ones(4, np.float32), np.zeros(4, np.float32)
     with kernels.installed():
         layernorm.layernorm_forward(x32, gamma, beta, xp=np)
-        y64, _ = layernorm.layernorm_forward(x32.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), xp=np)
+        y64, _ = layernorm.layernorm_forward(*(a.astype(np.float64) for a in (x32, gamma, beta)), xp=np)
     y32, _ = layernorm.layernorm_forward(x32, gamma, beta, xp=np)
     assert ran == ["kernel"]
     assert y64.dtype == np.float64 and y32.dtype == np.float32
