@@ -126,7 +126,7 @@ def grade(submission, autograder, *, out=None) -> dict:
     """Grade ``submission`` with the built ``autograder`` folder -> the results.json dict (also
     written to ``out`` when given)."""
     started = time.monotonic()
-    autograder = Path(autograder)
+    autograder = Path(autograder).resolve()  # the grading process runs in a temporary folder
     spec = assignments.load(autograder / "assignment.toml")
     with tempfile.TemporaryDirectory(prefix="coursework-grade-") as tmp:
         work = Path(tmp)

@@ -227,6 +227,17 @@ def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
     assert "none: this is a student copy" in run.stderr and not (student / "rebuilt").exists()
 
 
+def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path, monkeypatch, capsys):
+    """python -m minispanbert.coursework grade hw1/student --autograder hw1/autograder, run from the
+    folder that holds hw1/: the grading process, which runs in a temporary folder, still finds the
+    autograder's checks (it once looked for them relative to that folder and scored 0)."""
+    shutil.copytree(built("A1"), tmp_path / "hw1")
+    monkeypatch.chdir(tmp_path)
+    assert coursework_main(["grade", "hw1/student", "--autograder", "hw1/autograder"]) == 0
+    summary = capsys.readouterr().out
+    assert "score 0 / 22" in summary and "NotImplementedError" in summary and "coursework_checks" not in summary
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_untouched_student_copy_scores_zero_naming_each_stub(built, name, tmp_path, capsys):
     spec = assignments.load(name)
