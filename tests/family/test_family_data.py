@@ -188,3 +188,103 @@ def test_byte_level_bpe_round_trips_and_has_roberta_ids():
         assert tok.decode(tok.encode(line).ids) == line  # byte-level: nothing is unknown
     ids, starts = encode_bpe_documents(tok, [["Second line with <unk> inside."]])[0][0]
     assert UNK_ID in ids and starts[0] and ids.min() >= 3
+
+
+# ---------------------------------------------------------------------- what each builder promises
+
+
+def test_roberta_masks_a_block_afresh_every_time_it_is_seen():
+    """RoBERTa §4.1, dynamic masking: "we generate the masking pattern every time we feed a sequence
+    to the model". The same 8 blocks masked with two generators (two steps) get different masks, and
+    with the same generator the same mask (the masks are a function of the step's stream). Two
+    independent 15% masks of 8 blocks of 30 tokens coincide with probability below C(30, 5)^-8 ~ 1e-40."""
+    from minispanbert.config import preset
+    from minispanbert.engine.trainer import RunConfig
+    from minispanbert.family import roberta
+
+    rng = np.random.default_rng(0)
+    examples = [(rng.integers(5, 300, size=30), np.ones(30, dtype=bool)) for _ in range(8)]
+    cfg = RunConfig(objective="roberta", seq_len=32)
+    model_config = roberta.model_config(preset("tiny").replace(vocab_size=300), cfg)
+
+    def masks(seed):
+        batch = roberta.make_batch(examples, np.random.default_rng(seed), cfg=cfg, model_config=model_config, unigram=None)
+        return batch.mlm_labels != IGNORE_INDEX
+
+    assert not np.array_equal(masks([0, 1, 1]), masks([0, 2, 1]))
+    np.testing.assert_array_equal(masks([0, 1, 1]), masks([0, 1, 1]))
+
+
+@pytest.mark.parametrize("n", list(range(6, 60)))
+def test_ngram_masking_masks_exactly_albert_s_budget(n):
+    """ALBERT's create_masked_lm_predictions: num_to_predict = max(1, int(round(len(tokens) *
+    masked_lm_prob))), Python's round (halves to even: 10 tokens -> 2, 30 -> 4), and n-grams that
+    would overlap masked tokens are skipped, so exactly that many distinct tokens are masked when
+    there are enough one-piece words. Five seeds per length."""
+    budget = max(1, round(0.15 * n))
+    ids = np.arange(5, 5 + n)
+    for seed in range(5):
+        _, labels = ngram_mask(ids, np.ones(n, dtype=bool), np.random.default_rng([n, seed]), vocab_size=V)
+        assert int((labels != IGNORE_INDEX).sum()) == budget, (n, seed)
+
+
+def test_bert_decides_80_10_10_for_each_token_not_each_word():
+    """Google's create_masked_lm_predictions draws the 80/10/10 replacement per masked token, also
+    under whole-word masking (BERT's --do_whole_word_mask masks whole words, then decides per
+    piece). Over 2,000 blocks of two-piece words, the two pieces of a masked word get different
+    fates (one [MASK], the other not) in 2 * 0.8 * 0.2 = 32% of the words; per word it would be 0%.
+    With ~6,000 masked words the share's standard error is 0.6%: 0.32 +- 0.04 is 6 standard errors."""
+    from minispanbert.family.objectives import token_masker
+
+    mask = token_masker("word", V)
+    rng = np.random.default_rng(3)
+    mixed = words = 0
+    for _ in range(2000):
+        ids = rng.integers(5, V, size=40)
+        starts = np.zeros(40, dtype=bool)
+        starts[::2] = True  # 20 words of two pieces each
+        input_ids, labels = mask(ids, starts, rng)
+        for w in range(0, 40, 2):
+            if labels[w] != IGNORE_INDEX:
+                assert labels[w + 1] != IGNORE_INDEX  # whole words
+                words += 1
+                mixed += (input_ids[w] == 4) != (input_ids[w + 1] == 4)
+    assert 0.28 < mixed / words < 0.36, mixed / words
+
+
+def test_sentences_left_over_by_a_random_next_segment_are_used_again():
+    """Google's create_instances_from_document: after taking a random B, "we didn't actually use these
+    segments so we 'put them back' so they don't go to waste" (i -= num_unused_segments). With
+    sentences short enough never to be truncated, every sentence of a document then appears in one
+    of its own examples (in A, or in an IsNext B). 40 documents: without the put-back about a
+    quarter of the chunks would lose sentences, so some would be missing."""
+    rng = np.random.default_rng(5)
+    docs = []
+    next_id = 5
+    for _ in range(40):
+        doc = []
+        for _ in range(int(rng.integers(6, 14))):
+            doc.append((np.array([next_id, next_id + 1]), np.array([True, False])))  # a unique two-piece sentence
+            next_id += 2
+        docs.append(doc)
+    examples = build_pair_examples(docs, seq_len=200, mode="nsp", rng=np.random.default_rng(6))
+    for d, doc in enumerate(docs):
+        seen = set()
+        for ex in examples:
+            if ex.a_doc != d:
+                continue
+            a, b = split(ex)
+            seen.update(a.tolist())
+            if ex.label == 0:
+                seen.update(b.tolist())
+        assert seen >= {int(s[0][0]) for s in doc}, f"document {d} lost sentences"
+
+
+def test_truncation_of_equally_long_segments_trims_b():
+    """Google's truncate_seq_pair: trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else
+    tokens_b, so when the two are equally long B loses the token."""
+    a = (np.arange(10, 16), np.ones(6, dtype=bool))
+    b = (np.arange(20, 26), np.ones(6, dtype=bool))
+    for seed in range(10):
+        (a_ids, _), (b_ids, _) = truncate_pair(a, b, 11, np.random.default_rng(seed))
+        assert a_ids.size == 6 and b_ids.size == 5
