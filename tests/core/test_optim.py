@@ -274,3 +274,28 @@ def test_clip_and_step_is_clip_then_adamw_bit_for_bit():
             np.testing.assert_array_equal(params[name], by_hand[name])
             np.testing.assert_array_equal(state.m[name], hand_state.m[name])
             np.testing.assert_array_equal(state.v[name], hand_state.v[name])
+
+
+def test_clip_leaves_small_gradients_untouched_on_the_device_path_too():
+    """On CuPy clip_grad_norm scales unconditionally (testing the coefficient would wait for the
+    device), so the coefficient itself must be min(1, max_norm / norm): torch's clamp, never above 1.
+    Run on a stand-in array module that is not NumPy (the CUDA emulator's, NumPy underneath), which
+    takes that path."""
+    from cuda_emulator import EmulatedCuPy
+
+    grads = {"a": np.array([0.3, -0.4]), "b": np.array([0.0])}  # norm 0.5 < 1
+    before = {name: g.copy() for name, g in grads.items()}
+    norm = clip_grad_norm(grads, 1.0, xp=EmulatedCuPy())
+    assert float(norm) == pytest.approx(0.5, rel=1e-12)
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], before[name])
+
+
+def test_no_decay_covers_every_layer_norm_spelling_of_the_family():
+    """Biases and LayerNorm gains are exempt from weight decay (BERT's optimizer, exclude_from_weight_decay
+    = ["LayerNorm", "layer_norm", "bias"]): Hugging Face spells the LayerNorms LayerNorm in BERT and
+    ALBERT's attention, layer_norm in RoBERTa's LM head and ALBERT's full_layer_layer_norm."""
+    names = ["lm_head.layer_norm.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.full_layer_layer_norm.weight",
+             "albert.encoder.albert_layer_groups.0.albert_layers.0.attention.LayerNorm.weight", "lm_head.dense.weight",
+             "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight"]
+    assert no_decay_mask({n: None for n in names}) == dict(zip(names, [False, False, False, True, True]))

@@ -372,3 +372,22 @@ def test_shipped_assignments_load_and_cover_their_functions():
         graded = {c for t in spec.tests for c in t.covers}
         assert {f.name for f in spec.functions} <= graded, f"{name}: a listed function has no graded test"
         assert any(t.hidden for t in spec.tests) and any(not t.hidden for t in spec.tests)
+
+
+def test_hidden_tests_stay_hidden_and_from_torch_import_is_forbidden_too(built, tmp_path):
+    """Gradescope shows a test whose "visibility" is "after_published" only once grades are published
+    (its autograder specification), so a hidden test must say so in results.json; and a file that
+    imports PyTorch in its `from torch import ...` form scores 0 on the tests covering it, as
+    `import torch` does."""
+    spec = assignments.load("A1")
+    submission = solution_submission(spec, tmp_path / "submission")
+    gelu = submission / "minispanbert/layers/gelu.py"
+    gelu.write_text("from torch import nn  # noqa\n" + gelu.read_text())
+    report = grade(submission, built("A1") / "autograder", out=tmp_path / "results.json")
+    by_name = {t["name"]: t for t in json.loads((tmp_path / "results.json").read_text())["tests"]}
+    hidden = {t.name for t in spec.tests if t.hidden}
+    assert hidden and {n for n, t in by_name.items() if t["visibility"] == "after_published"} == hidden
+    assert all(by_name[n]["visibility"] == "visible" for n in by_name if n not in hidden)
+    for name in ("gelu_forward", "gelu_backward"):
+        assert by_name[name]["score"] == 0 and "imports torch" in by_name[name]["output"], by_name[name]
+    assert report["score"] < spec.max_score

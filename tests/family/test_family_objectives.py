@@ -200,3 +200,47 @@ def test_export_hf_folders_open_with_from_pretrained_and_give_our_outputs(object
     with torch.no_grad():
         result = hf(**inputs)
     assert rel_error(float(out.loss), result.loss.item()) < 1e-10
+
+
+def test_albert_s_activation_is_gelu_new():
+    """Hugging Face's AlbertConfig defaults hidden_act to "gelu_new" (the released configs too): the
+    tanh approximation, ALBERT's TF gelu. A preset turned into ALBERT keeps it."""
+    config = albert_config(ModelConfig())
+    assert config.hidden_act == "gelu_new" and config.model_type == "albert"
+
+
+def _dropout_calls(monkeypatch, run):
+    """The dropout probabilities used during ``run()`` (train mode), recorded at every call site."""
+    import minispanbert.family.bert as bert_module
+    import minispanbert.layers.attention as attention_module
+    import minispanbert.layers.residual as residual_module
+    import minispanbert.model.encoder as encoder_module
+
+    calls = []
+    for module in (attention_module, residual_module, encoder_module, bert_module):
+        real = module.dropout_forward
+
+        def recording(x, p, rng, *, xp, train, _real=real, _site=module.__name__.rsplit(".", 1)[1]):
+            calls.append((_site, p))
+            return _real(x, p, rng, xp=xp, train=train)
+
+        monkeypatch.setattr(module, "dropout_forward", recording)
+    run()
+    return calls
+
+
+def test_albert_has_no_dropout_on_the_ffn_output_and_dropout_before_sop(monkeypatch):
+    """Hugging Face's AlbertLayer adds ffn_output to the attention output with no dropout (only the
+    attention probabilities, the attention output and the embeddings are dropped), and AlbertSOPHead
+    drops the pooled vector (classifier_dropout_prob) before its classifier. With L = 2 layer
+    applications: 1 embedding + 2 x (probabilities, attention output) + 1 SOP = 6 dropouts at p > 0,
+    the FFN outputs' at p = 0."""
+    config = albert_config(ModelConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=16, max_position_embeddings=16,
+                                       hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.1))
+    model = AlbertForPretraining.initialise(config, seed=0, xp=np, dtype="float64")
+    batch = family_pair_batch("albert")
+    calls = _dropout_calls(monkeypatch, lambda: model.forward(batch, train=True, rng=np.random.default_rng(0)))
+    dropped = [(site, p) for site, p in calls if p > 0]
+    assert sorted(dropped) == sorted([("encoder", 0.2), ("bert", 0.2)] + [("attention", 0.1), ("residual", 0.2)] * 2)
+    assert [p for site, p in calls if site == "residual"] == [0.2, 0.0, 0.2, 0.0]  # attention output, then FFN output

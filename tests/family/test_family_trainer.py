@@ -76,3 +76,26 @@ def test_single_document_corpus_stops_pair_objectives(objective, micro, tmp_path
                     str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--seq-len", "24"])
     message = str(exc.value.code)
     assert message.startswith("error: ") and "at least two documents" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("objective, betas, eps", [
+    ("roberta", (0.9, 0.98), 1e-6),   # RoBERTa §3.1: "beta2 = 0.98 ... epsilon ... 1e-6"
+    ("electra", (0.9, 0.999), 1e-6),  # ELECTRA's AdamWeightDecayOptimizer: epsilon=1e-6
+    ("bert", (0.9, 0.999), 1e-8),     # BERT §A.2: beta1 = 0.9, beta2 = 0.999 (torch's eps 1e-8)
+])
+def test_each_objective_steps_adam_with_its_own_betas_and_eps(objective, betas, eps, micro, corpus, tmp_path,
+                                                             monkeypatch):
+    """The command hands the optimizer step the objective's Adam settings, as its paper states them."""
+    from minispanbert import train as loop
+
+    seen = []
+    real = loop.train_step
+
+    def recording_step(*args, **kwargs):
+        seen.append((kwargs["betas"], kwargs["eps"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", recording_step)
+    train.run(RunConfig(objective=objective, preset="micro", data=str(corpus), out=str(tmp_path / "run"), steps=2,
+                        batch_size=2, seq_len=24, eval_every=2, save_every=2, eval_batches=1), log=lambda _msg: None)
+    assert seen and all(b == betas and e == eps for b, e in seen), seen

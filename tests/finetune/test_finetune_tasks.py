@@ -183,3 +183,16 @@ def test_two_threads_follow_one_thread(checkpoint, files, tmp_path):
     np.testing.assert_allclose(two["train_losses"], one["train_losses"], rtol=1e-9, atol=0)
     assert two["scores"]["dev"] == one["scores"]["dev"]
     assert (tmp_path / "one" / "predictions.dev.tsv").read_text() == (tmp_path / "two" / "predictions.dev.tsv").read_text()
+
+
+def test_the_learning_rate_warms_up_over_a_fraction_of_all_steps(checkpoint, files, tmp_path):
+    """BERT's fine-tuning recipe (Hugging Face's get_linear_schedule_with_warmup with num_warmup_steps
+    = warmup_ratio * total steps): 20 steps with --warmup-fraction 0.25 rise linearly over the first
+    5 steps (lr = peak * s / 5 at the 0-based step s), then decay linearly to 0 at step 20. The six
+    sentences make 3 batches of 2 per epoch, so a warm-up counted in epochs would differ."""
+    out = tmp_path / "warmup"
+    finetune_main(["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+                   "--out", str(out), "--steps", "20", "--batch-size", "2", "--lr", "1e-3", "--warmup-fraction", "0.25"])
+    logged = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    expected = [1e-3 * s / 5 if s < 5 else 1e-3 * (20 - s) / 15 for s in range(20)]
+    assert logged == pytest.approx(expected, rel=1e-12, abs=1e-15)

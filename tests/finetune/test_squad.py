@@ -501,3 +501,17 @@ def test_evaluate_equals_the_official_script_on_random_predictions(seed):
     predictions = {qid: " ".join(rng.choice(words, rng.integers(0, 5))) for qid, _, _ in qas if rng.random() < 0.9}
     assert evaluate(parse_squad(data), predictions) == pytest.approx(official_v11_evaluate(data["data"], predictions),
                                                                      abs=1e-12)
+
+
+def test_decode_breaks_a_tie_between_windows_in_favour_of_the_first():
+    """Google's run_squad.write_predictions sorts the candidates of all windows with Python's stable
+    sorted(..., key=start_logit + end_logit, reverse=True), the windows in order, so of two equally
+    scored spans the first window's is the answer. Windows 0 and 1 each hold one span scoring 20:
+    (2, 3) starting at a token window 0 owns, (7, 8) at one window 1 owns (test_max_context_hand_computed)."""
+    examples = [example(PASSAGE, "w1")]
+    features = make_features(examples, make_tokenizer(), training=False, **WINDOWS)
+    start = passage_logits(features, {0: {2: 10.0}, 1: {7: 10.0}})
+    end = passage_logits(features, {0: {3: 10.0}, 1: {8: 10.0}})
+    assert decode_predictions(examples, features, start, end, max_answer_len=2) == {"x": "w2 w3"}
+    start = passage_logits(features, {0: {2: 9.0}, 1: {7: 10.0}})  # not a tie: window 1's span wins
+    assert decode_predictions(examples, features, start, end, max_answer_len=2) == {"x": "w7 w8"}
