@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
 import zipfile
@@ -30,7 +29,7 @@ import numpy as np
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import stub_message, stub_source
-from minispanbert.engine.runs.atomic import temp_dir
+from minispanbert.engine.runs.atomic import staged_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Instructor material that never reaches students: the graded tests, the assignment files (they
@@ -187,16 +186,8 @@ def build(assignment_id: str, out) -> Path:
     root = project_root()
     files = tracked_files(root)
     refs = record_references(spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = temp_dir(out.parent, out.name)
-    try:
+    with staged_folder(out) as staging:  # appears complete or not at all
         write_student(spec, root, files, staging / "student")
         write_autograder(spec, toml_path, staging / "student", staging / "autograder", refs)
         zip_folder(staging / "autograder", staging / "autograder.zip")
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -80,7 +80,7 @@ import numpy as np
 from minispanbert.backend import check_dtype
 from minispanbert.config import ModelConfig
 from minispanbert.data import encode_documents, load_tokenizer, pack_blocks, train_tokenizer  # noqa: F401
-from minispanbert.engine.runs.atomic import write_text_atomic
+from minispanbert.engine.runs.atomic import staged_folder, write_text_atomic
 from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.family.electra_masking import make_electra_batch
 from minispanbert.family.objectives import check_no_sbo, check_scheme
@@ -534,9 +534,9 @@ def from_params(model_config, params, *, xp, cfg):
 
 def after_run(run_path, model, tokenizer, cfg, log) -> None:
     """Export both networks as Hugging Face folders under RUN/hf/."""
-    folders = save_electra_pretrained(Path(run_path) / HF_FOLDER, model.params, model.config, model.gen_config)
-    for folder in folders:
-        write_text_atomic(Path(folder) / "tokenizer.json", tokenizer.to_str())
+    with staged_folder(Path(run_path) / HF_FOLDER) as staging:  # replaces a resumed run's earlier export
+        for folder in save_electra_pretrained(staging, model.params, model.config, model.gen_config):
+            write_text_atomic(Path(folder) / "tokenizer.json", tokenizer.to_str())
     log(f"exported the discriminator (ElectraForPreTraining) and the generator (ElectraForMaskedLM) to "
         f"{Path(run_path) / HF_FOLDER}")
 

@@ -16,7 +16,9 @@ run BertForPreTraining, ``roberta`` RobertaForMaskedLM and ``albert`` AlbertForP
 ``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
 ``--tokenizer``: a tokenizer.json, a minispanbert run folder or a Hugging Face folder): its speed is that of a
 trained model of the same size, which is how the README's base-size throughput is measured.
-``--out`` must not be a minispanbert run folder (its model.safetensors would be replaced).
+The folder is written as a hidden sibling ``.OUT.new.XXXX`` and moved to ``--out`` in one step once
+complete, so a crash leaves the old ``--out`` (or none), never a half-written one. An ``--out`` that
+already holds files is replaced only with ``--overwrite``, and never when it is or holds a run folder.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.engine.cli import Parser
+from minispanbert.engine.runs.atomic import describe_os_error, staged_folder
 from minispanbert.engine.runs.checkpoint import (
     CHECKPOINTS_DIR,
     MODEL_FILE,
@@ -59,20 +62,26 @@ def read_tokenizer(path: Path):
 
 
 def export(args) -> str:
+    """Validate the arguments, then write the folder ``--out`` through a hidden staging sibling so it
+    appears complete or not at all (an existing ``--out`` is replaced only with ``--overwrite``)."""
     out = Path(args.out)
     if (out / TRAINER_STATE_FILE).exists() or (out / CHECKPOINTS_DIR).exists():
-        raise ValueError(f"{out} is a minispanbert run folder: exporting into it would replace its {MODEL_FILE}; "
-                         "choose another --out")
+        raise ValueError(f"{out} is a minispanbert run folder, never replaced by an export: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(f"--out {out} already holds files: choose another --out, or pass --overwrite to replace "
+                         "that folder (it is swapped for the new one only once the export is complete)")
     if args.random_init is not None:
         if args.tokenizer is None:
             raise ValueError("--random-init needs --tokenizer (a tokenizer.json or a Hugging Face model folder)")
         tok = read_tokenizer(Path(args.tokenizer))
         config = preset(args.random_init).replace(vocab_size=tok.get_vocab_size())
         params = HEADS[args.head](config, args.seed, xp=np, dtype="float32")
-        return save_pretrained(out, params, config, tokenizer=tok)
+        return write_folder(out, lambda folder: save_pretrained(folder, params, config, tokenizer=tok))
     run = Path(args.checkpoint)
-    if out.resolve() == run.resolve():
-        raise ValueError("--out is the --checkpoint folder: choose another --out")
+    if run.resolve() == out.resolve() or out.resolve() in run.resolve().parents:
+        raise ValueError(f"--out {out} holds the --checkpoint folder: choose an --out outside {run}")
     checkpoint = load_checkpoint(run, xp=np)
     if "model" not in checkpoint.config:
         raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
@@ -82,10 +91,20 @@ def export(args) -> str:
         raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
                          f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
     if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
-        tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
-        return save_family_pretrained(out, checkpoint.params, config, tokenizer_json=tokenizer_path.read_text())
+        tokenizer_json = (Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE).read_text()
+        return write_folder(out, lambda folder: save_family_pretrained(folder, checkpoint.params, config,
+                                                                       tokenizer_json=tokenizer_json))
     tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
-    return save_pretrained(out, checkpoint.params, config, tokenizer=tok)
+    return write_folder(out, lambda folder: save_pretrained(folder, checkpoint.params, config, tokenizer=tok))
+
+
+def write_folder(out: Path, write) -> str:
+    """``write(folder)`` into a staging sibling of ``out``, then put it at ``out`` in one step."""
+    try:
+        with staged_folder(out) as staging:
+            return write(staging)
+    except OSError as exc:
+        raise ValueError(describe_os_error(exc, f"cannot write {out}")) from None
 
 
 def main(argv=None) -> str:
@@ -98,6 +117,8 @@ def main(argv=None) -> str:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer.json, a minispanbert run folder or a Hugging Face folder (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it already holds files (once the new folder is complete)")
     args = p.parse_args(argv)
     try:
         architecture = export(args)

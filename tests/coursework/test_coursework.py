@@ -26,6 +26,8 @@ from minispanbert.coursework.grade import grade
 from minispanbert.coursework.stubs import function_body
 from minispanbert.coursework.submit import submit
 
+from crash_points import run_with_a_crash
+
 ROOT = project_root()
 if subprocess.run(["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "pyproject.toml"],
                   capture_output=True).returncode != 0:
@@ -391,3 +393,29 @@ def test_hidden_tests_stay_hidden_and_from_torch_import_is_forbidden_too(built, 
     for name in ("gelu_forward", "gelu_backward"):
         assert by_name[name]["score"] == 0 and "imports torch" in by_name[name]["output"], by_name[name]
     assert report["score"] < spec.max_score
+
+
+def folder_contents(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_build_killed_at_any_change_leaves_no_folder_or_the_complete_build(built, tmp_path):
+    """A build appears complete or not at all: traced, every change it makes to the disk before its
+    last lies inside a hidden sibling of --out, and the last moves that folder to --out. Killed just
+    before the first changes, the middle one and each of the last three, --out does not exist; run
+    to the end, it holds exactly the files of an independent build; a new build after a kill succeeds
+    and leaves nothing hidden behind."""
+    reference = folder_contents(built("A1"))
+    changes = run_with_a_crash(lambda: build("A1", tmp_path / "traced"), crash_at=0)
+    staging = str(tmp_path / ".traced.new.")
+    *filling, (last_event, last_path) = [c for c in changes if c[1] != str(tmp_path)]  # mkdir of the existing parent
+    assert [path for _, path in filling if not path.startswith(staging)] == []
+    assert last_event == "os.rename" and last_path.startswith(staging)
+    assert folder_contents(tmp_path / "traced") == reference
+    for k in sorted({1, 2, 3, len(changes) // 2, len(changes) - 2, len(changes) - 1, len(changes)}):
+        out = tmp_path / f"killed{k}"
+        run_with_a_crash(lambda: build("A1", out), crash_at=k)
+        assert not out.exists(), k
+        build("A1", out)
+        assert folder_contents(out) == reference, k
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".killed{k}.")] == [], k

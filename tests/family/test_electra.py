@@ -2,6 +2,7 @@
 inverse-CDF sampling and replaced labels, the discriminator and generator heads, float64 gradient
 checks of the whole loss with the samples held fixed, and the shared embeddings' summed gradient."""
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backwa
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 
 from conftest import assert_allclose_finite
+from crash_points import run_with_a_crash
 
 # --------------------------------------------------------------------------- binary cross-entropy
 
@@ -552,3 +554,30 @@ def test_training_step_keeps_the_cupy_discipline(monkeypatch):
     assert 0 <= record["replaced_share"] <= 4 / 12 and math.isfinite(record["loss"])  # 4 targets, 12 tokens
     metrics = train.evaluate(model, [batch, batch], objective.HEADS, objective.RATIOS)
     assert metrics["disc_targets"] == 24 and metrics["mlm_targets"] == 8
+
+
+def test_the_runs_export_killed_at_any_change_leaves_the_old_pair_or_the_new_one(tmp_path):
+    """RUN/hf (both networks and their tokenizer files) appears complete or not at all: a resumed
+    run's export over an earlier one, killed just before each of its changes to the disk in turn,
+    leaves a folder that loads as exactly the earlier pair or the new one, never a mix (which
+    load_electra_pretrained would refuse: the two networks share their embeddings)."""
+    from minispanbert.config import ModelConfig
+    from minispanbert.data import train_tokenizer
+    from minispanbert.family.electra import HF_FOLDER, after_run
+    config = ModelConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                         max_position_embeddings=16, model_type="electra", embedding_size=4)
+    tok = train_tokenizer(["the capital of france is paris"] * 3, vocab_size=40)
+    old, new = (ElectraForPretraining.initialise(config, generator_config(config), seed=seed, xp=np, dtype="float32")
+                for seed in (0, 1))
+    after_run(tmp_path / "earlier", old, tok, None, log=lambda line: None)
+    changes = run_with_a_crash(lambda: after_run(tmp_path / "traced", new, tok, None, log=lambda line: None), 0)
+    assert len(changes) >= 10  # two folders of weights + config + tokenizer, the staging folder, its move
+    for k in range(1, len(changes) + 2):
+        run = tmp_path / f"run{k}"
+        shutil.copytree(tmp_path / "earlier", run)
+        run_with_a_crash(lambda: after_run(run, new, tok, None, log=lambda line: None), crash_at=k)
+        _, _, params = load_electra_pretrained(run / HF_FOLDER, xp=np)
+        assert any(all(np.array_equal(params[name], model.params[name]) for name in model.params)
+                   for model in (old, new)), k
+        for network in ("discriminator", "generator"):
+            assert (run / HF_FOLDER / network / "tokenizer.json").read_text() == tok.to_str(), (k, network)

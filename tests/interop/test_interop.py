@@ -5,11 +5,13 @@ random Hugging Face models of every BERT architecture give the same outputs in m
 saved folders open in ``transformers`` with the same outputs, and the tokenizer gives
 ``BertTokenizerFast``'s ids."""
 import json
+import shutil
 import sys
 
 import numpy as np
 import pytest
 import safetensors.numpy
+from safetensors import safe_open
 
 from minispanbert.config import ModelConfig
 from minispanbert.finetune.qa_head import init_qa_params
@@ -17,6 +19,8 @@ from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import ARCHITECTURES, load_pretrained, save_pretrained
 from minispanbert.interop.tokenizer import bert_wordpiece, load_bert_tokenizer, special_token_ids
 from minispanbert.model.spanbert_loss import init_pretraining_params
+
+from crash_points import run_with_a_crash
 
 H, V, L, P, F = 8, 40, 2, 24, 16
 # config.json exactly as transformers 5.24 BertConfig.save_pretrained writes it (tiny sizes).
@@ -399,6 +403,62 @@ def test_tokenizer_ids_equal_bert_tokenizer_fast(tmp_path, do_lower_case):
     assert ("cafe" in accented) == do_lower_case
 
 
+
+def folder_contents(folder) -> dict:
+    """Each file's bytes; a safetensors file's tensors and metadata instead (its writer orders the
+    metadata's keys differently each time)."""
+    contents = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".safetensors":
+            with safe_open(path, "np") as f:
+                tensors = {name: (str(f.get_tensor(name).dtype), f.get_tensor(name).tobytes()) for name in f.keys()}
+                contents[path.name] = (f.metadata(), tensors)
+        else:
+            contents[str(path.relative_to(folder))] = path.read_bytes()
+    return contents
+
+
+def test_an_export_killed_at_any_change_leaves_the_old_folder_or_the_complete_new_one(tmp_path):
+    """An export appears complete or not at all: a folder exported from run A is re-exported from run
+    B with --overwrite, killed just before each of that export's changes to the disk in turn. Every
+    time the folder holds byte for byte A's export or B's (and loads as such); a first export killed
+    anywhere leaves no folder or B's; the next export succeeds and leaves nothing hidden behind."""
+    from minispanbert.data import train_tokenizer
+    from minispanbert.engine.runs.checkpoint import save_checkpoint
+    from minispanbert.interop.export_hf import main as export_main
+    tok = train_tokenizer(["the capital of france is paris"] * 3, vocab_size=40)
+    config = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=H, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=F, max_position_embeddings=P, sbo_position_dim=4, sbo_max_targets=5)
+    runs = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        runs[name] = init_pretraining_params(config, seed, xp=np)
+        save_checkpoint(tmp_path / f"run_{name}", params=runs[name], step=1, config={"model": config.to_dict()},
+                        files={"tokenizer.json": tok.to_str()})
+    export = {name: ["--checkpoint", str(tmp_path / f"run_{name}"), "--out"] for name in runs}
+    for name in runs:
+        export_main([*export[name], str(tmp_path / f"hf_{name}")])
+    contents = {name: folder_contents(tmp_path / f"hf_{name}") for name in runs}
+    assert contents["a"] != contents["b"]
+    changes = run_with_a_crash(lambda: export_main([*export["b"], str(tmp_path / "traced"), "--overwrite"]), 0)
+    assert len(changes) >= 8  # weights, config, three tokenizer files, the staging folder and its move
+    for k in range(1, len(changes) + 1):
+        for first in (False, True):
+            out = tmp_path / f"{'first' if first else 'again'}{k}"
+            if not first:
+                shutil.copytree(tmp_path / "hf_a", out)
+            run_with_a_crash(lambda: export_main([*export["b"], str(out), "--overwrite"]), crash_at=k)
+            found = folder_contents(out) if out.exists() else None
+            accepted = [None, contents["b"]] if first else [contents["a"], contents["b"]]
+            assert found in accepted, k
+            if found is not None:
+                loaded = load_pretrained(out).params
+                expected = runs["a"] if found == contents["a"] else runs["b"]
+                assert all(np.array_equal(loaded[name], expected[name]) for name in expected), k
+            export_main([*export["b"], str(out), "--overwrite"])
+            assert folder_contents(out) == contents["b"], k
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")] == [], k
+
+
 def test_bert_wordpiece_round_trip_through_transformers_folder(tmp_path):
     """A folder transformers wrote (vocab.txt + tokenizer.json + tokenizer_config.json) loads to the
     same ids, for an uncased and a strip_accents=False lowercase tokenizer."""
@@ -436,5 +496,14 @@ def test_export_cli_run_folder_and_random_init(tmp_path, capsys):
     weights = tmp_path / "run" / "checkpoints" / "step-000003" / "model.safetensors"
     before = weights.read_bytes()
     with pytest.raises(SystemExit, match=r"^error: .*is a minispanbert run folder.*choose another --out$"):
-        export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run")])
+        export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run"), "--overwrite"])
+    with pytest.raises(SystemExit, match=r"^error: --out .* holds the --checkpoint folder: choose an --out outside"):
+        export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path), "--overwrite"])
     assert weights.read_bytes() == before
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"^error: --out .*hf already holds files: choose another --out, or pass "
+                                         r"--overwrite"):
+        export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
+    export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "--overwrite"])
+    assert not (tmp_path / "hf" / "notes.txt").exists() and load_pretrained(tmp_path / "hf").config == config

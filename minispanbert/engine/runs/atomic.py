@@ -128,3 +128,55 @@ def copy_atomic(src: Path, dest: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_folder(staging: Path, final: Path) -> None:
+    """Put the complete folder ``staging`` at ``final`` in one step and remove what was there: a
+    rename onto a missing or empty ``final``; else one atomic swap (Linux ``renameat2``) or, where
+    the system lacks it, two renames with the old folder parked in ``.NAME.old.XXXX`` between them."""
+    if not final.exists() or (final.is_dir() and not any(final.iterdir())):
+        os.replace(staging, final)
+        return
+    if exchange_paths(staging, final):  # the staging folder now holds the old one
+        old = staging
+    else:
+        old = temp_dir(final.parent, f"{final.name}.old")
+        os.replace(final, old / final.name)
+        os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(final: Path) -> None:
+    """Clean up after a kill: put back an old folder parked by :func:`replace_folder`'s two renames
+    (when ``final`` is missing) and remove staging folders ``.NAME.new.XXXX`` that were never moved."""
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    for entry in sorted(parent.iterdir()):
+        if entry.name.startswith(f".{final.name}.old") and entry.is_dir():
+            inner = entry / final.name
+            if inner.is_dir() and not final.exists():
+                os.replace(inner, final)
+            shutil.rmtree(entry, ignore_errors=True)
+    for entry in sorted(parent.iterdir()):
+        if entry.name.startswith(f".{final.name}.new") and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(final):
+    """Yield a hidden sibling ``.NAME.new.XXXX`` of ``final`` to fill; when the block finishes it
+    replaces ``final`` (:func:`replace_folder`, Ctrl-C held back), so a reader of ``final`` sees the
+    old folder or the complete new one. An error, Ctrl-C or crash inside the block leaves ``final``
+    as it was (what a crash leaves hidden is removed by the next call). Whether ``final`` may be replaced at all is the caller's decision."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(final)
+    staging = temp_dir(final.parent, f"{final.name}.new")
+    try:
+        yield staging
+        with interrupts_deferred():
+            replace_folder(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

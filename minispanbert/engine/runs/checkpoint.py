@@ -41,8 +41,8 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred, temp_dir, temp_file
 from minispanbert.backend import to_numpy
+from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred, temp_dir, temp_file
 from minispanbert.optim import AdamWState
 
 MODEL_FILE = "model.safetensors"

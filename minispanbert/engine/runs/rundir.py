@@ -14,17 +14,17 @@ The three cases:
 * fresh, into a folder that holds anything: refused with one line, unless ``--overwrite``. Then
   the new run is written into a hidden sibling folder ``.NAME.new.XXXX`` and the old folder is
   replaced by it only after the new run's first complete save (:meth:`RunDir.committed`): a crash
-  or Ctrl-C before that leaves the old run untouched. Then the two folders are swapped in one atomic step (Linux ``renameat2``; elsewhere two renames, and
-  what a kill between them leaves is put back by the next command that opens the folder).
+  or Ctrl-C before that leaves the old run untouched. Then the two folders are swapped in one atomic
+  step (`atomic.replace_folder`: Linux ``renameat2``; elsewhere two renames, and what a kill between
+  them leaves is put back by the next command that opens the folder, `atomic.recover_folder`).
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from minispanbert.engine.runs.atomic import exchange_paths, interrupts_deferred, temp_dir
+from minispanbert.engine.runs.atomic import interrupts_deferred, recover_folder, replace_folder, temp_dir
 from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, latest_step, resolve_checkpoint
 
 
@@ -49,14 +49,8 @@ class RunDir:
             self._swap()
 
     def _swap(self) -> None:
-        if exchange_paths(self.path, self.final):  # one atomic swap: the staging folder now holds the old run
-            old = self.path
-        else:
-            old = temp_dir(self.final.parent, f"{self.final.name}.old")
-            os.replace(self.final, old / self.final.name)
-            os.replace(self.path, self.final)
+        replace_folder(self.path, self.final)
         self.path = self.final
-        shutil.rmtree(old, ignore_errors=True)
 
     def discard(self) -> None:
         """Remove an uncommitted staging folder (the old run stays as it was)."""
@@ -71,23 +65,6 @@ def run_folder_of(checkpoint_path) -> Path:
     if folder.parent.name == CHECKPOINTS_DIR and not (Path(checkpoint_path) / CHECKPOINTS_DIR).is_dir():
         return folder.parent.parent
     return Path(checkpoint_path)
-
-
-def _recover(final: Path) -> None:
-    """Undo what a kill between :meth:`RunDir.committed`'s two renames left (the old run is put
-    back) and remove staging folders of runs that never saved."""
-    parent = final.parent
-    if not parent.is_dir():
-        return
-    for entry in sorted(parent.iterdir()):
-        if entry.name.startswith(f".{final.name}.old") and entry.is_dir():
-            inner = entry / final.name
-            if inner.is_dir() and not final.exists():
-                os.replace(inner, final)
-            shutil.rmtree(entry, ignore_errors=True)
-    for entry in sorted(parent.iterdir()):
-        if entry.name.startswith(f".{final.name}.new") and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 def describe(folder: Path) -> str:
@@ -106,11 +83,11 @@ def open_run_dir(out, *, resume=None, overwrite: bool = False) -> RunDir:
     if resume is not None:
         source = run_folder_of(resume)
         if out is None or Path(out).resolve() == source.resolve():
-            _recover(source)
+            recover_folder(source)
             return RunDir(path=source, final=source, resumed=True)
     final = Path(out)
     try:
-        _recover(final)
+        recover_folder(final)
     except OSError:
         pass  # an unreadable parent: reported below when the folder is created
     if final.exists() and not final.is_dir():
