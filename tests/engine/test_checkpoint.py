@@ -23,6 +23,8 @@ from minispanbert.engine.runs.checkpoint import (
 )
 from minispanbert.optim import adamw_init, adamw_update
 
+from crash_points import run_with_a_crash
+
 FILES = {"model.safetensors", "optimizer.safetensors", "trainer_state.json"}
 
 
@@ -403,56 +405,19 @@ def test_a_run_written_before_the_restructure_resumes_and_exports(tmp_path, monk
     assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "model.safetensors").exists()
 
 
-def _save_with_a_crash(directory, params, state, crash_at: int) -> int:
-    """Save step 2 in a forked child that dies (os._exit, no cleanup, like a kill) just before its
-    ``crash_at``-th write to the disk (a file written, a rename, a folder removed); crash_at 0: no
-    crash. Returns how many writes the child reached."""
-    import minispanbert.engine.runs.checkpoint as checkpoint_module
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: count the writes, die at the chosen one
-        os.close(read)
-        count = [0]
-
-        def counted(fn):
-            def wrapper(*args, **kwargs):
-                count[0] += 1
-                os.write(write, b".")
-                if count[0] == crash_at:
-                    os._exit(0)
-                return fn(*args, **kwargs)
-            return wrapper
-
-        checkpoint_module._write_durably = counted(checkpoint_module._write_durably)
-        os.replace = counted(os.replace)
-        shutil.rmtree = counted(shutil.rmtree)
-        try:
-            save(directory, params, state, step=2)
-        finally:
-            os._exit(0)
-    os.close(write)
-    reached = 0
-    while chunk := os.read(read, 64):
-        reached += len(chunk)
-    os.close(read)
-    os.waitpid(pid, 0)
-    return reached
-
-
 def test_a_save_killed_after_any_of_its_writes_leaves_the_previous_or_the_new_checkpoint(tmp_path):
     """The promise of a save (a checkpoint appears complete or not at all; `latest` never names an
     incomplete folder): a run folder holding step 1, then a save of step 2 killed just before each of
-    its disk writes in turn. Every time, the folder loads, as step 1 or step 2, with exactly the
+    its changes to the disk in turn (tests/crash_points.py). Every time, the folder loads, as step 1 or step 2, with exactly the
     arrays saved at that step, and the next save succeeds and cleans up."""
     old_params, new_params = make_params(np.float32, seed=1), make_params(np.float32, seed=2)
     old_state, new_state = make_optimizer_state(old_params), make_optimizer_state(new_params)
-    writes = _save_with_a_crash(tmp_path / "probe", new_params, new_state, crash_at=0)
-    assert writes >= 5  # three files, the folder's rename, the pointer's
-    for k in range(1, writes + 1):
+    changes = run_with_a_crash(lambda: save(tmp_path / "probe", new_params, new_state, step=2), crash_at=0)
+    assert len(changes) >= 5  # three files, the folder's rename, the pointer's
+    for k in range(1, len(changes) + 1):
         run = tmp_path / f"run{k}"
         save(run, old_params, old_state, step=1)
-        _save_with_a_crash(run, new_params, new_state, crash_at=k)
+        run_with_a_crash(lambda: save(run, new_params, new_state, step=2), crash_at=k)
         loaded = load_checkpoint(run, xp=np)
         assert loaded.step in (1, 2), k
         assert_same_arrays(loaded.params, old_params if loaded.step == 1 else new_params)
