@@ -52,7 +52,7 @@ def read_vocab(path) -> dict[str, int]:
         lines.pop()
     vocab: dict[str, int] = {}
     for index, token in enumerate(lines):
-        vocab.setdefault(token, index)  # a duplicated line keeps its first id, as the Rust WordPiece
+        vocab[token] = index  # a duplicated line keeps its LAST id, as transformers' load_vocab and the Rust WordPiece
     for token in (SPECIAL["unk_token"], SPECIAL["cls_token"], SPECIAL["sep_token"]):
         if token not in vocab:
             raise ValueError(f"{path} has no {token} token: it is not a BERT vocabulary")

@@ -17,7 +17,7 @@ from minispanbert.config import ModelConfig
 from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import ARCHITECTURES, load_pretrained, save_pretrained
-from minispanbert.interop.tokenizer import bert_wordpiece, load_bert_tokenizer, special_token_ids
+from minispanbert.interop.tokenizer import bert_wordpiece, load_bert_tokenizer, read_vocab, special_token_ids
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
 from crash_points import run_with_a_crash
@@ -378,7 +378,24 @@ def test_saved_folder_opens_in_transformers_with_the_same_outputs(tmp_path, kind
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
     text = "the capital of france is paris"
     assert hf_tok(text)["input_ids"] == model.tokenizer.encode(text).ids
+    hf_model.save_pretrained(tmp_path / "resaved")  # the tensor names transformers itself writes
+    with safe_open(tmp_path / "model.safetensors", "np") as ours_file, \
+            safe_open(tmp_path / "resaved" / "model.safetensors", "np") as theirs_file:
+        assert set(ours_file.keys()) - expected_unexpected == set(theirs_file.keys())
     assert hf_tok(text)["input_ids"][1:-1] == tok.encode(text).ids
+
+
+def test_a_duplicated_vocab_line_keeps_its_last_id_as_the_references_do(tmp_path):
+    """Some released vocab.txt files repeat a line. The Rust WordPiece that BertTokenizerFast runs
+    (``WordPiece.from_file``) and transformers' ``load_vocab`` both keep the LAST line's id."""
+    from tokenizers import Tokenizer, models
+    lines = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "the", "dog"]
+    (tmp_path / "vocab.txt").write_text("\n".join(lines) + "\n")
+    ours = read_vocab(tmp_path / "vocab.txt")
+    assert ours["the"] == 7 and ours["cat"] == 6 and ours["dog"] == 8
+    rust = Tokenizer(models.WordPiece.from_file(str(tmp_path / "vocab.txt"), unk_token="[UNK]"))
+    assert all(rust.token_to_id(token) == ours[token] for token in lines)
+    assert load_bert_tokenizer(tmp_path).encode("the dog", add_special_tokens=False).ids == [7, 8]
 
 
 @pytest.mark.parametrize("do_lower_case", [True, False])
