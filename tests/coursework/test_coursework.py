@@ -22,7 +22,7 @@ import pytest
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.__main__ import main as coursework_main
 from minispanbert.coursework.build import EXCLUDED_PREFIXES, build, project_root, tracked_files
-from minispanbert.coursework.grade import grade
+from minispanbert.coursework.grade import forbidden_imports, grade, read_submission
 from minispanbert.coursework.stubs import function_body
 from minispanbert.coursework.submit import submit
 
@@ -394,6 +394,28 @@ def test_hidden_tests_stay_hidden_and_from_torch_import_is_forbidden_too(built, 
         assert by_name[name]["score"] == 0 and "imports torch" in by_name[name]["output"], by_name[name]
     assert report["score"] < spec.max_score
 
+
+
+def test_every_spelling_of_a_forbidden_import_is_found_and_nothing_else():
+    """The forms Python accepts for importing PyTorch (or JAX, autograd) are all caught, dotted and
+    aliased ones included; a relative import or a module that merely starts with "torch" is not."""
+    for source in ("import torch", "import torch.nn as nn", "import numpy, torch.nn.functional",
+                   "from torch import nn", "from torch.autograd import grad", "def f():\n    import jax.numpy as jnp",
+                   "import autograd.numpy as anp"):
+        assert forbidden_imports(source.encode()) in (["torch"], ["jax"], ["autograd"]), source
+    for source in ("import numpy as np", "from . import torch", "import torchvision_like_name", "x = 'import torch'"):
+        assert forbidden_imports(source.encode()) == [], source
+
+
+def test_a_nested_submission_is_found_beside_a_stray_copy_of_the_same_file(tmp_path):
+    """A zip of the student's folder (one folder level above the project paths) that also holds a
+    backup copy of a graded file elsewhere: the file at the project path is graded, not the copy."""
+    wanted = "minispanbert/layers/gelu.py"
+    with zipfile.ZipFile(tmp_path / "submission.zip", "w") as archive:
+        archive.writestr("hw1/" + wanted, "graded = True\n")
+        archive.writestr("hw1/backup/gelu.py", "graded = False\n")
+    found, notes = read_submission(tmp_path / "submission.zip", [wanted])
+    assert found == {wanted: b"graded = True\n"} and notes == []
 
 def folder_contents(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
