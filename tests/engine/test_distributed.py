@@ -26,6 +26,36 @@ def _batch(rows=4, seq_len=16, seed=0):
                                   max_pair_targets=CONFIG.sbo_max_targets)
 
 
+
+class GatheringComm:
+    """A stand-in communicator whose allgather returns this rank's value and the other ranks' given ones."""
+
+    def __init__(self, others):
+        self.others = others
+
+    def allgather(self, value):
+        return [value, *self.others(value)]
+
+
+def test_the_drift_check_sees_one_changed_parameter_on_another_rank():
+    """``same_parameters`` compares every rank's checksum with rank 0's: equal values pass, a rank
+    whose parameters differ by one float32 step fails, and a single process always passes."""
+    params = {"a": np.ones((3, 4), dtype=np.float32), "b": np.arange(5, dtype=np.float32)}
+    same = World(rank=0, size=2, transport="mpi", comm=GatheringComm(lambda v: [v]))
+    one_step_up = GatheringComm(lambda v: [v + float(np.spacing(np.float32(v)))])
+    drifted = World(rank=0, size=2, transport="mpi", comm=one_step_up)
+    assert same.same_parameters(params, xp=np) and not drifted.same_parameters(params, xp=np)
+    assert World().same_parameters(params, xp=np)
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_one_process_draws_the_plain_ones():
+    """A rank's dropout generator is seeded with (seed, step, 3, *dropout_stream): one process adds
+    nothing (its masks are the (seed, step) ones), and N ranks add distinct entries, so rows on
+    different ranks never share masks."""
+    assert World().dropout_stream == ()
+    streams = [World(rank=r, size=4, transport="mpi").dropout_stream for r in range(4)]
+    assert len(set(streams)) == 4 and () not in streams
+
 def test_slice_batch_keeps_rows_and_renumbers_pair_targets():
     batch = _batch()
     assert batch.sbo_target.size and set(batch.sbo_batch) >= {0, 3}, "the test batch needs SBO pairs in rows 0 and 3"
