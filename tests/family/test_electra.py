@@ -139,6 +139,10 @@ def test_masking_counts_candidates_and_the_85_15_split(rng):
     np.testing.assert_array_equal(np.array(counts), np.tile(expected, (30, 1)))
     share = masked_tokens / (masked_tokens + kept)
     assert 0.80 < share < 0.90, share
+    # the cap counts every position, [CLS] and [SEP] included (the authors' code: int((mask_prob +
+    # 0.005) * max_seq_length)): a full row of 26 masks round(0.15 * 26) = 4 = int(0.155 * 26)
+    full = make_electra_batch([rng.integers(10, 40, size=24)], np.random.default_rng(0), seq_len=26)
+    assert (full.mlm_labels != IGNORE_INDEX).sum() == 4
 
 
 def test_masking_is_a_function_of_the_generator_only(rng):
@@ -280,6 +284,12 @@ def test_electra_loss_at_initialisation_is_ln_v_plus_50_ln_2():
     assert float(out.loss) == pytest.approx(float(out.mlm_loss) + 50 * float(out.disc_loss), rel=1e-12)
     assert out.mlm_count == int((batch.mlm_labels != IGNORE_INDEX).sum())
     assert int(out.disc_count) == int(batch.attention_mask.sum())
+    # per-class accuracy counts only real tokens (each row here ends in padding)
+    z, y, real = out.disc_logits, out.labels, batch.attention_mask == 1
+    assert (~real).any()
+    assert int(out.disc_original_correct) == int(((z <= 0) & (y == 0) & real).sum())
+    assert int(out.disc_replaced_correct) == int(((z > 0) & (y == 1) & real).sum())
+    assert int(out.original_count) == int((real & (y == 0)).sum())
     # nearly every sample from a near-uniform generator differs from the original
     assert int(out.replaced_count) >= out.mlm_count - 2
 

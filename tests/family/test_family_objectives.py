@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from minispanbert.config import ModelConfig
+from minispanbert.config import ModelConfig, preset
 from minispanbert.engine.check_gradients import (
     MODEL_TOLERANCE,
     check_family_loss,
@@ -208,6 +208,16 @@ def test_albert_s_activation_is_gelu_new():
     config = albert_config(ModelConfig())
     assert config.hidden_act == "gelu_new" and config.model_type == "albert"
 
+
+
+def test_roberta_s_settings_are_those_of_the_released_roberta_base():
+    """The base preset turned into RoBERTa carries the values of the released roberta-base
+    config.json (FacebookAI/roberta-base): 514 positions (512 + the pad offset of 2, since position
+    ids start at pad_token_id + 1 = 2), layer_norm_eps 1e-05, one token type, <pad> = 1."""
+    config = roberta_config(preset("base"))
+    assert (config.max_position_embeddings, config.layer_norm_eps, config.type_vocab_size, config.pad_token_id) == (
+        514, 1e-05, 1, 1)
+    assert config.model_type == "roberta" and config.hidden_size == 768
 
 def _dropout_calls(monkeypatch, run):
     """The dropout probabilities used during ``run()`` (train mode), recorded at every call site."""
