@@ -154,6 +154,27 @@ def test_sentence_loss_by_hand():
     assert float(out.loss) == pytest.approx(expected, rel=1e-12)
 
 
+
+def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monkeypatch):
+    """Hugging Face's BertForSequenceClassification: dropout before the classifier with
+    ``classifier_dropout`` when the config sets it, else ``hidden_dropout_prob``."""
+    import minispanbert.finetune.sequence_classification as head_module
+    used = []
+    real = head_module.dropout_forward
+
+    def recording(x, p, rng, **kw):
+        used.append(p)
+        return real(x, p, rng, **kw)
+
+    monkeypatch.setattr(head_module, "dropout_forward", recording)
+    params = init_sequence_classification_params(TINY, C_SENT, 5, xp=np, dtype="float64")
+    for classifier_p, expected in ((None, 0.1), (0.5, 0.5), (0.0, 0.0)):
+        config = TINY.replace(hidden_dropout_prob=0.1, classifier_dropout_prob=classifier_p)
+        used.clear()
+        sequence_classification_forward(params, sentence_arrays(np.random.default_rng(6)), config, xp=np, train=True,
+                                        rng=make_rng([0], xp=np))
+        assert used == [expected], classifier_p
+
 def test_token_loss_averages_over_first_word_pieces_only():
     params = scaled(init_token_classification_params(TINY, C_TOK, 8, xp=np, dtype="float64"), 8)
     arrays = token_arrays(np.random.default_rng(9))

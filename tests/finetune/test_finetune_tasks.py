@@ -196,3 +196,40 @@ def test_the_learning_rate_warms_up_over_a_fraction_of_all_steps(checkpoint, fil
     logged = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
     expected = [1e-3 * s / 5 if s < 5 else 1e-3 * (20 - s) / 15 for s in range(20)]
     assert logged == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_each_step_draws_fresh_dropout_masks_and_a_rerun_draws_the_same(checkpoint, files, tmp_path, monkeypatch):
+    """Dropout masks change from step to step (as a framework's generator advances) yet are a
+    function of (seed, step): three steps on the same six sentences record three different masks
+    before the classifier, and a second run records the same three."""
+    import minispanbert.finetune.sequence_classification as head_module
+    real = head_module.dropout_forward
+    masks = []
+
+    def recording(x, p, rng, **kw):
+        out, cache = real(x, p, rng, **kw)
+        if kw["train"]:
+            masks.append(None if cache is None else (cache == 0).tobytes())
+        return out, cache
+
+    monkeypatch.setattr(head_module, "dropout_forward", recording)
+    args = ["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+            "--steps", "3", "--batch-size", "6", "--dropout", "0.1", "--threads", "1"]
+    finetune_main([*args, "--out", str(tmp_path / "first")])
+    first, masks[:] = list(masks), []
+    finetune_main([*args, "--out", str(tmp_path / "again")])
+    assert len(first) == 3 and None not in first and len(set(first)) == 3
+    assert masks == first
+
+
+def test_a_trimmed_batch_is_as_wide_as_its_longest_row():
+    """``take(..., trim=True)`` cuts the padding columns that no row of the batch uses, never a real token."""
+    from minispanbert.finetune.recipes import take
+    lengths = [3, 5, 2]
+    mask = np.array([[1] * n + [0] * (8 - n) for n in lengths])
+    arrays = {"input_ids": np.arange(24).reshape(3, 8) * mask, "attention_mask": mask, "labels": np.array([1, 0, 1])}
+    batch = take(arrays, [0, 1], trim=True)
+    assert batch["input_ids"].shape == (2, 5) and batch["attention_mask"].sum() == 3 + 5
+    np.testing.assert_array_equal(batch["input_ids"], arrays["input_ids"][:2, :5])
+    np.testing.assert_array_equal(batch["labels"], [1, 0])
+    assert take(arrays, [2], trim=False)["input_ids"].shape == (1, 8)

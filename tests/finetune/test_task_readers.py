@@ -112,6 +112,15 @@ def test_words_cut_off_are_counted_and_decoded_as_o(tokenizer):
     logits[0, :, TAG_IDS["B-group"]] = 1.0
     decoded = decode_tags(logits, positions)[0]
     assert decoded[-1] == "O" and decoded[0] == "B-group"
+    # exactly the words whose first piece is not among the 3 kept are lost; [SEP] carries no label
+    # ("in New York" is in, Ne, ##w, Yo, ##r, ##k: York's first piece would sit where [SEP] goes)
+    for words in (sentence.words, ("in", "New", "York")):
+        arrays, positions, lost = tagged_arrays([TaggedSentence(words, ("O",) * len(words))], tokenizer, max_seq_len=5)
+        word_ids = tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False).word_ids
+        first_piece = [word_ids.index(w) for w in range(len(words))]
+        assert lost == sum(p >= 3 for p in first_piece), words
+        assert list(positions[0]) == [p + 1 if p < 3 else -1 for p in first_piece], words
+        assert arrays["labels"][0, 4] == IGNORE_INDEX, words
 
 
 def test_sentence_arrays(tokenizer):
