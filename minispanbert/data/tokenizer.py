@@ -139,6 +139,19 @@ def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:
     return path
 
 
+def without_padding_or_truncation(tok: Tokenizer) -> Tokenizer:
+    """``tok`` without the padding and truncation a tokenizer.json may switch on (sentence-transformers'
+    files pad and cut every text to 128 pieces): the model would attend to the [PAD] ids and every
+    text would look cut. Batches pad themselves and count what they cut, so every loader calls this.
+    A copy when either is set (the caller's tokenizer keeps its settings), else ``tok`` itself."""
+    if tok.padding is None and tok.truncation is None:
+        return tok
+    plain = Tokenizer.from_str(tok.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    return plain
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer.json written by ``save_tokenizer``; ValueError if missing, corrupt or foreign."""
     path = Path(path)
@@ -150,7 +163,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"tokenizer file {path} is corrupt ({first_line}): delete it and retrain") from None
     check_special_ids(tok, str(path))
-    return tok
+    return without_padding_or_truncation(tok)
 
 
 def encode_lines(tok: Tokenizer, lines: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:

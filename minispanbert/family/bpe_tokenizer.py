@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from minispanbert.data.tokenizer import ENCODE_BATCH_LINES, WIKITEXT_UNK, _to_arrays
+from minispanbert.data.tokenizer import ENCODE_BATCH_LINES, WIKITEXT_UNK, _to_arrays, without_padding_or_truncation
 
 BPE_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(len(BPE_SPECIAL_TOKENS))
@@ -71,7 +71,7 @@ def load_bpe_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise ValueError(f"tokenizer file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
                          "delete it and retrain") from None
     check_bpe_special_ids(tok, str(path))
-    return tok
+    return without_padding_or_truncation(tok)
 
 
 def encode_bpe_documents(tok: Tokenizer, documents: Sequence[Sequence[str]]) -> list:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minispanbert.data.tokenizer import without_padding_or_truncation
 from minispanbert.engine.runs.atomic import write_text_atomic
 
 # The [CLS] + [SEP] + [SEP] that every window adds around question and passage.
@@ -277,7 +278,7 @@ def make_features(
             f"doc_stride={doc_stride} is larger than the smallest passage window ({min_window} tokens = "
             f"max_seq_len - max_query_len - {SPECIALS_PER_WINDOW}): windows could not step by it; lower doc_stride"
         )
-    tokenizer = _without_truncation_or_padding(tokenizer)
+    tokenizer = without_padding_or_truncation(tokenizer)  # windows cut and pad
     cls_id, sep_id, pad_id = _window_special_ids(tokenizer)
 
     # Many questions share a paragraph: tokenize each distinct context once.
@@ -342,16 +343,6 @@ def _window_special_ids(tokenizer) -> tuple[int, int, int]:
     if None in ids:
         raise ValueError("make_features tokenizer lacks [CLS], [SEP] or [PAD]: pass a BERT WordPiece tokenizer")
     return ids
-
-
-def _without_truncation_or_padding(tokenizer):
-    """A copy of ``tokenizer`` that never truncates or pads (windows do that)."""
-    if tokenizer.truncation is None and tokenizer.padding is None:
-        return tokenizer
-    plain = type(tokenizer).from_str(tokenizer.to_str())
-    plain.no_truncation()
-    plain.no_padding()
-    return plain
 
 
 def _doc_windows(n_tokens: int, window_len: int, doc_stride: int) -> list[tuple[int, int]]:

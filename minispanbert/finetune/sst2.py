@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minispanbert.data.tokenizer import without_padding_or_truncation
 from minispanbert.finetune.features import pack_sequences
 
 LABELS = ("negative", "positive")  # label ids 0 and 1, as in the files
@@ -78,7 +79,8 @@ def read_sst2(path) -> list[Sentence]:
 def sentence_arrays(examples: list[Sentence], tokenizer, max_seq_len: int) -> tuple[dict, int]:
     """-> (host arrays input_ids, token_type_ids, attention_mask (N, T) and labels (N,) when
     labelled, number of sentences cut to ``max_seq_len``)."""
-    encodings = tokenizer.encode_batch([e.text for e in examples], add_special_tokens=False)
+    plain = without_padding_or_truncation(tokenizer)
+    encodings = plain.encode_batch([e.text for e in examples], add_special_tokens=False)
     arrays, cut = pack_sequences([enc.ids for enc in encodings], tokenizer, max_seq_len)
     if all(e.label is not None for e in examples):
         arrays["labels"] = np.array([e.label for e in examples], dtype=np.int64)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minispanbert.data.tokenizer import without_padding_or_truncation
 from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.finetune.features import pack_sequences
 from minispanbert.finetune.sst2 import read_lines
@@ -78,8 +79,8 @@ def tagged_arrays(sentences: list[TaggedSentence], tokenizer, max_seq_len: int) 
     IGNORE_INDEX elsewhere; ``word_positions[n]`` (an object array of int arrays) gives each word's
     first-piece position, or -1 for a word without one (cut off, or no piece at all).
     """
-    encodings = tokenizer.encode_batch([list(s.words) for s in sentences], is_pretokenized=True,
-                                       add_special_tokens=False)
+    encodings = without_padding_or_truncation(tokenizer).encode_batch([list(s.words) for s in sentences],
+                                                                      is_pretokenized=True, add_special_tokens=False)
     arrays, _ = pack_sequences([enc.ids for enc in encodings], tokenizer, max_seq_len)
     N, T = arrays["input_ids"].shape
     labels = np.full((N, T), IGNORE_INDEX, dtype=np.int64)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from minispanbert.data.tokenizer import without_padding_or_truncation
 from minispanbert.engine.runs.atomic import write_text_atomic
 
 VOCAB_FILE = "vocab.txt"
@@ -108,7 +109,7 @@ def read_tokenizer_json(path) -> Tokenizer:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path} is corrupt ({first_line}): download or save it again") from None
     special_token_ids(tok)
-    return tok
+    return without_padding_or_truncation(tok)
 
 
 def load_bert_tokenizer(directory) -> Tokenizer | None:
@@ -151,9 +152,7 @@ def save_bert_tokenizer(tok: Tokenizer, directory, *, model_max_length: int) -> 
     directory = Path(directory)
     flags = _normalizer_flags(tok)
     special_token_ids(tok)
-    tok = Tokenizer.from_str(tok.to_str())  # a copy: the caller's tokenizer keeps its settings
-    tok.no_truncation()
-    tok.no_padding()
+    tok = without_padding_or_truncation(Tokenizer.from_str(tok.to_str()))  # a copy: the caller's keeps its settings
     add_bert_post_processor(tok)
     by_id = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
     if [i for _, i in by_id] != list(range(len(by_id))):

@@ -233,3 +233,83 @@ def test_a_trimmed_batch_is_as_wide_as_its_longest_row():
     np.testing.assert_array_equal(batch["input_ids"], arrays["input_ids"][:2, :5])
     np.testing.assert_array_equal(batch["labels"], [1, 0])
     assert take(arrays, [2], trim=False)["input_ids"].shape == (1, 8)
+
+
+def _padded_copy(tokenizer_json: str) -> str:
+    """The same tokenizer with padding to 16 and truncation at 6 switched on, as sentence-transformers
+    ships its tokenizer.json (there: 128 and 128)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    tok.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    tok.enable_truncation(6)
+    return tok.to_str()
+
+
+def test_no_command_keeps_the_padding_or_truncation_a_tokenizer_json_switches_on(checkpoint, files, tmp_path, capsys):
+    """A tokenizer.json that pads to 16 and truncates at 6 pieces gives exactly what the same file
+    without those settings gives, through every loader and command: fine-tuning from our checkpoint
+    and from a Hugging Face folder (same losses, predictions and "0 cut" count), fill_mask, and
+    export_hf's written tokenizer. Kept, the padding would feed [PAD] ids the model attends to and
+    report every sentence cut."""
+    from minispanbert.data import load_tokenizer
+    from minispanbert.family.bpe_tokenizer import load_bpe_tokenizer, train_bpe_tokenizer
+    from minispanbert.interop.export_hf import main as export_main
+    from minispanbert.interop.fill_mask import fill_mask
+    from minispanbert.interop.huggingface import load_pretrained, save_pretrained
+    from minispanbert.interop.tokenizer import read_tokenizer_json
+
+    plain_ckpt, padded_ckpt = tmp_path / "plain-ckpt", tmp_path / "padded-ckpt"
+    shutil.copytree(checkpoint, plain_ckpt)
+    shutil.copytree(checkpoint, padded_ckpt)
+    (tokenizer_file,) = padded_ckpt.rglob("tokenizer.json")
+    tokenizer_file.write_text(_padded_copy(tokenizer_file.read_text()))
+    saved = load_checkpoint(checkpoint, xp=np)
+    config = ModelConfig.from_dict(saved.config["model"])
+    plain_hf, padded_hf = tmp_path / "plain-hf", tmp_path / "padded-hf"
+    save_pretrained(plain_hf, saved.params, config, tokenizer=read_tokenizer_json(saved.directory / "tokenizer.json"))
+    shutil.copytree(plain_hf, padded_hf)
+    (padded_hf / "tokenizer.json").write_text(_padded_copy((plain_hf / "tokenizer.json").read_text()))
+    bpe_file = tmp_path / "bpe.json"
+    bpe_file.write_text(_padded_copy(train_bpe_tokenizer([s for s, _ in SENTENCES] * 3, 300).to_str()))
+
+    for tok in (load_tokenizer(tokenizer_file), read_tokenizer_json(padded_hf / "tokenizer.json"),
+                load_pretrained(padded_hf).tokenizer, load_bpe_tokenizer(bpe_file)):
+        assert tok.padding is None and tok.truncation is None
+        assert len(tok.encode("a charming and moving film , the best of the year").ids) > 6
+    # a padded tokenizer handed to the task encoders directly (the Python API) is not mutated either
+    from tokenizers import Tokenizer
+
+    from minispanbert.finetune import sst2, wnut17
+
+    padded_tok, plain_tok = Tokenizer.from_str(tokenizer_file.read_text()), load_tokenizer(tokenizer_file)
+    sentences = sst2.read_sst2(files["sst2"])
+    ner = wnut17.read_conll(files["wnut17"])
+    for encode, rows in ((sst2.sentence_arrays, sentences), (wnut17.tagged_arrays, ner)):
+        got, want = encode(rows, padded_tok, 128), encode(rows, plain_tok, 128)
+        for name in want[0]:
+            np.testing.assert_array_equal(got[0][name], want[0][name])
+        assert got[-1] == want[-1]  # sentences cut / words lost
+        if encode is wnut17.tagged_arrays:  # each word's first piece
+            assert all(np.array_equal(a, b) for a, b in zip(got[1], want[1], strict=True))
+    assert padded_tok.padding is not None and padded_tok.truncation is not None
+
+    def finetuned(folder, name, task="sst2"):
+        capsys.readouterr()
+        result = finetune_main([task, "--checkpoint", str(folder), "--train", str(files[task]), "--dev",
+                                str(files[task]), "--out", str(tmp_path / name), "--steps", "3", "--batch-size", "3"])
+        return result["train_losses"], (tmp_path / name / f"predictions.dev.{'tsv' if task == 'sst2' else 'conll'}"
+                                         ).read_text(), capsys.readouterr().out
+
+    for plain, padded in ((plain_ckpt, padded_ckpt), (plain_hf, padded_hf)):
+        for task in ("sst2", "wnut17"):
+            losses, predictions, log = finetuned(padded, f"{padded.name}-{task}", task)
+            assert (losses, predictions) == finetuned(plain, f"{plain.name}-{task}", task)[:2]
+            if task == "sst2":
+                assert "(0 cut to --max-seq-len 128)" in log
+    texts = ["a charming [MASK] moving film , the best of the year"]
+    assert fill_mask(load_pretrained(padded_hf), texts, xp=np, log=lambda *_: None) == \
+        fill_mask(load_pretrained(plain_hf), texts, xp=np, log=lambda *_: None)
+    export_main(["--checkpoint", str(padded_ckpt), "--out", str(tmp_path / "exported")])
+    exported = json.loads((tmp_path / "exported" / "tokenizer.json").read_text())
+    assert exported["padding"] is None and exported["truncation"] is None
