@@ -120,27 +120,39 @@ class PretrainedModel:
 # --------------------------------------------------------------------------- where the files are
 
 
+def looks_like_hub_id(model) -> bool:
+    """"owner/name" or a legacy bare "name" (bert-base-cased) that is not a local path: no folder
+    of that name here, and no local folder "owner" (runs/x with runs/ present is a missing run)."""
+    text = str(model)
+    if not re.fullmatch(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", text) or ".." in text or Path(text).exists():
+        return False
+    return "/" not in text or not Path(text.split("/")[0]).is_dir()
+
+
 def resolve_model_path(model) -> Path:
-    """A local folder, or a hub id ("owner/name") downloaded with huggingface_hub when it is
-    installed and the network is there; otherwise a one-line ValueError saying how to download."""
+    """A local folder, or a hub id ("owner/name", or a legacy "name" such as bert-base-cased)
+    downloaded with huggingface_hub when it is installed and the network is there; otherwise a
+    one-line ValueError naming the exact download command."""
     path = Path(model)
     if path.is_dir():
         return path
     if path.exists():
         raise ValueError(f"{path} is a file: pass the model FOLDER (holding {CONFIG_FILE} and {WEIGHTS_FILE})")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(model)):
+    if not looks_like_hub_id(model):
         raise ValueError(f"model folder {path} does not exist: pass a folder holding {CONFIG_FILE} and "
                          f"{WEIGHTS_FILE}, or a hub id such as SpanBERT/spanbert-base-cased")
-    how = (f"download it on a machine with network with `hf download {model} --local-dir DIR` "
-           f"(pip install huggingface_hub) and pass DIR")
+    local = str(model).split("/")[-1]
+    how = (f"download it once with `hf download {model} --local-dir {local}` (pip install huggingface_hub; "
+           f"network needed) and pass {local}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ValueError(f"{model} is not a local folder and huggingface_hub is not installed: {how}") from None
+        raise ValueError(f"{model} is not a local folder, and as a hub id it needs huggingface_hub: {how}") from None
     try:
         return Path(snapshot_download(str(model), allow_patterns=DOWNLOAD_PATTERNS))
     except Exception as exc:  # offline, unknown repo, gated repo: huggingface_hub raises many types
-        raise ValueError(f"cannot download {model} from the Hugging Face Hub ({type(exc).__name__}); {how}") from None
+        raise ValueError(f"{model} is not a local folder, and the Hugging Face Hub did not give it "
+                         f"({type(exc).__name__}: offline, or no such model): {how}") from None
 
 
 # --------------------------------------------------------------------------- config

@@ -1,7 +1,7 @@
 """The one entry point for a pretrained encoder to fine-tune: ``load_pretrained_encoder(path, *, xp,
 dtype)`` reads either a minispanbert checkpoint (a ``python -m minispanbert.train --out DIR`` run
 folder, its latest checkpoint, or one of its ``checkpoints/step-*`` folders, each holding the
-weights and tokenizer.json) or a Hugging Face BERT folder
+weights and tokenizer.json) or a Hugging Face BERT folder or hub id
 (config.json + weights + vocab, through `interop.huggingface.load_pretrained`), and returns the
 weights, the model config and the tokenizer. Every problem is one ValueError line naming the file.
 """
@@ -31,14 +31,16 @@ class PretrainedEncoder:
 
 def load_pretrained_encoder(path, *, xp, dtype="float32") -> PretrainedEncoder:
     """A minispanbert pretraining (or fine-tuning) folder, or a Hugging Face BERT folder."""
+    from minispanbert.interop.huggingface import load_pretrained, looks_like_hub_id, resolve_model_path
+
     directory = Path(path)
     if not directory.is_dir():
-        raise ValueError(f"checkpoint folder {directory} does not exist: pass the --out folder of a "
-                         "python -m minispanbert.train run or a Hugging Face BERT folder")
+        if not looks_like_hub_id(path):
+            raise ValueError(f"checkpoint folder {directory} does not exist: pass the --out folder of a "
+                             "python -m minispanbert.train run, a Hugging Face BERT folder or a hub id")
+        directory = resolve_model_path(path)  # downloaded, or one line naming the download command
     if (directory / HF_CONFIG_FILE).is_file() and not (directory / CHECKPOINTS_DIR).is_dir() \
             and not (directory / TRAINER_STATE_FILE).is_file():
-        from minispanbert.interop.huggingface import load_pretrained
-
         model = load_pretrained(directory, xp=xp, dtype=dtype)
         if model.tokenizer is None:
             raise ValueError(f"{directory} has no vocab.txt or tokenizer.json: add the model's tokenizer files")

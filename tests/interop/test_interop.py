@@ -17,6 +17,7 @@ from minispanbert.config import ModelConfig
 from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import ARCHITECTURES, load_pretrained, save_pretrained
+from minispanbert.interop.pretrained import load_pretrained_encoder
 from minispanbert.interop.tokenizer import bert_wordpiece, load_bert_tokenizer, read_vocab, special_token_ids
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
@@ -205,15 +206,26 @@ def test_bad_folder_one_line_error(tmp_path, damage, expect):
     error_line(exc_info)
 
 
-def test_hub_id_without_network_or_huggingface_hub_says_how_to_download(tmp_path, monkeypatch):
+def test_hub_id_without_network_or_huggingface_hub_names_the_exact_download_command(tmp_path, monkeypatch):
+    """A hub id ("owner/name", or a legacy bare name such as the README's bert-base-cased) that is
+    no local folder is downloaded when it can be; otherwise one line gives the command to run. A
+    path under a folder that exists here (runs/x) is a missing folder, never sent to the hub."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails, as when it is not installed
-    with pytest.raises(ValueError, match=r"SpanBERT/spanbert-base-cased is not a local folder.*hf download "
-                                         r"SpanBERT/spanbert-base-cased --local-dir DIR") as exc_info:
-        load_pretrained("SpanBERT/spanbert-base-cased")
-    error_line(exc_info)
-    with pytest.raises(ValueError, match=r"model folder no_such_dir does not exist"):
-        load_pretrained("no_such_dir")
+    for hub_id, local in (("SpanBERT/spanbert-base-cased", "spanbert-base-cased"), ("bert-base-cased", "bert-base-cased")):
+        with pytest.raises(ValueError, match=rf"{hub_id} is not a local folder.*`hf download {hub_id} --local-dir "
+                                             rf"{local}`.* and pass {local}$") as exc_info:
+            load_pretrained(hub_id)
+        error_line(exc_info)
+        with pytest.raises(ValueError, match=rf"hf download {hub_id} --local-dir {local}"):
+            load_pretrained_encoder(hub_id, xp=np)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match=r"model folder runs/no_such_run does not exist"):
+        load_pretrained("runs/no_such_run")
+    with pytest.raises(ValueError, match=r"checkpoint folder runs/no_such_run does not exist"):
+        load_pretrained_encoder("runs/no_such_run", xp=np)
+    with pytest.raises(ValueError, match=r"model folder \.\./no_such_dir does not exist"):
+        load_pretrained("../no_such_dir")
 
 
 def test_tokenizer_flags_from_tokenizer_config(tmp_path):
