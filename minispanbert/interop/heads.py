@@ -9,8 +9,10 @@ compares ``outputs[key]`` with ``hf_output.key``.
     [s | e]  = h W_qa^T + b_qa                                 start_logits, end_logits (B, T)   model/qa_head.py
     seq cls  = p W_c^T + b_c                                   logits (B, num_labels)       model/sequence_classification.py
     tok cls  = h W_c^T + b_c                                   logits (B, T, num_labels)    model/token_classification.py
-(HF applies dropout before the classifiers and NSP only in training.) The backward passes of these
-pieces live with their forward functions; this module only runs a loaded model.
+(HF applies dropout before the classifiers and NSP only in training.) ``output_hidden_states`` and
+``output_attentions`` add, as in ``transformers``, ``hidden_states`` (N+1 arrays (B, T, H): the
+embeddings' output, then each layer's) and ``attentions`` (N arrays (B, heads, T, T)). The backward
+passes of these pieces live with their forward functions; this module only runs a loaded model.
 """
 from __future__ import annotations
 
@@ -19,21 +21,26 @@ from minispanbert.finetune.sequence_classification import POOLER, sequence_class
 from minispanbert.finetune.token_classification import token_classification_head_forward
 from minispanbert.interop.huggingface import NSP
 from minispanbert.layers.linear import linear_forward
-from minispanbert.model.encoder import encoder_forward
+from minispanbert.model.encoder import attentions, encoder_forward, hidden_states
 from minispanbert.model.mlm_head import mlm_head_forward, mlm_head_names
 from minispanbert.model.pooler import pooler_forward
 
 
-def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_positions=None) -> dict:
+def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_positions=None,
+                 output_hidden_states=False, output_attentions=False) -> dict:
     """Run a :class:`~minispanbert.interop.huggingface.PretrainedModel` on host (B, T) arrays -> dict of
     backend arrays keyed like the ``transformers`` outputs of ``model.architecture``.
 
     ``mlm_positions`` (flat indices into B*T) limits the MLM logits to those positions (fill-mask
     needs only the [MASK] rows: N x V instead of B*T x V); the default is every position."""
     params, config = model.params, model.config
-    h, _ = encoder_forward(params, input_ids, token_type_ids, attention_mask, config, xp=xp, train=False)
+    h, cache = encoder_forward(params, input_ids, token_type_ids, attention_mask, config, xp=xp, train=False)
     B, T, _ = h.shape
     out = {"last_hidden_state": h}
+    if output_hidden_states:
+        out["hidden_states"] = hidden_states(cache)
+    if output_attentions:
+        out["attentions"] = attentions(cache)
     heads = model.heads
     if "pooler" in heads:
         out["pooler_output"], _ = pooler_forward(h, params[POOLER + "weight"], params[POOLER + "bias"], xp=xp)

@@ -73,6 +73,12 @@ def self_attention_forward(x, wq, bq, wk, bk, wv, bv, wo, bo, mask_bias, *, num_
     return out, cache
 
 
+def attention_probabilities(cache):
+    """(B, heads, T, T) the attention weights the forward applied to the values (after dropout,
+    as Hugging Face's ``output_attentions``; at eval time the softmax itself)."""
+    return cache[8]
+
+
 def self_attention_backward(dout, cache, *, xp):
     """dout (B, T, H) -> (dx, dwq, dbq, dwk, dbk, dwv, dbv, dwo, dbo)."""
     (q_cache, k_cache, v_cache, o_cache, qh, kh, vh, softmax_cache, dropped, dropout_cache,

@@ -25,7 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 from minispanbert.layers import layernorm
-from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
+from minispanbert.layers.attention import (
+    attention_probabilities,
+    padding_mask_bias,
+    self_attention_backward,
+    self_attention_forward,
+)
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.embedding import embedding_backward, embedding_forward
 from minispanbert.layers.feedforward import feedforward_backward, feedforward_forward
@@ -163,7 +168,7 @@ def encoder_forward(params, input_ids, token_type_ids, attention_mask, config, *
         h, proj_cache = linear_forward(h, params[projection + "weight"], params[projection + "bias"], xp=xp)
 
     mask_bias = padding_mask_bias(attention_mask, dtype, xp=xp)
-    layer_caches = []
+    layer_caches, hidden = [], [h]
     for i in layer_schedule(config):
         n = layer_names(i, config)
         attn_out, attn_cache = self_attention_forward(
@@ -187,8 +192,22 @@ def encoder_forward(params, input_ids, token_type_ids, attention_mask, config, *
             xp=xp, eps=eps, dropout_p=ffn_p, rng=rng, train=train,
         )
         layer_caches.append((n, attn_cache, attn_res_cache, ffn_cache, ffn_res_cache))
-    cache = (word_cache, type_cache, pos_cache, emb_ln_cache, emb_drop_cache, proj_cache, layer_caches, T, config)
+        hidden.append(h)
+    cache = (word_cache, type_cache, pos_cache, emb_ln_cache, emb_drop_cache, proj_cache, layer_caches, T, config,
+             hidden)
     return h, cache
+
+
+def hidden_states(cache) -> list:
+    """[h_0, h_1, ..., h_N], each (B, T, H): the embeddings' output (after the E -> H projection
+    when there is one), then every layer application's, as Hugging Face's ``output_hidden_states``."""
+    return cache[-1]
+
+
+def attentions(cache) -> list:
+    """Per layer application, (B, heads, T, T) attention weights, as Hugging Face's
+    ``output_attentions`` (row i: how much token i reads each token; padded keys get 0)."""
+    return [attention_probabilities(attn_cache) for _, attn_cache, *_ in cache[6]]
 
 
 def _accumulate(grads, name, value):
@@ -202,7 +221,7 @@ def _accumulate(grads, name, value):
 
 def encoder_backward(dh, cache, *, xp) -> dict:
     """dh (B, T, H) -> gradients for every encoder parameter, keyed like the parameters."""
-    word_cache, type_cache, pos_cache, emb_ln_cache, emb_drop_cache, proj_cache, layer_caches, T, config = cache
+    word_cache, type_cache, pos_cache, emb_ln_cache, emb_drop_cache, proj_cache, layer_caches, T, config, _ = cache
     grads = {}
     for n, attn_cache, attn_res_cache, ffn_cache, ffn_res_cache in reversed(layer_caches):
         local = {}

@@ -14,7 +14,7 @@ from minispanbert.engine.check_gradients import (
     fixed_dropout_rng,
 )
 from minispanbert.gradcheck import assert_errors_below
-from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params
+from minispanbert.model.encoder import attentions, encoder_backward, encoder_forward, hidden_states, init_encoder_params
 
 from conftest import BACKENDS, TOLERANCES, assert_allclose_finite
 
@@ -56,6 +56,27 @@ def test_padded_positions_do_not_change_real_outputs():
     h2, _ = encoder_forward(params, ids2, types2, mask, TINY, xp=np)
     np.testing.assert_allclose(h2[1, :4], h[1, :4], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h2[0], h[0], rtol=1e-12, atol=1e-12)
+
+
+def test_every_layer_s_output_and_attention_weights_are_exposed():
+    """hidden_states: h_0 (the embeddings' output) then the output of layer k, which is what the same
+    weights give with the model cut to k layers; attentions: softmax rows (sum 1) that give padded
+    keys exactly 0. As Hugging Face's output_hidden_states / output_attentions (the real-weights test
+    compares them with transformers)."""
+    rng = np.random.default_rng(0)
+    params = init_encoder_params(TINY, rng)
+    ids, types, mask = encoder_inputs(rng)
+    h, cache = encoder_forward(params, ids, types, mask, TINY, xp=np)
+    states, weights = hidden_states(cache), attentions(cache)
+    assert len(states) == TINY.num_hidden_layers + 1 and len(weights) == TINY.num_hidden_layers
+    assert states[-1] is h
+    for k in range(1, TINY.num_hidden_layers + 1):
+        cut, _ = encoder_forward(params, ids, types, mask, TINY.replace(num_hidden_layers=k), xp=np)
+        np.testing.assert_array_equal(states[k], cut)
+    for w in weights:
+        assert w.shape == (ids.shape[0], TINY.num_attention_heads, ids.shape[1], ids.shape[1])
+        np.testing.assert_allclose(w.sum(axis=-1), 1.0, rtol=1e-12)
+        assert np.all(w.transpose(0, 3, 1, 2)[mask == 0] == 0)
 
 
 def test_hugging_face_parameter_names_and_shapes():
