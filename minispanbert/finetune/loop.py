@@ -76,7 +76,7 @@ class FinetuneConfig:
     epochs: int = 2
     steps: int | None = None           # overrides --epochs
     batch_size: int = 32
-    lr: float = 3e-4                   # the paper's 2e-5 .. 5e-5 are for BERT-base/large; tiny models want more
+    lr: float | None = None            # None: default_lr(the model's hidden size)
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -126,7 +126,7 @@ class FinetuneConfig:
         for name in ("steps", "max_train_examples", "max_eval_examples", "eval_every", "save_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.max_grad_norm > 0 and self.weight_decay >= 0):
+        if not ((self.lr is None or self.lr > 0) and self.max_grad_norm > 0 and self.weight_decay >= 0):
             raise ValueError("--lr and --max-grad-norm must be positive and --weight-decay non-negative")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError(f"--warmup-fraction must lie in [0, 1], got {self.warmup_fraction}")
@@ -153,6 +153,15 @@ class FinetuneConfig:
         if self.out is not None or self.resume is not None:
             return self.out
         return f"runs/{self.task}"
+
+
+def default_lr(model_config: ModelConfig) -> float:
+    """The peak learning rate when --lr is not given, by model size: 3e-4 for the tiny presets
+    (hidden < 384), 1e-4 for MiniLM-sized models (hidden < 768), 5e-5 for BERT-base and larger
+    (BERT §4.1 and App. A.3 pick among 5e-5, 3e-5, 2e-5)."""
+    if model_config.hidden_size < 384:
+        return 3e-4
+    return 1e-4 if model_config.hidden_size < 768 else 5e-5
 
 
 def model_setup(cfg: FinetuneConfig, xp):
@@ -226,7 +235,10 @@ def resume_state(cfg: FinetuneConfig, xp):
     if "finetune" not in saved.config or saved.optimizer_state is None:
         raise ValueError(f"{saved.directory} holds no resumable fine-tuning run (no optimizer state): --resume takes "
                          "the --out folder of an interrupted python -m minispanbert.finetune run")
-    check_compatible(saved.config["finetune"], dataclasses.asdict(cfg), RESUME_MUST_MATCH)
+    requested = dataclasses.asdict(cfg)
+    if cfg.lr is None:  # no --lr: the run's own
+        requested["lr"] = saved.config["finetune"]["lr"]
+    check_compatible(saved.config["finetune"], requested, RESUME_MUST_MATCH)
     try:
         tokenizer = read_tokenizer_json(saved.directory / TOKENIZER_FILE)  # any special ids (a run from a HF folder)
     except ValueError:
@@ -274,6 +286,11 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
         saved, model_config, tokenizer = resumed
         params, opt_state, start_step = saved.params, saved.optimizer_state, saved.step
         init, unused = f"resumed from {saved.directory} at step {start_step} ({saved.extra['encoder_init']})", []
+    lr_source = "--lr"
+    if cfg.lr is None:
+        lr = resumed[0].config["finetune"]["lr"] if resumed else default_lr(model_config)
+        lr_source = "the run's" if resumed else f"the default for hidden size {model_config.hidden_size}; --lr sets it"
+        cfg = dataclasses.replace(cfg, lr=lr)
 
     data = task.load(cfg, tokenizer)
     n_train = len(data.train_arrays["input_ids"])
@@ -292,7 +309,7 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
     log(f"backend: {cfg.backend} on {device_description(xp)}, dtype {cfg.dtype}"
         + (f", {cfg.threads} threads (each batch split over them)" if cfg.threads > 1 else ""))
     log(f"steps: {total_steps} ({total_steps / steps_per_epoch:.2f} epochs of {steps_per_epoch} batches of "
-        f"{cfg.batch_size}), warmup {warmup_steps}, peak lr {cfg.lr}")
+        f"{cfg.batch_size}), warmup {warmup_steps}, peak lr {cfg.lr:g} ({lr_source})")
 
     truncate_metrics(run_dir.path / METRICS_FILE, start_step)  # a fresh run starts an empty log
     decay_mask = no_decay_mask(params)
@@ -401,7 +418,8 @@ def build_parser(prog="python -m minispanbert.finetune", tasks=tuple(TASKS)) -> 
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps (default: --epochs passes over the training set)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 3e-4 below hidden size 384, 1e-4 below 768, else 5e-5)")
     p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="not on biases and LayerNorm")
     p.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"])
