@@ -9,13 +9,17 @@ The folder holds config.json (with "architectures"), model.safetensors and the t
 (`interop.huggingface.save_pretrained`); ``transformers.AutoModelFor*.from_pretrained(folder)``
 and ``AutoTokenizer.from_pretrained(folder)`` open it. A pretraining run becomes BertForMaskedLM:
 its SBO head (``cls.sbo.*``) has no Hugging Face class, so transformers lists exactly those tensors
-as unexpected and ignores them. A QA run becomes BertForQuestionAnswering, a ``--objective bert``
-run BertForPreTraining, ``roberta`` RobertaForMaskedLM and ``albert`` AlbertForPreTraining
+as unexpected and ignores them. A QA run becomes BertForQuestionAnswering, an SST-2 or WNUT-17
+run BertForSequenceClassification or BertForTokenClassification with the task's label names
+(id2label), a ``--objective bert`` run BertForPreTraining, ``roberta`` RobertaForMaskedLM and
+``albert`` AlbertForPreTraining
 (`interop.family`); an ``electra`` run wrote its two folders when it finished (RUN/hf).
 
 ``--random-init PRESET`` writes a freshly initialised model of a named preset (vocabulary from
 ``--tokenizer``: a tokenizer.json, a minispanbert run folder or a Hugging Face folder): its speed is that of a
 trained model of the same size, which is how the README's base-size throughput is measured.
+The weights are written in ``--dtype`` (float32, what Hugging Face checkpoints hold, even after a
+float64 run). A folder that is already a Hugging Face model needs no export and is refused.
 The folder is written as a hidden sibling ``.OUT.new.XXXX`` and moved to ``--out`` in one step once
 complete, so a crash leaves the old ``--out`` (or none), never a half-written one. An ``--out`` that
 already holds files is replaced only with ``--overwrite``, and never when it is or holds a run folder.
@@ -38,14 +42,16 @@ from minispanbert.engine.runs.checkpoint import (
     resolve_checkpoint,
 )
 from minispanbert.engine.trainer import TOKENIZER_FILE
+from minispanbert.finetune import sst2, wnut17
 from minispanbert.finetune.qa_head import init_qa_params
 from minispanbert.interop.family import ARCHITECTURES as FAMILY_ARCHITECTURES
 from minispanbert.interop.family import save_family_pretrained
-from minispanbert.interop.huggingface import save_pretrained
+from minispanbert.interop.huggingface import CONFIG_FILE, save_pretrained
 from minispanbert.interop.tokenizer import load_bert_tokenizer, read_tokenizer_json
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
 HEADS = {"mlm": init_pretraining_params, "qa": init_qa_params}
+LABEL_NAMES = {"sst2": sst2.LABELS, "wnut17": wnut17.TAGS}  # a fine-tuning run's task -> id2label
 
 
 def read_tokenizer(path: Path):
@@ -77,9 +83,13 @@ def export(args) -> str:
             raise ValueError("--random-init needs --tokenizer (a tokenizer.json or a Hugging Face model folder)")
         tok = read_tokenizer(Path(args.tokenizer))
         config = preset(args.random_init).replace(vocab_size=tok.get_vocab_size())
-        params = HEADS[args.head](config, args.seed, xp=np, dtype="float32")
+        params = HEADS[args.head](config, args.seed, xp=np, dtype=args.dtype)
         return write_folder(out, lambda folder: save_pretrained(folder, params, config, tokenizer=tok))
     run = Path(args.checkpoint)
+    if (run / CONFIG_FILE).is_file() and not (run / TRAINER_STATE_FILE).exists() \
+            and not (run / CHECKPOINTS_DIR).exists():
+        raise ValueError(f"{run} is already a Hugging Face model folder ({CONFIG_FILE} + weights): no export is "
+                         "needed; pass it as it is to from_pretrained, fill_mask --model or finetune --checkpoint")
     if run.resolve() == out.resolve() or out.resolve() in run.resolve().parents:
         raise ValueError(f"--out {out} holds the --checkpoint folder: choose an --out outside {run}")
     checkpoint = load_checkpoint(run, xp=np)
@@ -87,15 +97,17 @@ def export(args) -> str:
         raise ValueError(f"{run / TRAINER_STATE_FILE} has no model config: pass a minispanbert run folder")
     folder = checkpoint.directory or run  # the step folder holds the run's tokenizer.json
     config = ModelConfig.from_dict(checkpoint.config["model"])
+    params = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
     if config.model_type == "electra":
         raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
                          f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
     if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
         tokenizer_json = (Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE).read_text()
-        return write_folder(out, lambda folder: save_family_pretrained(folder, checkpoint.params, config,
+        return write_folder(out, lambda folder: save_family_pretrained(folder, params, config,
                                                                        tokenizer_json=tokenizer_json))
     tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
-    return write_folder(out, lambda folder: save_pretrained(folder, checkpoint.params, config, tokenizer=tok))
+    labels = LABEL_NAMES.get(checkpoint.config.get("finetune", {}).get("task"))
+    return write_folder(out, lambda folder: save_pretrained(folder, params, config, tokenizer=tok, labels=labels))
 
 
 def write_folder(out: Path, write) -> str:
@@ -117,6 +129,7 @@ def main(argv=None) -> str:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer.json, a minispanbert run folder or a Hugging Face folder (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="of the written weights")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it already holds files (once the new folder is complete)")
     args = p.parse_args(argv)

@@ -313,3 +313,53 @@ def test_no_command_keeps_the_padding_or_truncation_a_tokenizer_json_switches_on
     export_main(["--checkpoint", str(padded_ckpt), "--out", str(tmp_path / "exported")])
     exported = json.loads((tmp_path / "exported" / "tokenizer.json").read_text())
     assert exported["padding"] is None and exported["truncation"] is None
+
+
+def test_without_lr_the_peak_follows_the_model_size(checkpoint, files, tmp_path):
+    """--lr unset: 3e-4 for the tiny presets (hidden < 384), 1e-4 for MiniLM-sized models, 5e-5 from
+    BERT-base up (the largest of BERT's fine-tuning grid, §4.1). The step after a warm-up of one step
+    runs at the peak."""
+    sizes = {128: 3e-4, 256: 3e-4, 383: 3e-4, 384: 1e-4, 512: 1e-4, 767: 1e-4, 768: 5e-5, 1024: 5e-5}
+    assert {h: finetune.default_lr(ModelConfig(hidden_size=h, num_attention_heads=1)) for h in sizes} == sizes
+    finetune_main(["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+                   "--out", str(tmp_path / "run"), "--steps", "10", "--batch-size", "3", "--warmup-fraction", "0.1"])
+    logged = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if r["split"] == "train"]
+    assert logged[1] == 3e-4  # the checkpoint's hidden size is 32
+    # a --resume without --lr continues at the run's own peak, not the default
+    args = ["sst2", "--checkpoint", str(checkpoint), "--train", str(files["sst2"]), "--dev", str(files["sst2"]),
+            "--batch-size", "3", "--warmup-fraction", "0"]
+    finetune_main([*args, "--out", str(tmp_path / "own"), "--steps", "2", "--lr", "1e-3"])
+    finetune_main([*args, "--resume", str(tmp_path / "own"), "--steps", "4"])
+    logged = [r["lr"] for r in map(json.loads, (tmp_path / "own" / "metrics.jsonl").read_text().splitlines())
+              if r["split"] == "train"]
+    assert logged[2] == pytest.approx(1e-3 * (4 - 2) / 4, rel=1e-12)  # linear decay from 1e-3 over 4 steps
+
+
+def test_an_export_of_a_task_run_carries_its_labels_in_float32_and_a_hugging_face_folder_needs_none(
+        checkpoint, files, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from minispanbert.finetune.wnut17 import TYPES
+    from minispanbert.interop.export_hf import main as export_main
+
+    wnut_tags = ["O"] + [f"{bio}-{t}" for t in TYPES for bio in ("B", "I")]  # WNUT-17's six types, BIO
+    assert TYPES == ("corporation", "creative-work", "group", "location", "person", "product")
+    for task, labels in (("sst2", ["negative", "positive"]), ("wnut17", wnut_tags)):
+        finetune_main([task, "--checkpoint", str(checkpoint), "--train", str(files[task]), "--dev", str(files[task]),
+                       "--out", str(tmp_path / task), "--steps", "1", "--dtype", "float64"])
+        for dtype in ("float32", "float64"):
+            out = tmp_path / f"{task}-hf-{dtype}"
+            export_main(["--checkpoint", str(tmp_path / task), "--out", str(out),
+                         *(["--dtype", dtype] if dtype == "float64" else [])])
+            config = json.loads((out / "config.json").read_text())
+            assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
+            assert config["label2id"] == {label: i for i, label in enumerate(labels)}
+            with safe_open(str(out / "model.safetensors"), "np") as f:
+                assert {str(f.get_tensor(name).dtype) for name in f.keys()} == {dtype}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export_main(["--checkpoint", str(tmp_path / "sst2-hf-float32"), "--out", str(tmp_path / "again")])
+    message = str(exc.value.code)
+    assert "is already a Hugging Face model folder" in message and "no export is needed" in message
+    assert not (tmp_path / "again").exists()
