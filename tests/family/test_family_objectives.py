@@ -186,7 +186,8 @@ def test_export_hf_folders_open_with_from_pretrained_and_give_our_outputs(object
     model = nontrivial(model_class.initialise(config, seed=0, xp=np, dtype="float64"), 1)
     save_checkpoint(tmp_path / "run", params=model.params, optimizer_state=adamw_init(model.params, xp=np), step=1,
                     config={"model": config.to_dict()}, files={"tokenizer.json": "{}"})
-    assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == hf_class
+    assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf"),
+                        "--dtype", "float64"]) == hf_class
     hf, info = getattr(transformers, hf_class).from_pretrained(str(tmp_path / "hf"), output_loading_info=True,
                                                                attn_implementation="eager")
     assert not info["missing_keys"] and not info["unexpected_keys"], info
