@@ -72,6 +72,12 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"config field {name} must be in [0, 1), got {value}")
+        if not 0.0 < self.layer_norm_eps < 1.0:  # also refuses NaN: LayerNorm divides by sqrt(var + eps)
+            raise ValueError(f"config field layer_norm_eps must be a small positive number (BERT: 1e-12), "
+                             f"got {self.layer_norm_eps}")
+        if not 0.0 <= self.initializer_range < 1.0:
+            raise ValueError(f"config field initializer_range must be in [0, 1) (BERT: 0.02), "
+                             f"got {self.initializer_range}")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"config field model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
         if self.hidden_act not in ACTIVATIONS:

@@ -121,7 +121,8 @@ def signal_trials(workdir: Path, trials: int, seed: int) -> list[dict]:
             loaded, error = load_checkpoint(run, xp=np).step, None
         except ValueError as exc:
             loaded, error = None, str(exc)
-        siblings = sorted(p.name for p in workdir.iterdir() if p.name.startswith(".run."))
+        siblings = sorted(p.name for p in workdir.iterdir()
+                          if p.name.startswith(".run.") and p.name != ".run.lock")  # a killed run's, reused next
         results.append(dict(
             trial=trial, signal=sig.name, seconds=round(first_save_s, 3), before=before, loaded=loaded, error=error, leftovers=leftovers, siblings=siblings,
             overwrite="--overwrite" in argv,

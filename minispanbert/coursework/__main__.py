@@ -40,6 +40,9 @@ def main(argv=None) -> int:
                   f"and {out / 'autograder.zip'} (upload to Gradescope)")
         elif args.command == "grade":
             from minispanbert.coursework.grade import grade, summary
+            if args.out:
+                from minispanbert.engine.runs.atomic import check_output_file
+                check_output_file(args.out, make_parent=True)  # before the grading, not after it
             if not Path(args.submission).exists():
                 raise ValueError(f"submission {args.submission} does not exist: pass a folder or a zip")
             if args.autograder:
@@ -69,7 +72,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 -- one line, never a traceback; grade still leaves a results.json
         if args.command == "grade" and args.out:
             from minispanbert.coursework.grade import write_failure_results
-            write_failure_results(args.out, str(exc))
+            try:
+                write_failure_results(args.out, str(exc))
+            except (OSError, ValueError):
+                pass  # the --out problem itself is the one line printed below
         if not isinstance(exc, (ValueError, OSError)):
             raise
         print(f"error: {exc}", file=sys.stderr)

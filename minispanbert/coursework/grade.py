@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from minispanbert.coursework import assignment as assignments
@@ -45,9 +46,13 @@ def read_submission(submission: Path, wanted: list[str]) -> tuple[dict[str, byte
             entries = {p.relative_to(submission).as_posix(): p for p in submission.rglob("*") if p.is_file()}
         read = lambda key: entries[key].read_bytes()  # noqa: E731
     elif zipfile.is_zipfile(submission):
-        with zipfile.ZipFile(submission) as archive:
-            entries = {info.filename: archive.read(info) for info in archive.infolist()
-                       if not info.is_dir() and info.filename.endswith((".py", ".ipynb"))}
+        try:
+            with zipfile.ZipFile(submission) as archive:
+                entries = {info.filename: archive.read(info) for info in archive.infolist()
+                           if not info.is_dir() and info.filename.endswith((".py", ".ipynb"))}
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise ValueError(f"{submission} is a damaged zip ({type(exc).__name__}: {exc}): zip the folder again with "
+                             "`python -m minispanbert.coursework submit` and resubmit") from None
         read = entries.__getitem__
     else:
         raise ValueError(f"{submission} is neither a folder nor a zip file: pass the student's folder or "

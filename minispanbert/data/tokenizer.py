@@ -161,7 +161,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception type for bad JSON or schema
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"tokenizer file {path} is corrupt ({first_line}): delete it and retrain") from None
+        raise ValueError(f"{path} is not a tokenizer.json ({first_line}): pass the tokenizer.json a run saved, or "
+                         "leave --tokenizer out to train a new one") from None
     check_special_ids(tok, str(path))
     return without_padding_or_truncation(tok)
 

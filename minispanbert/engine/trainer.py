@@ -380,7 +380,8 @@ def interrupted_message(run_dir: RunDir | None) -> str:
                 f"{run_dir.final} is untouched")
     step = latest_step(run_dir.path)
     if step is None:
-        return f"interrupted before the first checkpoint: {run_dir.path} holds nothing to resume; start the run again"
+        return (f"interrupted before the first checkpoint: {run_dir.path} holds nothing to resume; start the run "
+                f"again with --overwrite")
     return f"interrupted: {run_dir.path} holds a complete checkpoint at step {step} (continue with --resume {run_dir.path})"
 
 
@@ -424,6 +425,9 @@ def run(cfg: RunConfig, log=print) -> dict:
             where = exc.filename or (run_dir.path if run_dir is not None else cfg.out_dir)
             raise ValueError(describe_os_error(exc, f"cannot write {where}")) from None
         raise
+    finally:
+        if run_dir is not None:
+            run_dir.release()
 
 
 def _load_resumed(cfg: RunConfig, model_config: ModelConfig, xp):
@@ -433,10 +437,6 @@ def _load_resumed(cfg: RunConfig, model_config: ModelConfig, xp):
                          "--resume takes the --out folder of a python -m minispanbert.train run")
     check_compatible(resumed.config["train"], dataclasses.asdict(cfg), RESUME_MUST_MATCH)
     check_compatible(resumed.config["model"], model_config.to_dict(), model_config.to_dict().keys())
-    bad = [name for name, w in resumed.params.items() if not bool(xp.isfinite(w).all())]
-    if bad:
-        raise ValueError(f"the checkpoint in {resumed.directory} holds non-finite weights ({bad[0]}): "
-                         "resume from an earlier checkpoint folder (checkpoints/step-*)")
     try:
         tokenizer = get_objective(cfg.objective).load_tokenizer(resumed.directory / TOKENIZER_FILE)
     except ValueError:

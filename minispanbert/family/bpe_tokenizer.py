@@ -68,8 +68,9 @@ def load_bpe_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception type for bad JSON or schema
-        raise ValueError(f"tokenizer file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-                         "delete it and retrain") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} is not a tokenizer.json ({reason}): pass the tokenizer.json a run saved, or leave "
+                         "--tokenizer out to train a new one") from None
     check_bpe_special_ids(tok, str(path))
     return without_padding_or_truncation(tok)
 

@@ -42,7 +42,7 @@ from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.engine.parallel.shards import task_forward_backward
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
 from minispanbert.engine.runs.atomic import interrupts_deferred
-from minispanbert.engine.runs.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from minispanbert.engine.runs.checkpoint import check_compatible, latest_step, load_checkpoint, save_checkpoint
 from minispanbert.engine.runs.rundir import open_run_dir
 from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from minispanbert.engine.trainer import METRICS_FILE, device_description
@@ -253,29 +253,31 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
     cfg.validate()
     cfg = dataclasses.replace(cfg, threads=(cfg.threads or cpu_threads()) if cfg.backend == "numpy" else 1)
     run_dir = open_run_dir(cfg.out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    saved_steps = []
     try:
         with kernels.installed():
             if cfg.backend != "numpy":
-                return _run(cfg, run_dir, saved_steps, log)
+                return _run(cfg, run_dir, log)
             with cpu_threads_set(cfg.threads, blas_threads=1):  # the batch split over them (engine/parallel/shards.py)
-                return _run(cfg, run_dir, saved_steps, log)
+                return _run(cfg, run_dir, log)
     except KeyboardInterrupt:
+        step = None if run_dir.staged else latest_step(run_dir.path)  # the disk, wherever the signal landed
         if run_dir.staged:
             where = f"the run that was in {run_dir.final} is untouched"
-        elif saved_steps:
-            where = (f"{run_dir.path} holds a complete checkpoint at step {saved_steps[-1]} (continue with "
-                     f"--resume {run_dir.path})")
+        elif step is not None:
+            where = f"{run_dir.path} holds a complete checkpoint at step {step} (continue with --resume {run_dir.path})"
         else:
-            where = f"nothing was saved in {run_dir.path} (pass --save-every N to save during training)"
+            where = (f"nothing was saved in {run_dir.path} (start again with --overwrite; --save-every N saves "
+                     "during training)")
         run_dir.discard()
         raise KeyboardInterrupt(f"interrupted: {where}") from None
     except BaseException:
         run_dir.discard()
         raise
+    finally:
+        run_dir.release()
 
 
-def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
+def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
     task = TASKS[cfg.task]
     xp = get_backend(cfg.backend)
     resumed = resume_state(cfg, xp) if cfg.resume else None
@@ -334,7 +336,6 @@ def _run(cfg: FinetuneConfig, run_dir, saved_steps: list, log) -> dict:
             save_checkpoint(run_dir.path, params=params, optimizer_state=opt_state, step=step, config=run_config,
                             extra={**last_scores, "encoder_init": encoder_init}, files={TOKENIZER_FILE: tokenizer.to_str()})
             run_dir.committed()  # an --overwrite run replaces the old folder at its first save
-        saved_steps.append(step)
 
     from tqdm.auto import tqdm
 

@@ -153,6 +153,9 @@ def _require_file(flag: str, value, task: str) -> str:
 
 def _sst2_load(cfg, tokenizer) -> TaskData:
     train = sst2.read_sst2(_require_file("--train", cfg.train, "sst2"))[:cfg.max_train_examples]
+    if train and train[0].label is None:
+        raise ValueError(f"{cfg.train}: has no labels (GLUE's test.tsv format, index<TAB>sentence): train on "
+                         "train.tsv")
     train_arrays, cut = sst2.sentence_arrays(train, tokenizer, cfg.max_seq_len)
     notes = [f"train: {len(train)} sentences from {cfg.train} ({cut} cut to --max-seq-len {cfg.max_seq_len})"]
     evals = []

@@ -51,7 +51,7 @@ from safetensors import SafetensorError, safe_open
 from minispanbert.backend import check_dtype
 from minispanbert.config import ModelConfig
 from minispanbert.engine.runs.atomic import write_text_atomic
-from minispanbert.engine.runs.checkpoint import save_params
+from minispanbert.engine.runs.checkpoint import check_weight, save_params
 from minispanbert.finetune.qa_head import init_qa_head_params
 from minispanbert.finetune.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
 from minispanbert.finetune.token_classification import init_token_classification_head_params
@@ -160,6 +160,9 @@ def resolve_model_path(model) -> Path:
 
 def read_hf_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
+    if not path.is_file() and ((directory / "checkpoints").is_dir() or (directory / "trainer_state.json").is_file()):
+        raise ValueError(f"{directory} is a minispanbert run folder, not a Hugging Face one: export it first with "
+                         f"python -m minispanbert.export_hf --checkpoint {directory} --out {directory}-hf")
     if not path.is_file():
         raise ValueError(f"{path} is missing: a Hugging Face model folder needs its config.json; download it "
                          f"with the weights (hf download OWNER/NAME --local-dir {directory})")
@@ -310,6 +313,9 @@ def weight_files(directory: Path) -> list[Path]:
                      f"convert it with: {conversion_command(directory)}")
 
 
+BUFFER_SUFFIXES = ("position_ids", "token_type_ids")  # integer buffers of old files, never read as weights
+
+
 def read_tensors(files, *, xp, dtype) -> tuple[dict, dict]:
     """(name -> array on xp in dtype, keyed by canonical names), (canonical name -> file)."""
     tensors, origin = {}, {}
@@ -321,7 +327,9 @@ def read_tensors(files, *, xp, dtype) -> tuple[dict, dict]:
                     if name in tensors:
                         raise ValueError(f"{path} holds {stored!r} twice (with and without the 'bert.' prefix or "
                                          "as gamma/beta and weight/bias): re-save the model with one naming")
-                    tensors[name] = xp.asarray(handle.get_tensor(stored).astype(dtype, copy=False))
+                    array = handle.get_tensor(stored)
+                    check_weight(array, f"{path}: tensor {stored!r}", buffer=name.endswith(BUFFER_SUFFIXES))
+                    tensors[name] = xp.asarray(array.astype(dtype, copy=False))
                     origin[name] = path
         except (SafetensorError, OSError, TypeError) as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

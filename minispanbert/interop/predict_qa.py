@@ -30,6 +30,7 @@ import numpy as np
 from minispanbert.backend import BACKENDS, get_backend, synchronize, to_numpy
 from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser
+from minispanbert.engine.runs.atomic import check_output_file, describe_os_error
 from minispanbert.finetune.qa_head import qa_forward
 from minispanbert.finetune.squad import (
     decode_predictions,
@@ -114,6 +115,8 @@ def main(argv=None) -> dict:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         if args.max_examples is not None and args.max_examples < 1:
             raise ValueError(f"--max-examples must be at least 1, got {args.max_examples}")
+        if args.out is not None:
+            check_output_file(args.out)  # before the work, not after it
         examples = read_squad(args.data)[:args.max_examples]
         xp = get_backend(args.backend)
         model = load_pretrained(args.model, xp=xp, dtype=args.dtype)
@@ -124,7 +127,10 @@ def main(argv=None) -> dict:
                                   doc_stride=args.doc_stride, max_query_len=args.max_query_len, n_best=args.n_best,
                                   max_answer_len=args.max_answer_len, log=log)
         if args.out is not None:
-            write_predictions(predictions, args.out)
+            try:
+                write_predictions(predictions, args.out)
+            except OSError as exc:  # a full disk: the predictions are lost, say so in one line
+                raise ValueError(describe_os_error(exc, f"cannot write {args.out}")) from None
         scores = evaluate(examples, predictions)
     except ValueError as exc:
         sys.exit(f"error: {exc}")

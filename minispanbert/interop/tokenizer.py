@@ -93,7 +93,7 @@ def tokenizer_flags(directory) -> dict:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}): download it again or delete it") from None
+            raise ValueError(f"{path} is not valid JSON ({exc}): download it again") from None
         flags.update({key: saved[key] for key in flags if key in saved})
     return flags
 

@@ -133,8 +133,9 @@ def test_load_tokenizer_errors(tok, tmp_path):
         load_tokenizer(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="is not a tokenizer.json") as exc:
         load_tokenizer(bad)
+    assert "delete" not in str(exc.value)  # --tokenizer corpus.txt was a slip: never advise deleting the file
     # A valid tokenizer.json whose [MASK] and [PAD] ids are swapped is not ours.
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]

@@ -423,14 +423,18 @@ def folder_contents(folder: Path) -> dict:
 
 def test_a_build_killed_at_any_change_leaves_no_folder_or_the_complete_build(built, tmp_path):
     """A build appears complete or not at all: traced, every change it makes to the disk before its
-    last lies inside a hidden sibling of --out, and the last moves that folder to --out. Killed just
+    last lies inside a hidden sibling of --out, and the last moves that folder to --out (all inside
+    the folder lock, whose file is created first and removed last). Killed just
     before the first changes, the middle one and each of the last three, --out does not exist; run
     to the end, it holds exactly the files of an independent build; a new build after a kill succeeds
     and leaves nothing hidden behind."""
     reference = folder_contents(built("A1"))
     changes = run_with_a_crash(lambda: build("A1", tmp_path / "traced"), crash_at=0)
     staging = str(tmp_path / ".traced.new.")
-    *filling, (last_event, last_path) = [c for c in changes if c[1] != str(tmp_path)]  # mkdir of the existing parent
+    lock = str(tmp_path / ".traced.lock")  # atomic.folder_lock's file: taken first, removed last
+    changes = [c for c in changes if c[1] != str(tmp_path)]  # mkdir of the existing parent
+    assert changes[0][1] == lock and changes[-1] == ("os.remove", lock)
+    *filling, (last_event, last_path) = changes[1:-1]
     assert [path for _, path in filling if not path.startswith(staging)] == []
     assert last_event == "os.rename" and last_path.startswith(staging)
     assert folder_contents(tmp_path / "traced") == reference

@@ -21,6 +21,10 @@ from minispanbert.engine import trainer as train
 from minispanbert.engine.bench import bench
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune import evaluate_qa
+from minispanbert.finetune.loop import main as finetune_main
+from minispanbert.interop.export_hf import main as export_hf_main
+from minispanbert.interop.fill_mask import main as fill_mask_main
+from minispanbert.interop.predict_qa import main as predict_qa_main
 
 from micro_runs import MICRO_ARGS, micro_config, write_corpus  # noqa: E402
 
@@ -64,8 +68,57 @@ def ws(tmp_path_factory):
     paths["binary"].write_bytes(b"hello \xff\xfe world\n")
     paths["empty_dir"] = root / "empty_dir"
     paths["empty_dir"].mkdir()
+    add_model_folders(paths, pretrained)
     yield paths
     config.PRESETS.pop("micro", None)
+
+
+def add_model_folders(paths: dict, pretrained) -> None:
+    """Hugging Face folders (good, with int32 weights, with NaN weights, with layer_norm_eps -1, a QA
+    one), copies of the pretraining run with NaN or int32 weights, SST-2 files with and without
+    labels, and a named pipe (a non-regular --out)."""
+    import os
+    import shutil
+
+    import numpy as np
+    import safetensors.numpy
+
+    from minispanbert.engine.runs.checkpoint import MODEL_FILE
+    from minispanbert.interop.export_hf import main as export_main
+
+    root = paths["root"]
+    with redirect_stdout(io.StringIO()):
+        export_main(["--checkpoint", str(paths["run"]), "--out", str(root / "hf")])
+        export_main(["--random-init", "micro", "--head", "qa", "--tokenizer", str(paths["run"]), "--out",
+                     str(root / "hf_qa")])
+    paths["hf"], paths["hf_qa"] = root / "hf", root / "hf_qa"
+    name = "bert.encoder.layer.0.output.dense.weight"
+
+    def with_tensor(file: Path, value) -> None:
+        """Rewrite one tensor of ``file``, keeping its metadata (our checkpoints' save id)."""
+        tensors = safetensors.numpy.load_file(str(file))
+        with safetensors.safe_open(str(file), "np") as handle:
+            metadata = handle.metadata()
+        tensors[name] = value(tensors[name])
+        safetensors.numpy.save_file(tensors, str(file), metadata=metadata)
+
+    for label, value in (("int", lambda w: (w * 100).astype(np.int32)), ("nan", lambda w: w * np.nan)):
+        paths[f"hf_{label}"] = root / f"hf_{label}"
+        shutil.copytree(paths["hf"], paths[f"hf_{label}"])
+        with_tensor(paths[f"hf_{label}"] / "model.safetensors", value)
+        paths[f"run_{label}"] = root / f"run_{label}"
+        shutil.copytree(paths["run"], paths[f"run_{label}"])
+        with_tensor(paths[f"run_{label}"] / pretrained.directory.relative_to(paths["run"]) / MODEL_FILE, value)
+    paths["hf_eps"] = root / "hf_eps"
+    shutil.copytree(paths["hf"], paths["hf_eps"])
+    hf_config = json.loads((paths["hf_eps"] / "config.json").read_text())
+    (paths["hf_eps"] / "config.json").write_text(json.dumps({**hf_config, "layer_norm_eps": -1}))
+    for label, text in (("sst2_train", "sentence\tlabel\nthe cat sat on the mat .\t1\ndogs barked loudly .\t0\n"),
+                        ("sst2_test", "index\tsentence\n0\tthe cat sat on the mat .\n1\tdogs barked loudly .\n")):
+        paths[label] = root / f"{label}.tsv"
+        paths[label].write_text(text, encoding="utf-8")
+    paths["fifo"] = root / "fifo"
+    os.mkfifo(paths["fifo"])
 
 
 def snapshot(root: Path) -> dict:
@@ -77,6 +130,10 @@ TRAIN = [*MICRO_ARGS, "--data", "{corpus}", "--steps", "2"]
 NEW = ["--out", "{root}/new"]
 FINETUNE = ["--checkpoint", "{run}", "--dev", "{squad}", "--split-dev-by-article", "0.34", "--out", "{root}/qa-new",
             "--max-seq-len", "32", "--max-query-len", "8", "--doc-stride", "8", "--steps", "1"]
+SST2 = ["--checkpoint", "{hf}", "--train", "{sst2_train}", "--dev", "{sst2_train}", "--out", "{root}/ft-new",
+        "--steps", "1", "--max-seq-len", "32"]
+PREDICT = ["--model", "{hf_qa}", "--data", "{squad}", "--max-seq-len", "32", "--max-query-len", "8",
+           "--doc-stride", "8"]
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
 CASES = [
@@ -125,7 +182,7 @@ CASES = [
     ("train", [*TRAIN, "--resume", "{qa}", "--steps", "4"], "is not a pretraining checkpoint"),
     ("train", [*MICRO_ARGS, "--data", "{other}", "--resume", "{run}", "--steps", "4"], "the training data differs"),
     ("train", [*TRAIN, *NEW, "--tokenizer", "{root}/none.json"], "none.json not found"),
-    ("train", [*TRAIN, *NEW, "--tokenizer", "{tokenizer_bad}"], "is corrupt"),
+    ("train", [*TRAIN, *NEW, "--tokenizer", "{tokenizer_bad}"], "is not a tokenizer.json"),
     ("train", [*TRAIN, "--resume", "{run}", "--steps", "4", "--tokenizer", "{run}"], "exclude each other"),
     # ---- finetune_qa
     ("finetune_qa", ["--dev", "{squad}"], "--checkpoint is required"),
@@ -178,9 +235,40 @@ CASES = [
     # ---- check_gradients
     ("check_gradients", ["--bogus"], "unrecognized arguments: --bogus"),
     ("check_gradients", ["extra"], "unrecognized arguments: extra"),
+    # ---- the newer commands (issue #26): formats, foreign and broken checkpoints, output paths, messages
+    ("finetune", ["sst2", *SST2, "--train", "{sst2_test}"], "sst2_test.tsv: has no labels (GLUE's test.tsv format"),
+    ("finetune", ["sst2", *SST2, "--dev", "{sst2_test}"], "sst2_test.tsv: has no labels"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{hf_int}"],
+     "'bert.encoder.layer.0.output.dense.weight' has dtype int32, not a float type"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{hf_nan}"], "holds NaN or inf"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{hf_eps}"], "config.json: config field layer_norm_eps must be"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{run_nan}"], "holds NaN or inf: the run diverged before this save"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{run_int}"], "has dtype int32, not a float type"),
+    ("finetune", ["sst2", *SST2, "--checkpoint", "{hf}", "--out", "{a_file}"], "is a file, not a folder"),
+    ("finetune", ["wnut17", *SST2], "sst2_train.tsv:1: unknown tag 'label'"),
+    ("predict_qa", [*PREDICT, "--out", "{empty_dir}"], "--out {empty_dir} is a folder: name a file to write"),
+    ("predict_qa", [*PREDICT, "--out", "{fifo}"], "is not a regular file (a device or a pipe)"),
+    ("predict_qa", [*PREDICT, "--out", "{root}/no_folder/p.json"], "the folder {root}/no_folder does not exist"),
+    ("predict_qa", [*PREDICT, "--out", "{a_file}/p.json"], "does not exist"),
+    ("predict_qa", [*PREDICT, "--model", "{run}"], "is a minispanbert run folder, not a Hugging Face one: export it "
+                                                   "first with python -m minispanbert.export_hf --checkpoint"),
+    ("predict_qa", [*PREDICT, "--model", "{hf_nan}"], "holds NaN or inf"),
+    ("predict_qa", [*PREDICT, "--model", "{hf_eps}"], "layer_norm_eps must be a small positive number"),
+    ("fill_mask", ["--model", "{run}", "the [MASK] sat ."], "export it first with python -m minispanbert.export_hf"),
+    ("fill_mask", ["--model", "{hf_int}", "the [MASK] sat ."], "has dtype int32"),
+    ("fill_mask", ["--model", "{hf_eps}", "the [MASK] sat ."], "layer_norm_eps"),
+    ("fill_mask", ["--model", "{hf_nan}", "the [MASK] sat ."], "holds NaN or inf"),
+    ("export_hf", ["--checkpoint", "{hf}", "--out", "{root}/x"], "is already a Hugging Face model folder"),
+    ("export_hf", ["--checkpoint", "{run}", "--out", "{a_file}"], "is a file, not a folder"),
+    ("export_hf", ["--checkpoint", "{run_nan}", "--out", "{root}/x"], "holds NaN or inf"),
+    ("export_hf", ["--checkpoint", "{run}", "--out", "{hf}"], "already holds files"),
+    ("export_hf", ["--checkpoint", "{run}", "--out", "{run}"], "is a minispanbert run folder, never replaced"),
+    ("train", [*TRAIN, *NEW, "--tokenizer", "{corpus}"], "corpus.txt is not a tokenizer.json"),
 ]
 MAINS = {"train": train.main, "finetune_qa": finetune_qa.main, "evaluate_qa": evaluate_qa.main,
-         "data": data_cli.main, "bench": bench.main, "check_gradients": check_gradients.main}
+         "data": data_cli.main, "bench": bench.main, "check_gradients": check_gradients.main,
+         "finetune": finetune_main, "predict_qa": predict_qa_main, "fill_mask": fill_mask_main,
+         "export_hf": export_hf_main}
 
 
 def cli_of(case) -> str:
@@ -208,7 +296,7 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, cli, argv, expected, monk
     assert lines[0].startswith("error: ") and "Traceback" not in stderr
     assert expected.format(**ws) in lines[0], lines[0]
     assert snapshot(ws["root"]) == before, "a file of an earlier run changed"
-    for leftover in ("new", "qa-new", "q", "d"):  # no half-made output folder with files in it
+    for leftover in ("new", "qa-new", "q", "d", "ft-new", "x", "no_folder"):  # no half-made output folder with files in it
         assert not any((ws["root"] / leftover).rglob("*")) if (ws["root"] / leftover).exists() else True
 
 

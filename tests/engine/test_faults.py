@@ -268,13 +268,16 @@ def test_a_checkpoint_with_non_finite_weights_is_not_called_good(corpus, tmp_pat
     bad = {name: w * np.nan for name, w in good.params.items()}
     save_checkpoint(out, params=bad, optimizer_state=good.optimizer_state, step=2,
                     config=good.config, extra=good.extra, files={"tokenizer.json": (good.directory / "tokenizer.json").read_text()})
-    with pytest.raises(ValueError, match=r"holds non-finite weights .*resume from an earlier checkpoint folder"):
+    with pytest.raises(ValueError, match=r"step-000002/model.safetensors: tensor '.*' holds NaN or inf: the run "
+                                         r"diverged before this save; use an earlier checkpoint \(an earlier "
+                                         r"checkpoint is \S+step-000001\)"):
         micro_run(corpus, out, resume=str(out), steps=4)
 
 
 def test_ctrl_c_before_any_save_says_nothing_was_saved(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt, match=r"before the first checkpoint: \S+ holds nothing to resume"):
+    with pytest.raises(KeyboardInterrupt, match=r"before the first checkpoint: \S+ holds nothing to resume; start "
+                                                r"the run again with --overwrite"):
         micro_run(corpus, tmp_path / "run")
 
 
@@ -321,3 +324,150 @@ def test_runs_given_the_same_tokenizer_are_identical(corpus, tmp_path):
         assert (resolve_checkpoint(tmp_path / name) / "tokenizer.json").read_text() == shared.read_text()
     with pytest.raises(ValueError, match="--tokenizer and --resume exclude each other"):
         micro_run(corpus, tmp_path / "a", resume=str(tmp_path / "a"), tokenizer=str(shared), steps=3)
+
+
+# --------------------------------------------------------------------------- issue #26: the newer commands
+
+
+def test_a_second_command_on_a_folder_in_use_is_refused_and_touches_nothing(corpus, tmp_path, capsys):
+    """While one command writes a folder (here: this process holds its lock, as a live --overwrite run
+    does before its first save, with its staging sibling beside the old run), train, finetune,
+    export_hf and coursework build on the same folder are refused with one line naming the holder's
+    PID, and the live run's staging folder survives (it used to be cleaned up as a crash leftover)."""
+    from minispanbert.coursework.build import build
+    from minispanbert.engine.runs.atomic import folder_lock
+    from minispanbert.finetune.loop import main as finetune_main
+    from minispanbert.interop.export_hf import main as export_main
+
+    micro_run(corpus, tmp_path / "source", steps=1)
+    sst2 = tmp_path / "sst2.tsv"
+    sst2.write_text("sentence\tlabel\nthe cat sat .\t1\ndogs barked .\t0\n")
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("the old run")
+    live = tmp_path / ".busy.new.abcd1234"
+    live.mkdir()
+    (live / "metrics.jsonl").write_text("{}\n")
+    attempts = {
+        "train": lambda: train.main(["--preset", "micro", "--data", str(corpus), "--steps", "1", "--batch-size", "2",
+                                     "--seq-len", "16", "--eval-batches", "1", "--out", str(out), "--overwrite"]),
+        "finetune": lambda: finetune_main(["sst2", "--checkpoint", str(tmp_path / "source"), "--train", str(sst2),
+                                           "--dev", str(sst2), "--steps", "1", "--max-seq-len", "16", "--out", str(out),
+                                           "--overwrite"]),
+        "export_hf": lambda: export_main(["--checkpoint", str(tmp_path / "source"), "--out", str(out), "--overwrite"]),
+    }
+    with folder_lock(out):
+        for name, attempt in attempts.items():
+            with pytest.raises(SystemExit) as exc:
+                attempt()
+            message = str(exc.value.code)
+            assert message.startswith("error: ") and "\n" not in message, (name, message)
+            assert f"{out} is being written by another command (PID {os.getpid()})" in message, (name, message)
+            assert (live / "metrics.jsonl").read_text() == "{}\n" and (out / "notes.txt").read_text() == "the old run"
+    hw, hw_live = tmp_path / "hw", tmp_path / ".hw.new.abcd1234"  # a build still filling its staging folder
+    hw_live.mkdir()
+    with folder_lock(hw):
+        with pytest.raises(ValueError, match=rf"being written by another command \(PID {os.getpid()}\)"):
+            build("A1", hw)
+    assert hw_live.is_dir() and not hw.exists()
+    capsys.readouterr()
+    export_main(["--checkpoint", str(tmp_path / "source"), "--out", str(out), "--overwrite"])  # free again
+    assert (out / "config.json").is_file() and not live.exists()  # the old staging: a leftover now
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".busy")) == []  # no lock file left
+
+
+def test_a_killed_holder_s_lock_is_released_and_its_file_reused(corpus, tmp_path):
+    """The OS drops a lock when its holder dies (here: os._exit inside the locked block, no cleanup);
+    the next command takes the lock, and removes the file the dead one left."""
+    from minispanbert.engine.runs.atomic import folder_lock
+
+    out = tmp_path / "run"
+    pid = os.fork()
+    if pid == 0:
+        with folder_lock(out):
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert (tmp_path / ".run.lock").read_text().strip() == str(pid)  # left by the dead holder
+    micro_run(corpus, out, steps=1)
+    assert latest_step(out) == 1 and not (tmp_path / ".run.lock").exists()
+
+
+def test_predictions_that_cannot_be_written_are_one_line_and_bad_files_are_never_replaced(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """predict_qa checks --out before the work and says in one line when the disk fills after it;
+    an atomic write never replaces a folder or a pipe (as root, /dev/full would have been replaced by
+    a regular file)."""
+    from minispanbert.engine.runs.atomic import write_text_atomic
+    from minispanbert.interop import predict_qa
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        with pytest.raises(OSError, match="not a regular file"):
+            write_text_atomic(target, "x")
+    assert fifo.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["fifo"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predict_qa, "write_predictions", disk_full)
+    monkeypatch.setattr(predict_qa, "predict", lambda *a, **k: {})
+    monkeypatch.setattr(predict_qa, "load_pretrained", lambda *a, **k: type("M", (), {
+        "architecture": "BertForQuestionAnswering", "source": tmp_path,
+        "config": type("C", (), {"num_hidden_layers": 1, "hidden_size": 8})()})())
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "a b", "qas": [
+        {"id": "1", "question": "a?", "answers": [{"text": "a", "answer_start": 0}]}]}]}]}))
+    with pytest.raises(SystemExit) as exc:
+        predict_qa.main(["--model", "m", "--data", str(squad), "--out", str(tmp_path / "p.json")])
+    assert str(exc.value.code) == f"error: cannot write {tmp_path / 'p.json'}: the disk is full (no space left on " \
+                                  "device); free space there or choose another --out"
+
+
+def test_coursework_grade_says_one_line_for_a_bad_out_and_a_damaged_zip(tmp_path, capsys):
+    """A --out that is a folder is refused before grading; a zip whose compressed data is damaged
+    (zlib.error when read) is named as damaged, with the command that re-zips it; no traceback."""
+    import zipfile
+
+    from minispanbert.coursework.__main__ import main as coursework_main
+
+    submission = tmp_path / "submission.zip"
+    with zipfile.ZipFile(submission, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("minispanbert/layers/linear.py", "def linear_forward(x, w, b, *, xp):\n" * 200)
+    data = bytearray(submission.read_bytes())
+    start = data.index(b"PK\x03\x04") + 30 + len("minispanbert/layers/linear.py")
+    data[start + 5:start + 40] = b"\xff" * 35  # inside the deflate stream: the headers still parse
+    submission.write_bytes(bytes(data))
+    assert coursework_main(["grade", str(tmp_path), "--assignment", "A1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {tmp_path} is a folder" in err and "Traceback" not in err
+    assert coursework_main(["grade", str(submission), "--assignment", "A1", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a damaged zip" in err and "coursework submit" in err, err
+    assert json.loads((tmp_path / "r.json").read_text())["score"] == 0.0  # Gradescope still gets a results.json
+
+
+def test_fine_tuning_interrupted_during_a_save_names_the_step_on_disk(tmp_path, monkeypatch):
+    """A Ctrl-C that lands while a checkpoint is written waits for it (interrupts_deferred) and then
+    stops the run: the message must name that step, read from the disk (it used to name the step
+    before, or say that nothing was saved)."""
+    import signal
+
+    from minispanbert.finetune import loop as finetune
+
+    source = tmp_path / "source"
+    micro_run(write_corpus(tmp_path / "corpus.txt"), source, steps=1)
+    sst2 = tmp_path / "sst2.tsv"
+    sst2.write_text("sentence\tlabel\nthe cat sat .\t1\ndogs barked .\t0\n")
+    real_save = finetune.save_checkpoint
+
+    def save_then_interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives inside the deferred block
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "save_checkpoint", save_then_interrupted)
+    out = tmp_path / "ft"
+    with pytest.raises(SystemExit, match=rf"interrupted: {out} holds a complete checkpoint at step 2 "):
+        finetune.main(["sst2", "--checkpoint", str(source), "--train", str(sst2), "--dev", str(sst2), "--steps", "4",
+                       "--save-every", "2", "--max-seq-len", "16", "--out", str(out)])
+    assert latest_step(out) == 2

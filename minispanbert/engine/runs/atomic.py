@@ -8,6 +8,7 @@ file or the complete new one, never a half-written file. ``tempfile`` creates fi
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -88,9 +89,76 @@ def temp_dir(directory: Path, label: str) -> Path:
     return staging
 
 
+def check_output_file(path, flag: str = "--out", *, make_parent: bool = False) -> Path:
+    """Before any work: ``path`` must be a file that can be (re)written, else a one-line ValueError
+    naming the problem and the fix (a folder, a device such as /dev/full, a missing or read-only
+    parent folder). ``make_parent`` creates a missing parent folder instead of refusing it."""
+    path = Path(path)
+    if make_parent and not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as exc:
+            raise ValueError(f"{flag} {path}: cannot create the folder {path.parent} ({exc.strerror}): choose "
+                             f"another {flag}") from None
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder: name a file to write, e.g. {path / 'predictions.json'}")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{flag} {path} is not a regular file (a device or a pipe): name a file to write")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {parent} does not exist: create it or choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: the folder {parent} is not writable: choose another {flag}")
+    return path
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """An atomic write replaces its target: never a folder, a device or a pipe (as root, replacing
+    /dev/full would destroy the device node)."""
+    if path.exists() and not path.is_file():
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path)) if path.is_dir() else \
+            OSError(errno.EINVAL, "not a regular file (a device or a pipe)", str(path))
+
+
+@contextmanager
+def folder_lock(folder):
+    """Hold an advisory lock (``fcntl.flock`` on the hidden file ``.NAME.lock`` beside ``folder``)
+    for the block: a second command writing the same folder is refused with one line naming the
+    holder's PID. The OS drops the lock when its process ends, however it ends; the lock file is
+    removed on release (a killed holder's is reused and removed by the next one). Acquiring checks
+    that the locked file is still the one at the path, since a releasing holder may remove it
+    between our open and our lock."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(f"{folder} is being written by another command (PID {holder}): wait for it to end, or "
+                             "choose another folder") from None
+        try:
+            current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # removed by its releasing holder: lock the new one
+    try:
+        os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: overwrites a killed holder's PID
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while still holding it
+        os.close(fd)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     path = Path(path)
+    _refuse_non_regular(path)
     fd, tmp = temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -108,6 +176,7 @@ def atomic_path(path):
     """Yield a temporary path next to ``path`` for a writer that wants a file name (e.g.
     matplotlib's ``savefig``); it replaces ``path`` only if the block finishes without error."""
     path = Path(path)
+    _refuse_non_regular(path)
     fd, tmp = temp_file(path.parent, path.name)
     os.close(fd)
     try:
@@ -120,6 +189,7 @@ def atomic_path(path):
 
 def copy_atomic(src: Path, dest: Path) -> None:
     """Copy ``src`` to ``dest`` atomically."""
+    _refuse_non_regular(Path(dest))
     fd, tmp = temp_file(dest.parent, dest.name)
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
@@ -168,15 +238,16 @@ def staged_folder(final):
     """Yield a hidden sibling ``.NAME.new.XXXX`` of ``final`` to fill; when the block finishes it
     replaces ``final`` (:func:`replace_folder`, Ctrl-C held back), so a reader of ``final`` sees the
     old folder or the complete new one. An error, Ctrl-C or crash inside the block leaves ``final``
-    as it was (what a crash leaves hidden is removed by the next call). Whether ``final`` may be replaced at all is the caller's decision."""
+    as it was (what a crash leaves hidden is removed by the next call). The block holds
+    :func:`folder_lock`. Whether ``final`` may be replaced at all is the caller's decision."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover_folder(final)
-    staging = temp_dir(final.parent, f"{final.name}.new")
-    try:
-        yield staging
-        with interrupts_deferred():
-            replace_folder(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with folder_lock(final):  # a second writer would clean up this one's staging folder
+        recover_folder(final)
+        staging = temp_dir(final.parent, f"{final.name}.new")
+        try:
+            yield staging
+            with interrupts_deferred():
+                replace_folder(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

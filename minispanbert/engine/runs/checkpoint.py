@@ -461,6 +461,19 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def check_weight(array, what: str, *, buffer: bool = False) -> None:
+    """A host array read from a weights file must be floating point (integers would be cast to
+    truncated garbage) and finite (NaN or inf: the run diverged before it saved); ``buffer``
+    allows an integer buffer such as old files' position_ids. One-line ValueError naming ``what``."""
+    if array.dtype.kind != "f":
+        if buffer:
+            return
+        raise ValueError(f"{what} has dtype {array.dtype}, not a float type: these are not model weights (or were "
+                         "re-saved wrongly); use the original file")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} holds NaN or inf: the run diverged before this save; use an earlier checkpoint")
+
+
 def _read_safetensors(path: Path, *, xp) -> tuple[dict, dict]:
     if not path.is_file():
         raise ValueError(f"{path} is missing: the checkpoint is incomplete; use another checkpoint")
@@ -471,11 +484,13 @@ def _read_safetensors(path: Path, *, xp) -> tuple[dict, dict]:
             saved_order = json.loads(metadata.get(_PARAM_ORDER, "null"))
             if isinstance(saved_order, list) and sorted(saved_order) == sorted(names):
                 names = saved_order
-            tensors = {name: xp.asarray(handle.get_tensor(name)) for name in names}
+            arrays = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path} is corrupt or not a safetensors file ({reason}); use another checkpoint") from None
-    return tensors, metadata
+    for name, array in arrays.items():
+        check_weight(array, f"{path}: tensor {name!r}")
+    return {name: xp.asarray(array) for name, array in arrays.items()}, metadata
 
 
 def _read_trainer_state(path: Path) -> dict:
