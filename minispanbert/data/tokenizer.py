@@ -51,12 +51,12 @@ def _prepare(text: str) -> str:
 
 # WordPiece encodes a word longer than this many characters as [UNK] (the model's
 # max_input_chars_per_word, 100 as in BERT), so such words teach the trainer nothing useful, while
-# its cost grows with the square of a word's length (a 2 MB line without spaces ran for > 10 minutes,
-# deaf to Ctrl-C inside the Rust trainer). Runs of letters and digits this long are left out of
-# training; CJK characters are excluded, because the normalizer splits them into one-character words.
+# its cost grows with the square of a word's length (a 2 MB line without spaces, of letters, emoji,
+# symbols or combining accents, ran for > 10 minutes, deaf to Ctrl-C inside the Rust trainer). Words
+# this long, as the tokenizer's own normalizer and pre-tokenizer cut them (so CJK text, split into
+# one-character words, stays), are left out of training.
 MAX_WORD_CHARS = 100
-_OVERLONG_WORD = re.compile(r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]{%d,}"
-                            % (MAX_WORD_CHARS + 1))
+LONG_RUN = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))  # only a line with such a run can hold an overlong word
 
 
 def _training_text(text: str) -> str:
@@ -67,16 +67,22 @@ def _training_text(text: str) -> str:
     """
     for token in (WIKITEXT_UNK, *SPECIAL_TOKENS):
         text = text.replace(token, " ")
-    return _OVERLONG_WORD.sub(" ", text)
+    if not LONG_RUN.search(text):
+        return text
+    words = _PRE_TOKENIZER.pre_tokenize_str(_NORMALIZER.normalize_str(text))
+    return " ".join(word for word, _ in words if len(word) <= MAX_WORD_CHARS)
+
+
+_NORMALIZER = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                         lowercase=False)
+_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
 
 
 def _empty_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS[UNK_ID], continuing_subword_prefix=CONTINUATION_PREFIX,
                                      max_input_chars_per_word=MAX_WORD_CHARS))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.normalizer = _NORMALIZER
+    tok.pre_tokenizer = _PRE_TOKENIZER
     tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX, cleanup=True)
     return tok
 

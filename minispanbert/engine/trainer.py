@@ -42,11 +42,15 @@ from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set, m
 from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred
 from minispanbert.engine.runs.checkpoint import (
     DEFAULT_KEEP,
+    VOCAB_SHA256,
     check_compatible,
+    check_vocab,
+    data_fingerprint,
     latest_step,
     load_checkpoint,
     save_checkpoint,
     step_dir_name,
+    vocab_fingerprint,
 )
 from minispanbert.engine.runs.rundir import RunDir, open_run_dir
 from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
@@ -166,16 +170,6 @@ def read_tokenizer_flag(path, objective="spanbert") -> object:
     return get_objective(objective).load_tokenizer(path)
 
 
-def data_fingerprint(examples) -> str:
-    """sha256 of the packed training examples' token ids (``example[0]``): ``--resume`` refuses
-    other data (or other packing)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(np.asarray(example[0], dtype=np.int64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
 
 
 
@@ -443,6 +437,7 @@ def _load_resumed(cfg: RunConfig, model_config: ModelConfig, xp):
         raise ValueError(f"the checkpoint in {resumed.directory} has no readable {TOKENIZER_FILE}, and the weights "
                          "only fit the tokenizer they were trained with: resume from another checkpoint folder "
                          "(checkpoints/step-*), do not train a new tokenizer") from None
+    check_vocab(resumed.extra, tokenizer, resumed.directory / TOKENIZER_FILE)
     return resumed, tokenizer
 
 
@@ -481,13 +476,16 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
     if cfg.tokenizer is not None:
         tokenizer = read_tokenizer_flag(cfg.tokenizer, cfg.objective)
     data = prepare_data(cfg, model_config, tokenizer, log, world)
-    fingerprint = data_fingerprint(data.train_examples)
+    fingerprint = data_fingerprint(example[0] for example in data.train_examples)  # the packed token ids
     world.check_same({"data_sha256": fingerprint}, "training data (or tokenizer)")
     if resumed is not None:
         saved_fingerprint = resumed.extra.get("data_sha256")
         if saved_fingerprint is not None and saved_fingerprint != fingerprint:
             raise ValueError(f"the training data differs from the data the run in {cfg.resume} was trained on "
                              f"(--data {cfg.data}): resume with the run's --data, or start a fresh run")
+        if resumed.config["train"].get("threads") not in (None, cfg.threads):
+            log(f"note: --threads {cfg.threads}, the run used {resumed.config['train']['threads']}: dropout masks "
+                "are drawn per thread, so the run goes on along another path than an uninterrupted one would")
         model = objective.from_params(model_config, resumed.params, xp=xp, cfg=cfg)
         opt_state, start_step = resumed.optimizer_state, resumed.step
         if start_step >= cfg.steps:
@@ -535,6 +533,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
     saved_cfg.pop("distributed")  # a checkpoint continues on any number of ranks
     run_config = {"train": saved_cfg, "model": model_config.to_dict()}
     tokenizer_json = data.tokenizer.to_str()
+    vocab_sha256 = vocab_fingerprint(data.tokenizer)
 
     from tqdm.auto import tqdm
 
@@ -606,7 +605,8 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
         if world.is_main:
             with interrupts_deferred():  # a Ctrl-C waits until the checkpoint is saved and in place
                 save_checkpoint(run_dir.path, params=model.params, optimizer_state=opt_state, step=done,
-                                config=run_config, extra={"last_eval": dict(last_eval), "data_sha256": fingerprint},
+                                config=run_config, extra={"last_eval": dict(last_eval), "data_sha256": fingerprint,
+                                                          VOCAB_SHA256: vocab_sha256},
                                 files={TOKENIZER_FILE: tokenizer_json}, keep=cfg.keep_checkpoints)
                 run_dir.committed()
         clock["since"] = time.perf_counter()  # saving is not training throughput

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from minispanbert.data.tokenizer import ENCODE_BATCH_LINES, WIKITEXT_UNK, _to_arrays, without_padding_or_truncation
+from minispanbert.data.tokenizer import (
+    ENCODE_BATCH_LINES,
+    LONG_RUN,
+    WIKITEXT_UNK,
+    _to_arrays,
+    without_padding_or_truncation,
+)
 
 BPE_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(len(BPE_SPECIAL_TOKENS))
@@ -47,7 +53,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         nonlocal seen
         for text in texts:
             seen = seen or bool(text.strip())
-            yield text.replace(WIKITEXT_UNK, " ")  # the trainer does not split specials out of its input
+            # the trainer does not split specials out of its input; a run of over 100 characters
+            # without a space costs the BPE trainer the square of its length and teaches it nothing
+            yield LONG_RUN.sub(" ", text.replace(WIKITEXT_UNK, " "))
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -42,7 +42,16 @@ from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.engine.parallel.shards import task_forward_backward
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
 from minispanbert.engine.runs.atomic import interrupts_deferred
-from minispanbert.engine.runs.checkpoint import check_compatible, latest_step, load_checkpoint, save_checkpoint
+from minispanbert.engine.runs.checkpoint import (
+    VOCAB_SHA256,
+    check_compatible,
+    check_vocab,
+    data_fingerprint,
+    latest_step,
+    load_checkpoint,
+    save_checkpoint,
+    vocab_fingerprint,
+)
 from minispanbert.engine.runs.rundir import open_run_dir
 from minispanbert.engine.runs.runlog import append_metrics, new_figure, read_metrics, save_figure, truncate_metrics
 from minispanbert.engine.trainer import METRICS_FILE, device_description
@@ -244,6 +253,7 @@ def resume_state(cfg: FinetuneConfig, xp):
     except ValueError:
         raise ValueError(f"the checkpoint in {saved.directory} has no readable {TOKENIZER_FILE}: resume from another "
                          "checkpoint folder (checkpoints/step-*)") from None
+    check_vocab(saved.extra, tokenizer, saved.directory / TOKENIZER_FILE)
     return saved, ModelConfig.from_dict(saved.config["model"]), tokenizer
 
 
@@ -295,6 +305,15 @@ def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
         cfg = dataclasses.replace(cfg, lr=lr)
 
     data = task.load(cfg, tokenizer)
+    fingerprint = data_fingerprint(data.train_arrays[name] for name in sorted(data.train_arrays))
+    if resumed is not None:
+        saved = resumed[0]
+        if saved.extra.get("data_sha256", fingerprint) != fingerprint:
+            raise ValueError(f"the training data differs from what the run in {saved.directory} was trained on "
+                             f"(--train {cfg.train or cfg.dev}): resume with the run's file, or start a fresh run")
+        if saved.config["finetune"].get("threads") not in (None, cfg.threads):
+            log(f"note: --threads {cfg.threads}, the run used {saved.config['finetune']['threads']}: dropout masks "
+                "are drawn per thread, so the run goes on along another path than an uninterrupted one would")
     n_train = len(data.train_arrays["input_ids"])
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
@@ -334,7 +353,9 @@ def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
     def save(step: int) -> None:
         with interrupts_deferred():  # a Ctrl-C waits until the checkpoint is saved and in place
             save_checkpoint(run_dir.path, params=params, optimizer_state=opt_state, step=step, config=run_config,
-                            extra={**last_scores, "encoder_init": encoder_init}, files={TOKENIZER_FILE: tokenizer.to_str()})
+                            extra={**last_scores, "encoder_init": encoder_init, "data_sha256": fingerprint,
+                                   VOCAB_SHA256: vocab_fingerprint(tokenizer)},
+                            files={TOKENIZER_FILE: tokenizer.to_str()})
             run_dir.committed()  # an --overwrite run replaces the old folder at its first save
 
     from tqdm.auto import tqdm

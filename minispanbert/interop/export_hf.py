@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.engine.cli import Parser
@@ -38,6 +39,7 @@ from minispanbert.engine.runs.checkpoint import (
     CHECKPOINTS_DIR,
     MODEL_FILE,
     TRAINER_STATE_FILE,
+    check_vocab,
     load_checkpoint,
     resolve_checkpoint,
 )
@@ -101,11 +103,14 @@ def export(args) -> str:
     if config.model_type == "electra":
         raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
                          f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
+    tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
     if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
-        tokenizer_json = (Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE).read_text()
+        tokenizer_json = tokenizer_path.read_text()
+        check_vocab(checkpoint.extra, Tokenizer.from_str(tokenizer_json), tokenizer_path)
         return write_folder(out, lambda folder: save_family_pretrained(folder, params, config,
                                                                        tokenizer_json=tokenizer_json))
-    tok = read_tokenizer(Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE)
+    tok = read_tokenizer(tokenizer_path)
+    check_vocab(checkpoint.extra, tok, tokenizer_path)  # weights fit only the vocabulary they were trained with
     labels = LABEL_NAMES.get(checkpoint.config.get("finetune", {}).get("task"))
     return write_folder(out, lambda folder: save_pretrained(folder, params, config, tokenizer=tok, labels=labels))
 

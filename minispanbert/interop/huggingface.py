@@ -51,7 +51,7 @@ from safetensors import SafetensorError, safe_open
 from minispanbert.backend import check_dtype
 from minispanbert.config import ModelConfig
 from minispanbert.engine.runs.atomic import write_text_atomic
-from minispanbert.engine.runs.checkpoint import check_weight, save_params
+from minispanbert.engine.runs.checkpoint import VOCAB_SHA256, check_vocab, check_weight, save_params, vocab_fingerprint
 from minispanbert.finetune.qa_head import init_qa_head_params
 from minispanbert.finetune.sequence_classification import CLASSIFIER, POOLER, init_sequence_classification_head_params
 from minispanbert.finetune.token_classification import init_token_classification_head_params
@@ -313,6 +313,7 @@ def weight_files(directory: Path) -> list[Path]:
                      f"convert it with: {conversion_command(directory)}")
 
 
+HF_VOCAB_KEY = "minispanbert_vocab_sha256"  # in config.json: the fingerprint of the tokenizer saved beside
 BUFFER_SUFFIXES = ("position_ids", "token_type_ids")  # integer buffers of old files, never read as weights
 
 
@@ -391,6 +392,8 @@ def load_pretrained(model, *, xp=np, dtype="float32") -> PretrainedModel:
     unused = sorted(set(tensors) - set(params)) + dropped
 
     tokenizer = load_bert_tokenizer(directory)
+    if tokenizer is not None:  # a folder minispanbert wrote records its vocabulary's fingerprint
+        check_vocab({VOCAB_SHA256: hf.get(HF_VOCAB_KEY)}, tokenizer, f"the tokenizer of {directory}")
     if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(f"{directory}: the tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
                          f"{config.vocab_size}: the vocab.txt / tokenizer.json belongs to another model")
@@ -459,7 +462,10 @@ def save_pretrained(directory, params, config: ModelConfig, *, tokenizer=None, a
         raise ValueError(f"{directory} is a file: choose a folder to save the model into")
     save_params(directory / WEIGHTS_FILE, tensors)
     pad_id = special_token_ids(tokenizer)["pad"] if tokenizer is not None else 0
-    config_text = json.dumps(hf_config_dict(config, architecture, pad_token_id=pad_id, labels=labels), indent=2)
+    hf_config = hf_config_dict(config, architecture, pad_token_id=pad_id, labels=labels)
+    if tokenizer is not None:  # transformers keeps unknown keys; load_pretrained checks the tokenizer against it
+        hf_config[HF_VOCAB_KEY] = vocab_fingerprint(tokenizer)
+    config_text = json.dumps(hf_config, indent=2)
     write_text_atomic(directory / CONFIG_FILE, config_text + "\n")
     if tokenizer is not None:
         save_bert_tokenizer(tokenizer, directory, model_max_length=config.max_position_embeddings)

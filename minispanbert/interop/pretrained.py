@@ -12,7 +12,7 @@ from pathlib import Path
 
 from minispanbert.config import ModelConfig
 from minispanbert.data import load_tokenizer
-from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, load_checkpoint
+from minispanbert.engine.runs.checkpoint import CHECKPOINTS_DIR, TRAINER_STATE_FILE, check_vocab, load_checkpoint
 
 TOKENIZER_FILE = "tokenizer.json"
 HF_CONFIG_FILE = "config.json"
@@ -64,6 +64,7 @@ def load_pretrained_encoder(path, *, xp, dtype="float32") -> PretrainedEncoder:
     except ValueError:
         raise ValueError(f"{folder / TOKENIZER_FILE} is corrupt: the weights only fit the tokenizer they were "
                          "pretrained with, so pass another checkpoint folder (do not train a new tokenizer)") from None
+    check_vocab(checkpoint.extra, tokenizer, folder / TOKENIZER_FILE)
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(f"{folder / TOKENIZER_FILE} has {tokenizer.get_vocab_size()} tokens but the model only "
                          f"{config.vocab_size}: the tokenizer belongs to another checkpoint")

@@ -28,6 +28,7 @@ Every file is written with the ordinary umask permissions (0644), not 0600.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,7 @@ _SAVE_ID = "minispanbert.save_id"
 # a resume, which makes a resumed run bit-identical to an uninterrupted one.
 _PARAM_ORDER = "minispanbert.param_order"
 _STEP_COUNT = "t"
+VOCAB_SHA256 = "vocab_sha256"  # in a checkpoint's extra: vocab_fingerprint of the tokenizer saved beside the weights
 _MOMENT_PREFIXES = ("m.", "v.")
 
 
@@ -344,6 +346,29 @@ def _load_folder(directory: Path, *, xp) -> Checkpoint:
         rng_state=trainer_state["rng_state"],
         directory=directory,
     )
+
+
+def data_fingerprint(arrays: Iterable) -> str:
+    """sha256 of integer arrays (a run's training token ids): ``--resume`` refuses other data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.asarray(array, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """sha256 of a tokenizer's vocabulary (token -> id): saved with the weights, which fit only it."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab(with_added_tokens=True).items())).encode()).hexdigest()
+
+
+def check_vocab(saved: Mapping, tokenizer, where) -> None:
+    """One-line ValueError when ``tokenizer`` is not the one whose fingerprint ``saved`` (a
+    checkpoint's extra) records; checkpoints from before fingerprints pass."""
+    expected = saved.get(VOCAB_SHA256)
+    if expected is not None and expected != vocab_fingerprint(tokenizer):
+        raise ValueError(f"{where} is not the tokenizer these weights were trained with (its vocabulary differs): "
+                         "use the tokenizer.json saved with the checkpoint")
 
 
 def check_compatible(saved_config: Mapping, config: Mapping, keys: Iterable[str]) -> None:
