@@ -276,7 +276,7 @@ def cli_of(case) -> str:
 
 
 def test_the_battery_is_large_and_covers_every_cli():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 110
     assert {cli_of(case) for case in CASES} == set(MAINS)
 
 
