@@ -8,12 +8,17 @@ waits until the child has completed a save, sleeps a random 0-40 ms and sends it
 The parent then records what the child printed, how it ended, and whether the run folder still
 loads. Forking (instead of a fresh ``python`` per trial) saves the 1-2 s of imports per trial; the
 signals and processes are real. It prints one JSON list; tests/test_faults.py asserts on it.
+
+``python tests/micro_runs.py kills COMMAND WORKDIR TRIALS SEED`` (COMMAND: export_hf, finetune or
+coursework) kills each of TRIALS forked writers with SIGKILL at a random moment of its run and
+prints what its folder held afterwards (``kill_trials``).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -132,8 +137,108 @@ def signal_trials(workdir: Path, trials: int, seed: int) -> list[dict]:
     return results
 
 
+def _run_quietly(action) -> None:
+    """The body of a forked writer: no output, and no Python cleanup when it ends (os._exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        action()
+        code = 0
+    except BaseException:  # noqa: BLE001 -- the parent checks what is on disk, not how the child ended
+        code = 1
+    os._exit(code)
+
+
+def kill_trials(command: str, workdir: Path, trials: int, seed: int) -> dict:
+    """``trials`` real processes running ``command`` (export_hf into one folder with --overwrite,
+    fine-tuning into one folder with --overwrite and --save-every 1, or coursework build into a new
+    folder), each sent SIGKILL after a random delay within the command's own duration (measured
+    first, uninterrupted). After each kill, what the command's folder holds is recorded: "absent",
+    "complete" (it loads, or for a build holds exactly the reference files) or the one-line error a
+    reader gives. Finally one uninterrupted run, and the hidden leftovers after it."""
+    import numpy as np
+
+    from minispanbert.coursework.build import build
+    from minispanbert.engine.runs.checkpoint import load_checkpoint
+    from minispanbert.engine.trainer import RunConfig, run
+    from minispanbert.finetune.loop import main as finetune_main
+    from minispanbert.interop.export_hf import main as export_main
+    from minispanbert.interop.huggingface import load_pretrained
+
+    os.environ["MINISPANBERT_FUSED_CPU"] = "0"
+    register_micro()
+    source = workdir / "source"
+    run(RunConfig(preset="micro", data=str(write_corpus(workdir / "corpus.txt")), out=str(source), steps=1,
+                  batch_size=2, seq_len=16, eval_batches=1, print_every=1000), log=lambda _line: None)
+    sst2 = workdir / "sst2.tsv"
+    sst2.write_text("sentence\tlabel\nthe cat sat on a mat .\t1\ndogs barked loudly .\t0\n", encoding="utf-8")
+
+    def files_of(folder: Path) -> list[str]:
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+    out = workdir / {"export_hf": "hf", "finetune": "ft"}.get(command, "hw")
+    reference = files_of(build("A1", workdir / "reference")) if command == "coursework" else None
+
+    def action():
+        if command == "export_hf":
+            export_main(["--checkpoint", str(source), "--out", str(out), "--overwrite"])
+        elif command == "finetune":
+            finetune_main(["sst2", "--checkpoint", str(source), "--train", str(sst2), "--dev", str(sst2), "--steps",
+                           "40", "--save-every", "1", "--max-seq-len", "16", "--threads", "1", "--out", str(out),
+                           "--overwrite"])
+        else:
+            build("A1", out)
+
+    def read() -> str:
+        if command == "export_hf":
+            load_pretrained(out)
+        elif command == "finetune":
+            load_checkpoint(out, xp=np)
+        elif files_of(out) != reference:
+            return f"incomplete: {len(files_of(out))} files"
+        return "complete"
+
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        _run_quietly(action)
+    os.waitpid(pid, 0)
+    duration = time.monotonic() - started
+    rng = random.Random(seed)
+    results, mid_write = [], 0
+    for _ in range(trials):
+        if command == "coursework":
+            shutil.rmtree(out, ignore_errors=True)  # a build never replaces: each trial builds afresh
+        pid = os.fork()
+        if pid == 0:
+            _run_quietly(action)
+        time.sleep(rng.uniform(0.0, duration))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        if not out.exists():
+            state = "absent"
+        else:
+            try:
+                state = read()
+            except ValueError as exc:
+                state = f"refused: {exc}"
+        staging = [p.name for p in workdir.iterdir() if p.name.startswith(f".{out.name}.new")]
+        results.append(state)
+        mid_write += bool(staging)  # the kill landed while the new folder was being filled
+    pid = os.fork()
+    if pid == 0:
+        _run_quietly(action if command != "coursework" else lambda: (shutil.rmtree(out, ignore_errors=True), action()))
+    os.waitpid(pid, 0)
+    leftovers = sorted(p.name for p in workdir.iterdir() if p.name.startswith(f".{out.name}."))
+    return {"duration": round(duration, 3), "states": results, "mid_write": mid_write, "final": read(),
+            "leftovers": leftovers}
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["signals"]:
         print(json.dumps(signal_trials(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+    elif sys.argv[1:2] == ["kills"]:
+        print(json.dumps(kill_trials(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
     else:
-        sys.exit("usage: python tests/micro_runs.py signals WORKDIR TRIALS SEED")
+        sys.exit("usage: python tests/micro_runs.py signals WORKDIR TRIALS SEED | kills COMMAND WORKDIR TRIALS SEED")
