@@ -42,8 +42,10 @@ from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set, m
 from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred
 from minispanbert.engine.runs.checkpoint import (
     DEFAULT_KEEP,
+    MODEL_FILE,
     VOCAB_SHA256,
     check_compatible,
+    check_tensors,
     check_vocab,
     data_fingerprint,
     latest_step,
@@ -486,6 +488,9 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
         if resumed.config["train"].get("threads") not in (None, cfg.threads):
             log(f"note: --threads {cfg.threads}, the run used {resumed.config['train']['threads']}: dropout masks "
                 "are drawn per thread, so the run goes on along another path than an uninterrupted one would")
+        expected = objective.initialise(model_config, seed=0, xp=np, dtype="float32", cfg=cfg).params
+        check_tensors(resumed.params, {name: tuple(w.shape) for name, w in expected.items()},
+                      resumed.directory / MODEL_FILE)
         model = objective.from_params(model_config, resumed.params, xp=xp, cfg=cfg)
         opt_state, start_step = resumed.optimizer_state, resumed.step
         if start_step >= cfg.steps:

@@ -41,7 +41,7 @@ from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.engine.parallel.shards import task_forward_backward
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
-from minispanbert.engine.runs.atomic import interrupts_deferred
+from minispanbert.engine.runs.atomic import describe_os_error, interrupts_deferred
 from minispanbert.engine.runs.checkpoint import (
     VOCAB_SHA256,
     check_compatible,
@@ -280,6 +280,9 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
                      "during training)")
         run_dir.discard()
         raise KeyboardInterrupt(f"interrupted: {where}") from None
+    except OSError as exc:  # a full disk or a folder gone read-only while appending metrics or saving
+        run_dir.discard()
+        raise ValueError(describe_os_error(exc, f"cannot write {exc.filename or run_dir.path}")) from None
     except BaseException:
         run_dir.discard()
         raise

@@ -563,3 +563,42 @@ def test_thirty_random_kills_of_a_writing_command_leave_its_folder_complete_or_a
     print(f"{command}: {result['mid_write']} of 30 kills landed while the new folder was being filled")
     if command != "finetune":  # a fine-tuning run is staged only until its first save: few kills land there
         assert result["mid_write"] >= 1
+
+
+def test_broken_weights_files_are_named_and_a_full_disk_in_fine_tuning_is_one_line(corpus, tmp_path, monkeypatch):
+    """A checkpoint whose model file holds a tensor of the wrong shape, or lacks one the optimizer
+    has moments for, is refused naming the model file and the tensor (it ended in a NumPy matmul
+    error, or blamed optimizer.safetensors); a full disk while fine-tuning appends its metrics is
+    one line (it was a traceback)."""
+    import safetensors
+    import safetensors.numpy
+
+    from minispanbert.engine.runs.checkpoint import MODEL_FILE
+    from minispanbert.finetune import loop as finetune
+
+    name = "bert.encoder.layer.0.output.dense.weight"
+    for damage in ("shape", "missing"):
+        out = tmp_path / damage
+        micro_run(corpus, out, steps=1)
+        model_file = resolve_checkpoint(out) / MODEL_FILE
+        tensors = safetensors.numpy.load_file(str(model_file))
+        with safetensors.safe_open(str(model_file), "np") as handle:
+            metadata = handle.metadata()
+        if damage == "shape":
+            tensors[name] = tensors[name][:, :4].copy()
+            expected = rf"{MODEL_FILE}: tensor '{name}' has shape \(8, 4\) but the model config implies \(8, 16\)"
+        else:
+            del tensors[name]
+            expected = rf"{MODEL_FILE} lacks '{name}', which optimizer.safetensors holds moments for"
+        safetensors.numpy.save_file(tensors, str(model_file), metadata=metadata)
+        with pytest.raises(ValueError, match=expected):
+            micro_run(corpus, out, resume=str(out), steps=3)
+
+    sst2 = tmp_path / "sst2.tsv"
+    sst2.write_text("sentence\tlabel\nthe cat sat .\t1\ndogs barked .\t0\n")
+    micro_run(corpus, tmp_path / "good", steps=1)
+    monkeypatch.setattr(finetune, "append_metrics", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        finetune.main(["sst2", "--checkpoint", str(tmp_path / "good"), "--train", str(sst2),
+                       "--dev", str(sst2), "--steps", "1", "--max-seq-len", "16", "--out", str(tmp_path / "ft")])
+    assert str(exc.value.code).startswith("error: ") and "the disk is full" in str(exc.value.code), exc.value.code

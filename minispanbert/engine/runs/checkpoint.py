@@ -486,6 +486,20 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def check_tensors(params: Mapping, expected: Mapping, path) -> None:
+    """``params`` must hold exactly the ``expected`` names with their shapes (name -> shape); else one
+    line naming ``path`` (the weights file) and the first tensor that differs."""
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or extra:
+        which = f"lacks {missing[0]!r}" if missing else f"holds {extra[0]!r}, which this model has not"
+        raise ValueError(f"{path} {which} ({len(missing)} missing, {len(extra)} unexpected tensors): the weights "
+                         "belong to another model config; use the checkpoint with its own config")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != tuple(shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(params[name].shape)} but the model config "
+                             f"implies {tuple(shape)}: the weights belong to another model; use another checkpoint")
+
+
 def check_weight(array, what: str, *, buffer: bool = False) -> None:
     """A host array read from a weights file must be floating point (integers would be cast to
     truncated garbage) and finite (NaN or inf: the run diverged before it saved); ``buffer``
@@ -548,6 +562,10 @@ def _moments_to_state(path: Path, moments: dict, metadata: dict, params: dict) -
     except (KeyError, ValueError):
         raise ValueError(f"{path} has no valid step count 't' in its metadata; use another checkpoint") from None
     expected = {prefix + name for prefix in _MOMENT_PREFIXES for name in params}
+    orphans = sorted({name.split(".", 1)[1] for name in moments.keys() - expected if "." in name} - set(params))
+    if orphans:  # the optimizer has moments for a weight the model file lacks: the model file is at fault
+        raise ValueError(f"{path.parent / MODEL_FILE} lacks {orphans[0]!r}, which {path.name} holds moments for: "
+                         "the weights file is damaged or from another save; use another checkpoint")
     if moments.keys() != expected:
         raise ValueError(
             f"{path} does not hold one m. and one v. moment per parameter of {MODEL_FILE}; use another checkpoint"
