@@ -411,7 +411,10 @@ def run(cfg: RunConfig, log=print) -> dict:
     except KeyboardInterrupt:
         if not world.is_main:
             raise SystemExit(130) from None  # rank 0 says what is on disk
-        raise KeyboardInterrupt(interrupted_message(run_dir)) from None
+        message = interrupted_message(run_dir)
+        if world.size > 1:  # a rank may wait for this one inside a collective forever: end them all
+            world.interrupt_all(message)
+        raise KeyboardInterrupt(message) from None
     except BaseException as exc:
         if run_dir is not None:
             run_dir.discard()  # an --overwrite run that failed before its first save leaves the old run

@@ -304,3 +304,40 @@ def test_a_rank_without_targets_computes_the_same_norm_and_parameters(empty):
     assert rank0["sbo_targets"] > 0 and rank1["sbo_targets"] == 0
     assert rank0["norms"] == rank1["norms"]
     assert rank0["params_sha256"] == rank1["params_sha256"]
+
+
+@needs_mpi
+def test_ctrl_c_on_two_ranks_ends_both_with_one_message(mpi_corpus, tmp_path):
+    """A terminal's Ctrl-C reaches mpiexec and every rank (here: SIGINT to the whole process group,
+    after the first save). Rank 1 used to leave on it while rank 0 waited in an all-reduce, or the
+    reverse, leaving a rank at 100% CPU until a second Ctrl-C (2 of 3 trials). Now rank 1 ignores
+    it and rank 0 says what is on disk and ends the job (MPI_Abort, whose own line mpich adds)."""
+    import signal
+
+    from minispanbert.engine.runs.checkpoint import latest_step, load_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    out = tmp_path / "run"
+    for trial in range(3):
+        command = [MPIEXEC, "-n", "2", sys.executable, "-m", "minispanbert.train", "--data", str(mpi_corpus),
+                   "--steps", "100000", "--batch-size", "4", "--seq-len", "32", "--save-every", "5", "--eval-every",
+                   "100000", "--eval-batches", "1", "--out", str(out), *(["--resume", str(out)] if trial else [])]
+        before = latest_step(out)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                   start_new_session=True)
+        deadline = time.monotonic() + 120
+        while latest_step(out) in (None, before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2 * trial)
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail(f"trial {trial}: a rank was still running 30 s after the Ctrl-C")
+        step = load_checkpoint(out, xp=np).step
+        assert process.returncode == 130, stderr
+        assert stderr.splitlines()[0] == f"interrupted: {out} holds a complete checkpoint at step {step} " \
+                                          f"(continue with --resume {out})", stderr
+        assert "Traceback" not in stderr

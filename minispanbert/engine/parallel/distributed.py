@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass, fields, replace
 
@@ -140,6 +141,12 @@ class World:
             self.comm.Abort(code)
         sys.exit(code)
 
+    def interrupt_all(self, message: str) -> None:
+        """After a Ctrl-C: print ``message`` (what is on disk) and end every rank, since a rank
+        whose Ctrl-C landed inside a collective waits there for this one, which never comes."""
+        print(message, file=sys.stderr, flush=True)
+        self.comm.Abort(130)
+
     @property
     def mpi(self):
         return _import_mpi()
@@ -202,6 +209,11 @@ def init_world(transport: str | None, *, backend: str) -> World:
     MPI = _import_mpi()
     comm = MPI.COMM_WORLD
     world = World(rank=comm.Get_rank(), size=comm.Get_size(), transport=transport, comm=comm)
+    if world.rank != 0 and world.size > 1:
+        # A terminal's Ctrl-C reaches every rank. A rank that left on it would strand the others
+        # inside their next collective (at 100% CPU); rank 0 alone reacts, says what is on disk
+        # and ends them all (World.interrupt_all).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if transport == "nccl":
         import cupy
         from cupy.cuda import nccl
