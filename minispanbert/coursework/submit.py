@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from minispanbert.coursework.grade import forbidden_imports
-from minispanbert.engine.runs.atomic import atomic_path
+from minispanbert.engine.runs.atomic import atomic_path, check_output_file
 
 
 def _still_stubs(source: str, functions: dict[str, str], module_functions: list[str]) -> list[str]:
@@ -36,7 +36,10 @@ def submit(root=".", out=None) -> tuple[Path, list[str]]:
     manifest_path = root / "coursework.json"
     if not manifest_path.is_file():
         raise ValueError(f"{root.resolve()} has no coursework.json: run submit in the folder of your assignment copy")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{manifest_path} is damaged ({exc}): restore it from your assignment copy") from None
     warnings = []
     for rel in manifest["files"]:
         path = root / rel
@@ -53,7 +56,7 @@ def submit(root=".", out=None) -> tuple[Path, list[str]]:
             warnings.append(f"{rel}: {name} is still the stub (its tests will score 0)")
         for bad in forbidden_imports(source.encode()):
             warnings.append(f"{rel} imports {bad}: the autograder scores every test of this file 0; remove it")
-    out = Path(out) if out else root / f"submission-{manifest['assignment']}.zip"
+    out = check_output_file(Path(out) if out else root / f"submission-{manifest['assignment']}.zip")
     members = list(manifest["files"]) + [nb for nb in manifest.get("notebooks", []) if (root / nb).is_file()]
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:

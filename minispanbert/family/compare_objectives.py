@@ -30,7 +30,7 @@ import numpy as np
 from minispanbert.config import PRESETS
 from minispanbert.engine import trainer as train
 from minispanbert.engine.cli import Parser
-from minispanbert.engine.runs.atomic import write_text_atomic
+from minispanbert.engine.runs.atomic import describe_os_error, write_text_atomic
 from minispanbert.engine.runs.runlog import read_metrics
 from minispanbert.family.objectives import OBJECTIVES
 from minispanbert.finetune import loop as finetune
@@ -103,6 +103,11 @@ def table(rows: dict, tasks) -> str:
 
 def run(args, log=print) -> dict:
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not getattr(args, "overwrite", False):
+        raise ValueError(f"--out {out} already holds files (an earlier comparison?): choose another --out, or pass "
+                         "--overwrite to replace the runs in it")
     objectives = args.objectives.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [t for t in (args.finetune.split(",") if args.finetune else []) if t]
@@ -145,7 +150,8 @@ def run(args, log=print) -> dict:
 def main(argv=None) -> None:
     p = Parser("python -m minispanbert.compare_objectives", __doc__)
     p.add_argument("--data", required=True, help="pretraining corpus (e.g. WikiText-2 wiki.train.tokens)")
-    p.add_argument("--out", required=True, help="folder for the runs and comparison.{md,json} (runs are replaced)")
+    p.add_argument("--out", required=True, help="a new or empty folder for the runs and comparison.{md,json}")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs and comparison an --out already holds")
     p.add_argument("--objectives", default="spanbert,bert,roberta,albert,electra", help="comma-separated")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny")
     p.add_argument("--steps", type=int, default=1000, help="pretraining steps, the same for every objective")
@@ -166,6 +172,8 @@ def main(argv=None) -> None:
         run(args)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
+    except OSError as exc:  # a full disk while writing comparison.md / .json
+        sys.exit(f"error: {describe_os_error(exc, f'cannot write {exc.filename or args.out}')}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from minispanbert import config, finetune_qa
+from minispanbert.coursework.__main__ import main as coursework_main
 from minispanbert.data import __main__ as data_cli
 from minispanbert.engine import check_gradients
 from minispanbert.engine import trainer as train
 from minispanbert.engine.bench import bench
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
+from minispanbert.family.compare_objectives import main as compare_objectives_main
 from minispanbert.finetune import evaluate_qa
 from minispanbert.finetune.loop import main as finetune_main
 from minispanbert.interop.export_hf import main as export_hf_main
@@ -132,6 +134,7 @@ FINETUNE = ["--checkpoint", "{run}", "--dev", "{squad}", "--split-dev-by-article
             "--max-seq-len", "32", "--max-query-len", "8", "--doc-stride", "8", "--steps", "1"]
 SST2 = ["--checkpoint", "{hf}", "--train", "{sst2_train}", "--dev", "{sst2_train}", "--out", "{root}/ft-new",
         "--steps", "1", "--max-seq-len", "32"]
+COMPARE = ["--data", "{corpus}", "--preset", "micro", "--batch-size", "2", "--seq-len", "16"]
 PREDICT = ["--model", "{hf_qa}", "--data", "{squad}", "--max-seq-len", "32", "--max-query-len", "8",
            "--doc-stride", "8"]
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
@@ -264,11 +267,29 @@ CASES = [
     ("export_hf", ["--checkpoint", "{run}", "--out", "{hf}"], "already holds files"),
     ("export_hf", ["--checkpoint", "{run}", "--out", "{run}"], "is a minispanbert run folder, never replaced"),
     ("train", [*TRAIN, *NEW, "--tokenizer", "{corpus}"], "corpus.txt is not a tokenizer.json"),
+    ("compare_objectives", [*COMPARE, "--out", "{a_file}"], "is a file, not a folder"),
+    ("compare_objectives", [*COMPARE, "--out", "{run}"], "already holds files (an earlier comparison?)"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--objectives", "spanbert,gpt"], "unknown objective 'gpt'"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--finetune", "sst2"], "needs --sst2-dir"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--steps", "0"], "--steps must be at least 1"),
+    ("coursework", ["grade", "{empty_dir}", "--assignment", "A1", "--out", "{empty_dir}"], "is a folder"),
+    ("coursework", ["grade", "{empty_dir}", "--assignment", "A1", "--out", "{fifo}"], "is not a regular file"),
+    ("coursework", ["grade", "{root}/nowhere.zip", "--assignment", "A1"], "does not exist"),
+    ("coursework", ["grade", "{a_file}", "--assignment", "A1"], "is neither a folder nor a zip file"),
+    ("coursework", ["submit", "--root", "{empty_dir}"], "has no coursework.json"),
+    ("coursework", ["build", "A1", "--out", "{run}"], "already exists and is not an empty folder"),
 ]
+def coursework_cli(argv):
+    """coursework's main returns its exit status (it writes a results.json before it fails)."""
+    code = coursework_main(argv)
+    if code:
+        raise SystemExit(code)
+
+
 MAINS = {"train": train.main, "finetune_qa": finetune_qa.main, "evaluate_qa": evaluate_qa.main,
          "data": data_cli.main, "bench": bench.main, "check_gradients": check_gradients.main,
          "finetune": finetune_main, "predict_qa": predict_qa_main, "fill_mask": fill_mask_main,
-         "export_hf": export_hf_main}
+         "export_hf": export_hf_main, "compare_objectives": compare_objectives_main, "coursework": coursework_cli}
 
 
 def cli_of(case) -> str:
@@ -296,7 +317,7 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, cli, argv, expected, monk
     assert lines[0].startswith("error: ") and "Traceback" not in stderr
     assert expected.format(**ws) in lines[0], lines[0]
     assert snapshot(ws["root"]) == before, "a file of an earlier run changed"
-    for leftover in ("new", "qa-new", "q", "d", "ft-new", "x", "no_folder"):  # no half-made output folder with files in it
+    for leftover in ("new", "qa-new", "q", "d", "ft-new", "x", "no_folder"):  # no half-made output folder
         assert not any((ws["root"] / leftover).rglob("*")) if (ws["root"] / leftover).exists() else True
 
 

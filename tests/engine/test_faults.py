@@ -602,3 +602,21 @@ def test_broken_weights_files_are_named_and_a_full_disk_in_fine_tuning_is_one_li
         finetune.main(["sst2", "--checkpoint", str(tmp_path / "good"), "--train", str(sst2),
                        "--dev", str(sst2), "--steps", "1", "--max-seq-len", "16", "--out", str(tmp_path / "ft")])
     assert str(exc.value.code).startswith("error: ") and "the disk is full" in str(exc.value.code), exc.value.code
+
+
+def test_compare_objectives_writes_a_new_folder_and_replaces_one_only_when_asked(corpus, tmp_path, capsys):
+    """compare_objectives pretrains each objective into --out and writes comparison.md / .json; a
+    second call on the same --out is refused in one line (it replaced the runs without a word),
+    and --overwrite replaces them."""
+    from minispanbert.family.compare_objectives import main as compare_main
+
+    args = ["--data", str(corpus), "--preset", "micro", "--objectives", "spanbert,bert", "--steps", "2",
+            "--batch-size", "2", "--seq-len", "16", "--eval-batches", "1", "--out", str(tmp_path / "compare")]
+    compare_main(args)
+    table = (tmp_path / "compare" / "comparison.md").read_text()
+    assert "| spanbert |" in table and "| bert |" in table
+    with pytest.raises(SystemExit, match="already holds files .* pass --overwrite"):
+        compare_main(args)
+    assert (tmp_path / "compare" / "comparison.md").read_text() == table
+    compare_main([*args, "--overwrite", "--seeds", "1"])
+    assert "seeds 1" in (tmp_path / "compare" / "comparison.md").read_text()
