@@ -109,7 +109,10 @@ def run(args, log=print) -> dict:
         raise ValueError(f"--out {out} already holds files (an earlier comparison?): choose another --out, or pass "
                          "--overwrite to replace the runs in it")
     objectives = args.objectives.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
     tasks = [t for t in (args.finetune.split(",") if args.finetune else []) if t]
     for name in objectives:
         if name not in OBJECTIVES:

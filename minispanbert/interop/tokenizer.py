@@ -107,7 +107,8 @@ def read_tokenizer_json(path) -> Tokenizer:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception for bad JSON or schema
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{path} is corrupt ({first_line}): download or save it again") from None
+        raise ValueError(f"{path} is not a readable tokenizer.json ({first_line}): pass a tokenizer.json or a model "
+                         "folder (if it is one, download or save it again)") from None
     special_token_ids(tok)
     return without_padding_or_truncation(tok)
 

@@ -115,6 +115,8 @@ def add_model_folders(paths: dict, pretrained) -> None:
     shutil.copytree(paths["hf"], paths["hf_eps"])
     hf_config = json.loads((paths["hf_eps"] / "config.json").read_text())
     (paths["hf_eps"] / "config.json").write_text(json.dumps({**hf_config, "layer_norm_eps": -1}))
+    paths["ner"] = root / "ner.conll"
+    paths["ner"].write_text("the\tO\ncat\tO\nsat\tO\n\nParis\tB-location\n", encoding="utf-8")
     for label, text in (("sst2_train", "sentence\tlabel\nthe cat sat on the mat .\t1\ndogs barked loudly .\t0\n"),
                         ("sst2_test", "index\tsentence\n0\tthe cat sat on the mat .\n1\tdogs barked loudly .\n")):
         paths[label] = root / f"{label}.tsv"
@@ -134,6 +136,7 @@ FINETUNE = ["--checkpoint", "{run}", "--dev", "{squad}", "--split-dev-by-article
             "--max-seq-len", "32", "--max-query-len", "8", "--doc-stride", "8", "--steps", "1"]
 SST2 = ["--checkpoint", "{hf}", "--train", "{sst2_train}", "--dev", "{sst2_train}", "--out", "{root}/ft-new",
         "--steps", "1", "--max-seq-len", "32"]
+NER = ["--train", "{ner}", "--dev", "{ner}", "--out", "{root}/ft-new", "--steps", "1", "--max-seq-len", "32"]
 COMPARE = ["--data", "{corpus}", "--preset", "micro", "--batch-size", "2", "--seq-len", "16"]
 PREDICT = ["--model", "{hf_qa}", "--data", "{squad}", "--max-seq-len", "32", "--max-query-len", "8",
            "--doc-stride", "8"]
@@ -278,6 +281,33 @@ CASES = [
     ("coursework", ["grade", "{a_file}", "--assignment", "A1"], "is neither a folder nor a zip file"),
     ("coursework", ["submit", "--root", "{empty_dir}"], "has no coursework.json"),
     ("coursework", ["build", "A1", "--out", "{run}"], "already exists and is not an empty folder"),
+    # ---- the same classes on the other commands that read weights or write files
+    ("finetune", ["wnut17", *NER, "--checkpoint", "{hf_int}"], "has dtype int32, not a float type"),
+    ("finetune", ["wnut17", *NER, "--checkpoint", "{hf_nan}"], "holds NaN or inf"),
+    ("finetune", ["wnut17", *NER, "--checkpoint", "{hf_eps}"], "layer_norm_eps must be a small positive number"),
+    ("finetune", ["wnut17", *NER, "--checkpoint", "{run_int}"], "has dtype int32, not a float type"),
+    ("finetune", ["wnut17", *NER, "--checkpoint", "{run_nan}"], "holds NaN or inf: the run diverged"),
+    ("finetune_qa", [*FINETUNE, "--checkpoint", "{run_nan}"], "holds NaN or inf: the run diverged"),
+    ("finetune_qa", [*FINETUNE, "--checkpoint", "{run_int}"], "has dtype int32"),
+    ("finetune_qa", [*FINETUNE, "--checkpoint", "{hf_nan}"], "holds NaN or inf"),
+    ("finetune_qa", [*FINETUNE, "--checkpoint", "{hf_eps}"], "layer_norm_eps"),
+    ("train", [*TRAIN, "--resume", "{run_nan}", "--steps", "4"], "holds NaN or inf: the run diverged"),
+    ("train", [*TRAIN, "--resume", "{run_int}", "--steps", "4"], "has dtype int32, not a float type"),
+    ("export_hf", ["--checkpoint", "{run_int}", "--out", "{root}/x"], "has dtype int32"),
+    ("export_hf", ["--random-init", "micro", "--tokenizer", "{corpus}", "--out", "{root}/x"],
+     "corpus.txt is not a readable tokenizer.json"),
+    ("export_hf", ["--checkpoint", "{run}", "--out", "{root}/x", "--dtype", "float16"], "invalid choice: 'float16'"),
+    ("predict_qa", [*PREDICT, "--model", "{hf_int}"], "has dtype int32"),
+    ("predict_qa", [*PREDICT, "--out", "{hf}"], "is a folder: name a file to write"),
+    ("predict_qa", [*PREDICT, "--model", "{root}/runs/none"], "model folder {root}/runs/none does not exist"),
+    ("fill_mask", ["--model", "{hf_qa}", "the [MASK] sat ."], "has no MLM head"),
+    ("fill_mask", ["--model", "{run_nan}", "the [MASK] sat ."], "is a minispanbert run folder"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--seeds", "one"], "--seeds"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--lr", "nan"], "--lr a positive number"),
+    ("compare_objectives", [*COMPARE, "--out", "{root}/x", "--finetune", "squad"], "--finetune squad: choose from"),
+    ("coursework", ["grade", "{empty_dir}", "--autograder", "{root}/nowhere"], "is not a built autograder"),
+    ("coursework", ["build", "A9", "--out", "{root}/x"], "A9"),
+    ("coursework", ["submit", "--root", "{root}/nowhere"], "has no coursework.json"),
 ]
 def coursework_cli(argv):
     """coursework's main returns its exit status (it writes a results.json before it fails)."""
