@@ -566,10 +566,10 @@ def test_thirty_random_kills_of_a_writing_command_leave_its_folder_complete_or_a
 
 
 def test_broken_weights_files_are_named_and_a_full_disk_in_fine_tuning_is_one_line(corpus, tmp_path, monkeypatch):
-    """A checkpoint whose model file holds a tensor of the wrong shape, or lacks one the optimizer
-    has moments for, is refused naming the model file and the tensor (it ended in a NumPy matmul
-    error, or blamed optimizer.safetensors); a full disk while fine-tuning appends its metrics is
-    one line (it was a traceback)."""
+    """A checkpoint whose model file holds a tensor of the wrong shape, lacks one the optimizer has
+    moments for, or holds one more, is refused naming the model file and the tensor (it ended in a
+    NumPy matmul error, or blamed optimizer.safetensors alone); a full disk while fine-tuning
+    appends its metrics is one line (it was a traceback)."""
     import safetensors
     import safetensors.numpy
 
@@ -577,7 +577,7 @@ def test_broken_weights_files_are_named_and_a_full_disk_in_fine_tuning_is_one_li
     from minispanbert.finetune import loop as finetune
 
     name = "bert.encoder.layer.0.output.dense.weight"
-    for damage in ("shape", "missing"):
+    for damage in ("shape", "missing", "extra"):
         out = tmp_path / damage
         micro_run(corpus, out, steps=1)
         model_file = resolve_checkpoint(out) / MODEL_FILE
@@ -587,9 +587,12 @@ def test_broken_weights_files_are_named_and_a_full_disk_in_fine_tuning_is_one_li
         if damage == "shape":
             tensors[name] = tensors[name][:, :4].copy()
             expected = rf"{MODEL_FILE}: tensor '{name}' has shape \(8, 4\) but the model config implies \(8, 16\)"
-        else:
+        elif damage == "missing":
             del tensors[name]
             expected = rf"{MODEL_FILE} lacks '{name}', which optimizer.safetensors holds moments for"
+        else:
+            tensors["bert.extra.weight"] = tensors[name]
+            expected = rf"{MODEL_FILE} holds 'bert.extra.weight' but optimizer.safetensors has no moments for it"
         safetensors.numpy.save_file(tensors, str(model_file), metadata=metadata)
         with pytest.raises(ValueError, match=expected):
             micro_run(corpus, out, resume=str(out), steps=3)

@@ -566,6 +566,10 @@ def _moments_to_state(path: Path, moments: dict, metadata: dict, params: dict) -
     if orphans:  # the optimizer has moments for a weight the model file lacks: the model file is at fault
         raise ValueError(f"{path.parent / MODEL_FILE} lacks {orphans[0]!r}, which {path.name} holds moments for: "
                          "the weights file is damaged or from another save; use another checkpoint")
+    unmatched = sorted(name for name in params if f"m.{name}" not in moments or f"v.{name}" not in moments)
+    if unmatched:
+        raise ValueError(f"{path.parent / MODEL_FILE} holds {unmatched[0]!r} but {path.name} has no moments for it: "
+                         "one of the two files is damaged or from another save; use another checkpoint")
     if moments.keys() != expected:
         raise ValueError(
             f"{path} does not hold one m. and one v. moment per parameter of {MODEL_FILE}; use another checkpoint"
