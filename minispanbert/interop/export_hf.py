@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.engine.cli import Parser
@@ -39,6 +38,7 @@ from minispanbert.engine.runs.checkpoint import (
     CHECKPOINTS_DIR,
     MODEL_FILE,
     TRAINER_STATE_FILE,
+    VOCAB_SHA256,
     check_vocab,
     load_checkpoint,
     resolve_checkpoint,
@@ -106,7 +106,8 @@ def export(args) -> str:
     tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
     if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
         tokenizer_json = tokenizer_path.read_text()
-        check_vocab(checkpoint.extra, Tokenizer.from_str(tokenizer_json), tokenizer_path)
+        if VOCAB_SHA256 in checkpoint.extra:  # a run that recorded its vocabulary: the tokenizer must be that one
+            check_vocab(checkpoint.extra, read_tokenizer_json(tokenizer_path), tokenizer_path)
         return write_folder(out, lambda folder: save_family_pretrained(folder, params, config,
                                                                        tokenizer_json=tokenizer_json))
     tok = read_tokenizer(tokenizer_path)
