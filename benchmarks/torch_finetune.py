@@ -1,7 +1,7 @@
 """The SST-2 fine-tuning loop of ``python -m minispanbert.finetune sst2`` run in PyTorch: the yardstick
 for the README's real-BERT results. Same flags, same everything but the network's code:
 
-    python -m minispanbert.engine.bench.torch_finetune --checkpoint FOLDER --train train.tsv --dev dev.tsv ...
+    python benchmarks/torch_finetune.py --checkpoint FOLDER --train train.tsv --dev dev.tsv ...
 
 What is shared with the NumPy run: the tokenizer and the encoded rows (`finetune.sst2`), the starting
 weights (`finetune.loop.model_setup`: the folder's encoder and pooler and the head drawn from
@@ -12,8 +12,8 @@ batches), the schedule (`optim.linear_warmup_decay`), weight decay except on bia
 build supports it) with betas (0.9, 0.999) and eps 1e-8, and its own dropout masks (so the two runs
 agree in distribution, not bit for bit). ``--threads`` sets ``torch.set_num_threads``.
 
-torch and transformers are test oracles, never needed by the package: this module imports them
-only when it runs.
+It lives outside the package on purpose: minispanbert is hand-written and never imports an autograd
+framework; torch and transformers are optional yardsticks (``pip install torch==2.13.0 transformers``).
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = build_parser(prog="python -m minispanbert.engine.bench.torch_finetune", tasks=("sst2",))
+    parser = build_parser(prog="python benchmarks/torch_finetune.py", tasks=("sst2",))
     args = vars(parser.parse_args(argv))
     cfg = FinetuneConfig(task="sst2", **{k: v for k, v in args.items() if k != "task"})
     try:
