@@ -103,6 +103,7 @@ def run(cfg: FinetuneConfig, log=print) -> dict:
 
 def main(argv=None) -> dict:
     parser = build_parser(prog="python benchmarks/torch_finetune.py", tasks=("sst2",))
+    parser.description = __doc__  # this script's, not the NumPy loop's
     args = vars(parser.parse_args(argv))
     cfg = FinetuneConfig(task="sst2", **{k: v for k, v in args.items() if k != "task"})
     try:

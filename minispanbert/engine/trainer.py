@@ -172,10 +172,6 @@ def read_tokenizer_flag(path, objective="spanbert") -> object:
     return get_objective(objective).load_tokenizer(path)
 
 
-
-
-
-
 # --------------------------------------------------------------------------- data
 
 

@@ -105,7 +105,7 @@ def run(args, log=print) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not getattr(args, "overwrite", False):
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise ValueError(f"--out {out} already holds files (an earlier comparison?): choose another --out, or pass "
                          "--overwrite to replace the runs in it")
     objectives = args.objectives.split(",")
