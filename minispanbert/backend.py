@@ -12,7 +12,6 @@ exposes the array module and the handful of helpers whose spelling is not the sa
     to_numpy(a)                device -> host copy (a no-op for NumPy arrays)
     to_device(a, *, xp)        host -> device copy
     synchronize(xp)            wait for queued GPU work (for honest timings)
-    make_rng(seed, *, xp)      a random generator living on the backend (dropout masks)
     check_dtype(dtype)         float32 (training) or float64 (gradient checks), else a clear error
 
 Nothing here imports CuPy at module level: a machine without CuPy imports minispanbert fine.
@@ -170,20 +169,6 @@ def synchronize(xp) -> None:
     """Block until all queued device work is done; a no-op on NumPy."""
     if xp is not np:
         xp.cuda.get_current_stream().synchronize()
-
-
-def make_rng(seed, *, xp):
-    """A random generator on the backend's device, e.g. for dropout masks.
-
-    ``seed`` may be an int or a sequence of ints (NumPy SeedSequence entropy), so per-step streams
-    can be derived as ``make_rng((seed, step), xp=xp)``; that makes a resumed run draw exactly the
-    masks an uninterrupted one would. NumPy and CuPy generators are different algorithms, so the
-    two backends draw different masks from the same seed: parity tests run with dropout off.
-    """
-    if xp is np:
-        return np.random.default_rng(seed)
-    state = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    return xp.random.default_rng(state)
 
 
 def check_dtype(dtype) -> np.dtype:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minispanbert import optim
-from minispanbert.backend import check_dtype, make_rng, to_numpy
+from minispanbert.backend import check_dtype, to_numpy
 from minispanbert.config import ModelConfig, preset
 from minispanbert.data import (
     CLS_ID,
@@ -36,6 +36,7 @@ from minispanbert.data import (
     train_tokenizer,
     unigram_distribution,
 )
+from minispanbert.keyed_random import dropout_random
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.masking import make_pretraining_batch
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
@@ -203,7 +204,7 @@ def train(model, next_batch, cfg: TrainConfig, *, hooks: Hooks | None = None, va
         batch = next_batch(step)
         lr = optim.linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
         out, grad_norm = train_step(model, batch, opt_state, lr=lr, cfg=cfg, decay_mask=decay_mask,
-                                    dropout_rng=make_rng([cfg.seed, step, 3], xp=xp),
+                                    dropout_rng=dropout_random(cfg.seed, step, xp=xp),
                                     forward_backward=hooks.forward_backward, betas=betas, eps=eps)
         done = step + 1
         hooks.log(done, lr, out, grad_norm)

@@ -21,9 +21,9 @@ suite can check the CuPy DISCIPLINE of the engine without a GPU (the real check 
   ``cupyx.scipy.special.erf`` is provided by :func:`install_cupyx` for the plain GeLU.
 
 Nothing in ``minispanbert`` knows about this module: the engine takes ``xp`` as an argument,
-``backend.to_numpy`` calls ``.get()`` on anything that is not a NumPy array, and
-``backend.make_rng`` asks ``xp.random.default_rng``, so the double plugs in by being passed as
-``xp``. ``backend.backend_name`` calls it "cupy" and the fused CuPy paths run, as on a GPU.
+``backend.to_numpy`` calls ``.get()`` on anything that is not a NumPy array, and dropout masks
+are drawn on the host and copied with ``xp.asarray`` (:mod:`minispanbert.keyed_random`), so the
+double plugs in by being passed as ``xp``; it has no ``xp.random``. ``backend.backend_name`` calls it "cupy" and the fused CuPy paths run, as on a GPU.
 """
 from __future__ import annotations
 
@@ -231,22 +231,6 @@ def _from_host(fn):
     return make
 
 
-class _Generator:
-    """cupy.random.Generator: the draws CuPy's Generator offers, made on the device."""
-
-    def __init__(self, seed):
-        self._rng = np.random.default_rng(seed)
-
-    def random(self, size=None, dtype=np.float64, out=None):
-        return StrictArray(self._rng.random(size, dtype=dtype))
-
-    def standard_normal(self, size=None, dtype=np.float64, out=None):
-        return StrictArray(self._rng.standard_normal(size, dtype=dtype))
-
-    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
-        return StrictArray(self._rng.integers(low, high, size, dtype=dtype, endpoint=endpoint))
-
-
 class _MemoryPool:
     def used_bytes(self):
         return 0
@@ -294,7 +278,6 @@ def _build_module():
     xp.ascontiguousarray = _from_host(np.ascontiguousarray)
     xp.asnumpy = lambda a: a.get() if isinstance(a, StrictArray) else np.asarray(a)
     xp.ndarray = StrictArray
-    xp.random = types.SimpleNamespace(default_rng=_Generator)
     xp.linalg = types.SimpleNamespace(norm=_device_call(np.linalg.norm))
     pool = _MemoryPool()
     xp.get_default_memory_pool = lambda: pool

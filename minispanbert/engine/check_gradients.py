@@ -13,8 +13,8 @@ Every op and block that takes dropout is checked a second time with dropout ON (
 named ``*_dropout``): the generator is re-created from the same seed for every evaluation of the
 loss (``fixed_dropout_rng``), so each evaluation draws the same masks and the loss is a smooth
 function of the inputs that centred differences can check. A backward pass that forgets to apply
-a mask fails only these rows. Backend-parity tests must leave them out (``RANDOM_OPS``): NumPy
-and CuPy generators draw different masks from one seed.
+a mask fails only these rows. The masks are drawn on the host (:mod:`minispanbert.keyed_random`),
+so NumPy and CuPy draw the same ones and the backend-parity tests include these rows.
 
 Score: rel_error = max|analytic - numeric| / max(|analytic| + |numeric|) per tensor
 (``minispanbert.gradcheck.rel_error``; inf for a non-finite value, so a NaN gradient fails).
@@ -34,7 +34,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minispanbert.backend import make_rng
 from minispanbert.config import ModelConfig
 from minispanbert.engine.cli import Parser
 from minispanbert.family.electra import (
@@ -55,6 +54,7 @@ from minispanbert.family.electra import SHARED as ELECTRA_SHARED
 from minispanbert.family.electra import WORD_EMBEDDINGS as ELECTRA_WORD_EMBEDDINGS
 from minispanbert.family.electra_masking import ElectraBatch
 from minispanbert.gradcheck import check_exact_zero, check_param_gradients, numerical_gradient, rel_error, worst_error
+from minispanbert.keyed_random import KeyedRandom
 from minispanbert.layers import cross_entropy, gelu, layernorm, softmax
 from minispanbert.layers.attention import padding_mask_bias, self_attention_backward, self_attention_forward
 from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
@@ -97,8 +97,8 @@ DROPOUT_MAX_ELEMENTS = 24
 
 def fixed_dropout_rng(xp=np):
     """A dropout generator that draws the same masks every time: call it once per evaluation of
-    the loss (``backend.make_rng`` from one fixed seed)."""
-    return make_rng(DROPOUT_SEED, xp=xp)
+    the loss (a :class:`KeyedRandom` from one fixed key)."""
+    return KeyedRandom((DROPOUT_SEED,), xp=xp)
 
 
 def op_cases(rng):
@@ -215,8 +215,7 @@ def op_cases(rng):
 
 
 EXACTLY_ZERO_OP_GRADIENTS = {("attention", "bk"), ("attention_dropout", "bk")}
-# Ops that draw random numbers (dropout masks): gradient-checked, but NumPy and CuPy draw different
-# masks, so backend-parity tests skip these rows.
+# Ops that draw random numbers (dropout masks), for the test that their masks are really drawn.
 RANDOM_OPS = {"dropout", "residual_layernorm_dropout", "attention_dropout"}
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from minispanbert import train as loop
-from minispanbert.backend import BACKENDS, backend_name, check_dtype, get_backend, make_rng, to_numpy
+from minispanbert.backend import BACKENDS, backend_name, check_dtype, get_backend, to_numpy
 from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.data import read_corpus, split_documents
 from minispanbert.engine import kernels
@@ -217,7 +217,7 @@ def batch_maker(cfg: RunConfig, model_config: ModelConfig, data: loop.Pretrainin
 # --------------------------------------------------------------------------- hooks: step, log, evaluate
 
 
-def sharded_forward_backward(cfg: RunConfig, world: World, step_of: dict):
+def sharded_forward_backward(cfg: RunConfig, world: World):
     """The hook ``forward_backward``: the whole batch's output and gradients, computed
 
     * in one piece (one thread, CuPy),
@@ -226,8 +226,8 @@ def sharded_forward_backward(cfg: RunConfig, world: World, step_of: dict):
       mean over the targets of the WHOLE batch, so the per-term target counts are summed over the
       ranks first and each term's upstream gradient is scaled by local / global count; the
       all-reduced sum of the ranks' gradients is then exactly the single-process gradient
-      (:mod:`minispanbert.engine.parallel.distributed`). A rank's dropout masks come from
-      (seed, step, 3, rank) (``step_of["step"]``, set by the batch hook).
+      (:mod:`minispanbert.engine.parallel.distributed`). A rank draws its rows' dropout masks from
+      the step's keyed generator (``dropout_rng.rows``): the masks one process draws for them.
     """
     objective = get_objective(cfg.objective)
     weights = getattr(objective, "term_weights", lambda _cfg: None)(cfg)
@@ -236,7 +236,7 @@ def sharded_forward_backward(cfg: RunConfig, world: World, step_of: dict):
     def forward_backward(model, batch, dropout_rng):
         if world.size > 1:
             batch = slice_batch(batch, rows)  # every rank masked the global batch, as one process would
-            dropout_rng = make_rng([cfg.seed, step_of["step"], 3, *world.dropout_stream], xp=model.xp)
+            dropout_rng = dropout_rng.rows(rows) if dropout_rng is not None else None
             out, cache = model.forward(batch, train=True, rng=dropout_rng)
             counts = [getattr(out, f"{h}_count") for h in objective.HEADS]
             totals = world.sum_host(counts)
@@ -484,9 +484,6 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
         if saved_fingerprint is not None and saved_fingerprint != fingerprint:
             raise ValueError(f"the training data differs from the data the run in {cfg.resume} was trained on "
                              f"(--data {cfg.data}): resume with the run's --data, or start a fresh run")
-        if resumed.config["train"].get("threads") not in (None, cfg.threads):
-            log(f"note: --threads {cfg.threads}, the run used {resumed.config['train']['threads']}: dropout masks "
-                "are drawn per thread, so the run goes on along another path than an uninterrupted one would")
         expected = objective.initialise(model_config, seed=0, xp=np, dtype="float32", cfg=cfg).params
         check_tensors(resumed.params, {name: tuple(w.shape) for name, w in expected.items()},
                       resumed.directory / MODEL_FILE)
@@ -544,14 +541,12 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretraining",
                dynamic_ncols=True, disable=None)
     say = bar.write if not bar.disable else log
-    step_of = {}  # the step being trained, for the ranks' dropout streams (sharded_forward_backward)
     last_eval, history = {}, []
     pending = []  # (step, lr, output, grad_norm) of the steps not yet read back from the device
     recent = []  # train records since the last progress line
     clock = {"since": time.perf_counter()}  # when the steps not yet read back began
 
     def next_batch(step):
-        step_of["step"] = step
         indices = loop.batch_indices(step, len(data.train_examples), cfg)
         return make_batch([data.train_examples[i] for i in indices], loop.mask_rng(step, cfg))
 
@@ -615,7 +610,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, log, world: World) -> dict:
                 run_dir.committed()
         clock["since"] = time.perf_counter()  # saving is not training throughput
 
-    hooks = loop.Hooks(forward_backward=sharded_forward_backward(cfg, world, step_of), log=log_step,
+    hooks = loop.Hooks(forward_backward=sharded_forward_backward(cfg, world), log=log_step,
                        evaluate=evaluate_held_out, log_evaluation=log_evaluation, save=save)
     loop.train(model, next_batch, cfg, hooks=hooks, valid_batches=eval_batches, start_step=start_step,
                opt_state=opt_state, betas=objective.ADAM_BETAS, eps=objective.ADAM_EPS)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minispanbert.backend import BACKENDS, check_dtype, get_backend, make_rng, synchronize
+from minispanbert.backend import BACKENDS, check_dtype, get_backend, synchronize
 from minispanbert.config import ModelConfig
 from minispanbert.engine import kernels
 from minispanbert.engine.cli import Parser, run_or_exit
@@ -59,6 +59,7 @@ from minispanbert.finetune.pretrained_weights import load_encoder_weights
 from minispanbert.finetune.recipes import TASKS, take
 from minispanbert.interop.pretrained import TOKENIZER_FILE, load_pretrained_encoder
 from minispanbert.interop.tokenizer import read_tokenizer_json
+from minispanbert.keyed_random import dropout_random
 from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
 
 PLOT_FILE = "finetune.png"
@@ -371,7 +372,7 @@ def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
     for step in bar:
         batch = take(data.train_arrays, batch_indices(step, n_train, cfg), trim=task.trim)
         lr = linear_warmup_decay(step, peak_lr=cfg.lr, warmup_steps=warmup_steps, total_steps=total_steps)
-        dropout_rng = make_rng([cfg.seed, step, 3], xp=xp)
+        dropout_rng = dropout_random(cfg.seed, step, xp=xp)
         if cfg.threads > 1:  # shards on threads: forward and backward together (minispanbert/thread_parallel.py)
             loss, grads = task_forward_backward(task, params, batch, model_config, xp=xp, shards=cfg.threads,
                                                 dropout_rng=dropout_rng)

@@ -97,8 +97,8 @@ def sequence_classification_forward(params, arrays, config, *, xp, train=False, 
     """One batch -> (ClassifierOutput, cache).
 
     ``arrays``: host input_ids, token_type_ids, attention_mask (B, T) and optionally labels (B,).
-    ``rng`` (``backend.make_rng``) supplies the dropout masks when ``train`` is true: the encoder's
-    first, then the one before the classifier.
+    ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`) supplies the dropout masks when
+    ``train`` is true: the encoder's first, then the one before the classifier.
     """
     h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
                                        config, xp=xp, train=train, rng=rng)

@@ -137,8 +137,9 @@ def encoder_forward(params, input_ids, token_type_ids, attention_mask, config, *
                     train=False, rng=None):
     """(B, T) ids, token types and attention mask (1 real / 0 pad) -> (h (B, T, H), cache).
 
-    ``rng`` (``backend.make_rng``) supplies dropout masks when ``train`` is true. Each application
-    of a layer keeps its own cache, so a shared ALBERT layer is differentiated once per use.
+    ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`) supplies dropout masks when ``train``
+    is true. Each application of a layer keeps its own cache, so a shared ALBERT layer is
+    differentiated once per use.
     """
     validate_encoder_inputs(input_ids, token_type_ids, attention_mask, config)
     input_ids, token_type_ids, attention_mask = (xp.asarray(a) for a in (input_ids, token_type_ids, attention_mask))

@@ -7,8 +7,8 @@ with dropout on:
 * the learning rate logged in metrics.jsonl, and the one handed to the optimizer, equal the
   schedule written out by hand (warmup then linear decay, 0-based update index) at every step;
 * the span masks of step s are exactly those drawn from the stream (seed, step) -- train.py's
-  ``np.random.default_rng([seed, step, 1])`` -- and the dropout masks exactly those of
-  ``backend.make_rng([seed, step, 3])``; and they differ from step to step;
+  ``np.random.default_rng([seed, step, 1])`` -- and the dropout masks exactly the Philox draws
+  keyed by (seed, step, 3) that minispanbert/keyed_random.py documents; and they differ from step to step;
 * ``evaluate`` pools the held-out loss and accuracy over batches weighted by each batch's target
   count (a hand-computed weighted mean, and a single forward pass on the batches concatenated).
 
@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from minispanbert import train as loop
-from minispanbert.backend import make_rng
 from minispanbert.engine import trainer as train
 from minispanbert.engine.check_gradients import CHECK_CONFIG, hand_batch, scaled_model_params
 from minispanbert.engine.trainer import RunConfig
@@ -115,7 +114,11 @@ def test_dropout_masks_are_those_of_the_seed_step_stream_and_change_every_step(r
     masks = recorded_run.dropout_masks
     assert len(masks) == STEPS  # one training forward per step; evaluation runs without dropout
     for step, mask in enumerate(masks):
-        expected = make_rng([SEED, step, 3], xp=np).random(mask.shape, dtype=np.float32) >= DROPOUT
+        # the documented scheme, written out here: a Philox key from SeedSequence((seed, step, 3)), the
+        # step's first draw (counter word 1 = 0), rows from counter 0 (whole blocks: T*H is a multiple of 8)
+        key = np.random.SeedSequence([SEED, step, 3]).generate_state(2, np.uint64)
+        philox = np.random.Generator(np.random.Philox(key=key, counter=[0, 0, 0, 0]))
+        expected = philox.random(mask.size, dtype=np.float32).reshape(mask.shape) >= DROPOUT
         np.testing.assert_array_equal(mask, expected, err_msg=f"dropout mask of step {step}")
         assert 0.8 < mask.mean() < 0.97
     for step in range(1, STEPS):

@@ -48,14 +48,6 @@ def test_the_drift_check_sees_one_changed_parameter_on_another_rank():
     assert World().same_parameters(params, xp=np)
 
 
-def test_each_rank_draws_its_own_dropout_masks_and_one_process_draws_the_plain_ones():
-    """A rank's dropout generator is seeded with (seed, step, 3, *dropout_stream): one process adds
-    nothing (its masks are the (seed, step) ones), and N ranks add distinct entries, so rows on
-    different ranks never share masks."""
-    assert World().dropout_stream == ()
-    streams = [World(rank=r, size=4, transport="mpi").dropout_stream for r in range(4)]
-    assert len(set(streams)) == 4 and () not in streams
-
 def test_slice_batch_keeps_rows_and_renumbers_pair_targets():
     batch = _batch()
     assert batch.sbo_target.size and set(batch.sbo_batch) >= {0, 3}, "the test batch needs SBO pairs in rows 0 and 3"

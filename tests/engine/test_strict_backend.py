@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from minispanbert import train as loop
-from minispanbert.backend import make_rng, to_numpy
+from minispanbert.backend import to_numpy
 from minispanbert.engine import kernels
 from minispanbert.engine import trainer as train
 from minispanbert.engine.check_gradients import CHECK_CONFIG, hand_batch
 from minispanbert.engine.kernels import cuda as fused
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune import qa_head
+from minispanbert.keyed_random import KeyedRandom
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
 from minispanbert.optim import adamw_init, clip_and_step, no_decay_mask
 
@@ -49,7 +50,7 @@ def one_train_step(model, state, step=0):
     cfg = train.RunConfig(preset="tiny", dropout=0.1)
     with kernels.installed():
         return loop.train_step(model, hand_batch(), state, lr=1e-3, cfg=cfg, decay_mask=no_decay_mask(model.params),
-                               dropout_rng=make_rng([0, step], xp=xp))
+                               dropout_rng=KeyedRandom([0, step], xp=xp))
 
 
 def test_the_double_refuses_implicit_host_conversion_and_numpy_only_names():
@@ -97,7 +98,7 @@ def test_qa_fine_tuning_step_runs_on_the_device():
                   start_positions=np.array([1, 2]), end_positions=np.array([3, 2]))
     state = adamw_init(params, xp=xp)
     with counting() as copies, kernels.installed():
-        out, cache = qa_head.qa_forward(params, arrays, CHECK_CONFIG, xp=xp, train=True, rng=make_rng(1, xp=xp))
+        out, cache = qa_head.qa_forward(params, arrays, CHECK_CONFIG, xp=xp, train=True, rng=KeyedRandom(1, xp=xp))
         grads = qa_head.qa_backward(cache, xp=xp)
         clip_and_step(params, grads, state, lr=1e-3, max_grad_norm=1.0, weight_decay=0.01,
                       decay_mask=no_decay_mask(params), xp=xp)

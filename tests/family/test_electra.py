@@ -536,11 +536,11 @@ def test_training_step_keeps_the_cupy_discipline(monkeypatch):
     if compiler_missing_reason() is not None:
         pytest.skip(compiler_missing_reason())
     from minispanbert import train as loop
-    from minispanbert.backend import make_rng
     from minispanbert.engine import kernels
     from minispanbert.engine import trainer as train
     from minispanbert.engine.kernels import cuda as fused
     from minispanbert.family import electra as objective
+    from minispanbert.keyed_random import KeyedRandom
     from minispanbert.optim import adamw_init, no_decay_mask
 
     import strict_backend
@@ -554,7 +554,7 @@ def test_training_step_keeps_the_cupy_discipline(monkeypatch):
     cfg = train.RunConfig(objective="electra", dropout=0.1)
     with strict_backend.counting() as copies, kernels.installed():
         out, grad_norm = loop.train_step(model, batch, state, lr=1e-3, cfg=cfg, decay_mask=no_decay_mask(model.params),
-                                         dropout_rng=make_rng([0, 0], xp=xp), betas=objective.ADAM_BETAS,
+                                         dropout_rng=KeyedRandom([0, 0], xp=xp), betas=objective.ADAM_BETAS,
                                          eps=objective.ADAM_EPS)
     assert copies["device_to_host"] == 0, copies
     with strict_backend.counting() as copies:

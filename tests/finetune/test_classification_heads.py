@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from minispanbert.backend import make_rng
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
 from minispanbert.finetune.pretrained_weights import load_encoder_weights
@@ -36,6 +35,7 @@ from minispanbert.gradcheck import (
     numerical_gradient,
     rel_error,
 )
+from minispanbert.keyed_random import KeyedRandom
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.model.encoder import encoder_forward
 from minispanbert.model.spanbert_loss import init_pretraining_params
@@ -84,9 +84,9 @@ def test_head_gradients_float64_input_and_every_parameter(head, dropout_p):
     dlogits = rng.normal(size=(4, *out_tail))
 
     def f():  # a fresh generator with the same seed: the same dropout mask on every call
-        return forward(params, h, xp=np, dropout_p=dropout_p, rng=make_rng(7, xp=np), train=True)[0]
+        return forward(params, h, xp=np, dropout_p=dropout_p, rng=KeyedRandom(7, xp=np), train=True)[0]
 
-    logits, cache = forward(params, h, xp=np, dropout_p=dropout_p, rng=make_rng(7, xp=np), train=True)
+    logits, cache = forward(params, h, xp=np, dropout_p=dropout_p, rng=KeyedRandom(7, xp=np), train=True)
     dh, grads = backward(dlogits, cache, xp=np)
     assert set(grads) == set(params)
     for name, value in params.items():
@@ -115,9 +115,9 @@ def test_whole_fine_tuning_loss_gradients_float64_every_parameter(model, config)
     arrays = make_arrays(np.random.default_rng(4))
 
     def loss():
-        return float(forward(params, arrays, config, xp=np, train=True, rng=make_rng(11, xp=np))[0].loss)
+        return float(forward(params, arrays, config, xp=np, train=True, rng=KeyedRandom(11, xp=np))[0].loss)
 
-    _, cache = forward(params, arrays, config, xp=np, train=True, rng=make_rng(11, xp=np))
+    _, cache = forward(params, arrays, config, xp=np, train=True, rng=KeyedRandom(11, xp=np))
     grads = backward(cache, xp=np)
     assert set(grads) == set(params)
     # dropout off: a sample of each tensor's elements (every tensor still checked), to stay fast
@@ -172,7 +172,7 @@ def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monk
         config = TINY.replace(hidden_dropout_prob=0.1, classifier_dropout_prob=classifier_p)
         used.clear()
         sequence_classification_forward(params, sentence_arrays(np.random.default_rng(6)), config, xp=np, train=True,
-                                        rng=make_rng([0], xp=np))
+                                        rng=KeyedRandom([0], xp=np))
         assert used == [expected], classifier_p
 
 def test_token_loss_averages_over_first_word_pieces_only():

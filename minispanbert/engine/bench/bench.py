@@ -72,7 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minispanbert.backend import BACKENDS, backend_name, get_backend, make_rng, synchronize
+from minispanbert.backend import BACKENDS, backend_name, get_backend, synchronize
 from minispanbert.config import PRESETS
 from minispanbert.data import CLS_ID, SEP_ID, unigram_distribution
 from minispanbert.engine import kernels
@@ -82,6 +82,7 @@ from minispanbert.engine.parallel.threads import BLAS_THREAD_VARS, cpu_threads, 
 from minispanbert.engine.runs.atomic import describe_os_error, temp_file, write_text_atomic
 from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.engine.trainer import SCHEMES, RunConfig, device_description, sharded_forward_backward
+from minispanbert.keyed_random import dropout_random
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.masking import NUM_SPECIAL_IDS, PretrainingBatch, make_pretraining_batch
 from minispanbert.model.spanbert_loss import SpanBertForPretraining, init_pretraining_params
@@ -246,10 +247,10 @@ class EngineStepper:
         self.opt_state = adamw_init(model.params, xp=model.xp)
         self.decay_mask = no_decay_mask(model.params)
         self.phases = PhaseClock(model, pool_peak, now)
-        self.forward_backward = sharded_forward_backward(cfg, World(), {})
+        self.forward_backward = sharded_forward_backward(cfg, World())
 
     def step(self, index: int):
-        dropout_rng = make_rng([self.cfg.seed, index, 3], xp=self.xp)
+        dropout_rng = dropout_random(self.cfg.seed, index, xp=self.xp)
         self.phases.reset()
         synchronize(self.xp)
         start = self.now()

@@ -105,14 +105,6 @@ class World:
             self.comm.Allreduce(self.mpi.IN_PLACE, values, op=self.mpi.SUM)
         return values
 
-    @property
-    def dropout_stream(self) -> tuple:
-        """Extra entropy for this rank's dropout generator: () in a single process (so its masks
-        are the (seed, step) ones), (rank,) otherwise. A rank's rows then get other dropout masks
-        than the same rows in a single process: with dropout on, N ranks match one process
-        statistically, not bit for bit (with --dropout 0 they match to rounding)."""
-        return () if self.size == 1 else (self.rank,)
-
     def share_from_main(self, make, *, encode, decode):
         """``make()`` on rank 0 only; every rank gets rank 0's result (sent as ``encode(result)``, a
         str, and rebuilt with ``decode``). E.g. the tokenizer, whose trainer is not guaranteed to

@@ -19,10 +19,10 @@ side by side except for the Python glue between the ops. Measured against PyTorc
 and without ``--no-split-batch``): tiny 0.71x -> 1.07x, mini 0.78x -> 1.08x, small 0.93x -> level.
 
 **What differs from one thread.** The gradient is the whole batch's, up to float rounding (the
-per-shard sums are added in another order). Dropout: shard k draws its masks from the k-th child
-of the step's dropout generator (``Generator.spawn``), so with dropout on, N threads match one
-thread statistically, not bit for bit; a run is still reproducible for a given ``--threads``. With
-dropout 0 they agree to rounding (``tests/test_thread_parallel.py``).
+per-shard sums are added in another order). Dropout: shard k draws the masks of its rows of the
+batch from the step's keyed generator (:mod:`minispanbert.keyed_random`), exactly the masks one
+thread draws for those rows, so N threads reach one thread's weights to rounding, dropout on or
+off (``tests/engine/test_same_weights.py``).
 
 Fine-tuning (``python -m minispanbert.finetune TASK --threads N``) splits its batches the same way
 (:func:`task_forward_backward`): each task's loss is a weighted sum of means over counted labels
@@ -75,9 +75,9 @@ def forward_backward(model, batch, *, shards: int, heads, weights=None, dropout_
     (:func:`backend.map_threads`). ``model``: any pretraining model of :mod:`minispanbert.objectives`
     on NumPy; ``batch``: its batch dataclass of host arrays; ``heads``/``weights``: the
     objective's ``HEADS`` and ``term_weights``."""
-    parts = [slice_batch(batch, r) for r in shard_slices(batch.mlm_labels.shape[0], shards)]
+    slices = shard_slices(batch.mlm_labels.shape[0], shards)
     outs, scales, grads = run_shards(
-        parts, dropout_rng,
+        [slice_batch(batch, r) for r in slices], slices, dropout_rng,
         forward=lambda part, rng: model.forward(part, train=True, rng=rng),
         counts=lambda part, out: {h: getattr(out, f"{h}_count") for h in heads},
         backward=lambda cache, scales: model.backward(cache, term_scales=scales))
@@ -89,9 +89,9 @@ def task_forward_backward(task, params, batch: dict, config, *, xp, shards: int,
     :mod:`minispanbert.tasks.recipes` (its ``forward``/``backward`` on a dict of host arrays, rows on
     axis 0, and its loss sum_t w_t L_t described by ``term_counts``, ``term_losses`` and
     ``term_weights``), computed as ``shards`` shards on as many threads."""
-    parts = [{name: value[r] for name, value in batch.items()} for r in shard_slices(len(batch["input_ids"]), shards)]
+    slices = shard_slices(len(batch["input_ids"]), shards)
     outs, scales, grads = run_shards(
-        parts, dropout_rng,
+        [{name: value[r] for name, value in batch.items()} for r in slices], slices, dropout_rng,
         forward=lambda part, rng: task.forward(params, part, config, xp=xp, train=True, rng=rng),
         counts=lambda part, out: task.term_counts(part),
         backward=lambda cache, scales: task.backward(cache, xp=xp, term_scales=scales))
@@ -100,12 +100,13 @@ def task_forward_backward(task, params, batch: dict, config, *, xp, shards: int,
     return loss, grads
 
 
-def run_shards(parts: list, dropout_rng, *, forward, counts, backward):
-    """The shared core: ``forward(part, rng) -> (out, cache)`` for every shard on the threads (shard k's
-    dropout from the k-th child of ``dropout_rng``), then each term's scale n_kt / N_t from
-    ``counts(part, out)``, then ``backward(cache, scales) -> grads`` on the threads, and the
-    gradients summed. Returns (the shards' outputs, their scales, the summed gradients)."""
-    rngs = dropout_rng.spawn(len(parts)) if dropout_rng is not None else [None] * len(parts)
+def run_shards(parts: list, slices: list[slice], dropout_rng, *, forward, counts, backward):
+    """The shared core: ``forward(part, rng) -> (out, cache)`` for every shard on the threads (shard k,
+    the batch's rows ``slices[k]``, draws those rows' dropout masks: ``dropout_rng.rows``), then each
+    term's scale n_kt / N_t from ``counts(part, out)``, then ``backward(cache, scales) -> grads`` on
+    the threads, and the gradients summed. Returns (the shards' outputs, their scales, the summed
+    gradients)."""
+    rngs = [dropout_rng.rows(s) if dropout_rng is not None else None for s in slices]
     forwards = map_threads(lambda k: forward(parts[k], rngs[k]), range(len(parts)))
     scales = term_scales([counts(part, out) for part, (out, _) in zip(parts, forwards)])
     grads = map_threads(lambda k: backward(forwards[k][1], scales[k]), range(len(parts)))
