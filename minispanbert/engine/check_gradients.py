@@ -440,11 +440,11 @@ def electra_check_setup(seed=0):
     mlm_labels[targets] = original[targets]
     input_ids = original.copy()
     input_ids[([0, 0, 1], [2, 4, 2])] = 4  # [MASK]; (1, 3) is a target the generator sees unmasked
-    uniforms = np.zeros((2, 7))
-    uniforms[targets] = [0.1, 0.5, 0.7, 0.9]
+    keys = np.zeros((2, 7), dtype=np.uint64)
+    keys[targets] = [11, 12, 13, 14]
     batch = ElectraBatch(original_ids=original, input_ids=input_ids, attention_mask=attention_mask,
                          token_type_ids=np.array([[0, 0, 0, 0, 1, 1, 1], [0] * 7]), mlm_labels=mlm_labels,
-                         sample_uniforms=uniforms)
+                         sample_keys=keys)
     corrupt = original.copy()
     corrupt[targets] = [12, 9, 11, 10]  # replaced, equal to the original (label 0), equal, replaced
     return params, batch, corrupt, config, gen_config

@@ -25,9 +25,8 @@ gradient is the SUM of the two networks' parts:
     dL/dE_word = [G lookup + G decoder (tied)] from L_MLM  +  lambda * [D lookup] from L_Disc
 
 Where the authors' code and the paper differ we follow the code (spec §5): 85% [MASK] / 15% kept
-at the masked positions (electra_masking.py); the sample is drawn by inverse CDF from a host uniform
-instead of the code's Gumbel-max argmax(logits + g) -- the same distribution, one uniform per
-position instead of V; L_Disc is a plain mean over non-pad tokens as in Hugging Face (TF adds 1e-6
+at the masked positions (electra_masking.py); the sample is the code's Gumbel-max argmax(logits + g)
+(the noise host-drawn in float64 from a key per position, :func:`sample_tokens`); L_Disc is a plain mean over non-pad tokens as in Hugging Face (TF adds 1e-6
 to the denominator). Padding: the word table has no padding_idx rule here (``pad_token_id`` None,
 the pad row gets lookup gradient like any row); Hugging Face's ELECTRA applies it by default, so
 the parity test builds its models with ``pad_token_id=None`` (spec §7). A pad id inside a real
@@ -214,15 +213,26 @@ def generator_head_backward(dlogits, cache, *, xp):
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_tokens(logits, uniforms, *, xp):
-    """One id per row of ``logits`` (N, V) from softmax(logits) (temperature 1), by inverse CDF with
-    the host-drawn ``uniforms`` (N,) in [0, 1): the first v with cdf_v > u * cdf_V. Integer
-    output, so nothing downstream can pass a gradient back through it. The CDF is accumulated in
-    float64 so float32 round-off cannot bias the tail of a large vocabulary."""
-    p = xp.exp((logits - logits.max(axis=1, keepdims=True)).astype(xp.float64))
-    cdf = xp.cumsum(p, axis=1)
-    threshold = xp.asarray(uniforms, dtype=xp.float64)[:, None] * cdf[:, -1:]
-    return (cdf <= threshold).sum(axis=1).astype(xp.int64)  # ids with cdf <= u*total come before the sample
+def gumbel_noise(keys, vocab_size: int) -> np.ndarray:
+    """(N,) uint64 keys -> (N, V) host float64 Gumbel(0, 1) noise g = -log E, E ~ Exp(1), row n drawn
+    by a Philox generator keyed by ``keys[n]``: a sample depends on its own key only, not on which
+    thread or rank computes it. (The authors' code draws g = -log(-log(u + 1e-9) + 1e-9), u ~ U[0, 1):
+    the same distribution up to its guards; -log E needs one logarithm and no guard.)"""
+    rows = [np.random.Generator(np.random.Philox(key=int(key))).standard_exponential(vocab_size) for key in keys]
+    return -np.log(np.stack(rows)) if rows else np.zeros((0, vocab_size))
+
+
+def sample_tokens(logits, noise, *, xp):
+    """One id per row of ``logits`` (N, V) from softmax(logits) (temperature 1), by the Gumbel-max
+    trick, as the authors' code (spec bert-family §5):
+
+        x_hat = argmax_v (logits_v + g_v),   g_v ~ Gumbel(0, 1) i.i.d.   (``noise``, N x V, host-drawn)
+
+    P(argmax = v) = softmax(logits)_v. In float64, a rounding change of the logits at 1e-7 flips a
+    sample only when two perturbed logits are that close, far more rarely than an inverse CDF, whose
+    V-term cumulative sum moves every bucket boundary. Integer output, so nothing downstream can
+    pass a gradient back through it."""
+    return (logits.astype(xp.float64) + xp.asarray(noise)).argmax(axis=1).astype(xp.int64)
 
 
 def replace_tokens(original_ids, positions, samples, *, xp):
@@ -294,7 +304,8 @@ def electra_forward(params, batch, config, gen_config, *, xp, disc_weight=DISC_W
 
     # sample (no gradient), corrupt, label
     if corrupt_ids is None:
-        samples = sample_tokens(logits, batch.sample_uniforms.reshape(-1)[positions], xp=xp)
+        noise = gumbel_noise(batch.sample_keys.reshape(-1)[positions], gen_config.vocab_size)
+        samples = sample_tokens(logits, noise, xp=xp)
         corrupt_ids, labels = replace_tokens(xp.asarray(batch.original_ids), positions_xp, samples, xp=xp)
     else:
         corrupt_ids = xp.asarray(corrupt_ids)

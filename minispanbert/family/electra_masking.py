@@ -1,5 +1,5 @@
 """ELECTRA's input corruption on the host: which positions the generator sees masked, and the
-uniforms that later pick its samples (Clark et al. 2020 §2; spec bert-family §5 "Objective" and
+keys of the noise that later picks its samples (Clark et al. 2020 §2; spec bert-family §5 "Objective" and
 "Positions", from the authors' ``pretrain_helpers.mask``).
 
 For one padded batch of original ids x (B, T) with attention mask (1 real / 0 pad):
@@ -9,8 +9,8 @@ For one padded batch of original ids x (B, T) with attention mask (1 real / 0 pa
     C_b   = real positions whose id is not [CLS], [SEP] or [MASK]  (the candidates)
     M_b   = k_b positions drawn from C_b uniformly without replacement
     x_masked[m] = [MASK] with probability 0.85, else x[m] unchanged;  no random tokens
-    u_m   ~ U[0, 1) per masked position, in flat (b, t) order: the generator's sample at m is the
-            first id v with cdf_v(m) > u_m (inverse-CDF sampling, :func:`minispanbert.model.electra.sample_tokens`)
+    key_m a 64-bit key per masked position, in flat (b, t) order: the Gumbel noise that picks the
+            generator's sample at m is drawn from it (:func:`minispanbert.family.electra.gumbel_noise`)
 
 Where this follows the authors' code rather than the paper: the paper (§2) masks with [MASK] only;
 the code keeps 15% of the masked tokens unchanged (``ph.mask``), and so does this module. The code
@@ -19,9 +19,10 @@ we draw without replacement, so every row gets exactly k_b (a documented simplif
 [UNK] and [PAD]-id tokens inside the real part are candidates, as in the code.
 
 All randomness comes from one ``numpy.random.Generator``, derived by the caller from (seed, step),
-and the sampling uniforms are drawn here, on the host, with the masks: the sampling step itself is
-then deterministic given the generator's logits, so a resumed run draws exactly the replacements
-the uninterrupted run drew, on NumPy and CuPy alike.
+and the sampling keys are drawn here, on the host, with the masks: they travel with their rows when
+a batch is split over threads or ranks, so the sampling step is deterministic given the
+generator's logits, whatever the split, and a resumed run draws exactly the replacements the
+uninterrupted run drew, on NumPy and CuPy alike.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class ElectraBatch:
     attention_mask  (B, T)  1 at real tokens ([CLS]/[SEP] included), 0 at padding
     token_type_ids  (B, T)  all 0 (single segment), given to both networks
     mlm_labels      (B, T)  original id at the masked positions, IGNORE_INDEX elsewhere
-    sample_uniforms (B, T)  float64 in [0, 1) at the masked positions (drawn in flat (b, t) order),
+    sample_keys     (B, T)  uint64 noise keys at the masked positions (drawn in flat (b, t) order),
                             0 elsewhere: per row like every field, so a batch can be sliced by rows
     """
 
@@ -54,7 +55,7 @@ class ElectraBatch:
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
     mlm_labels: np.ndarray
-    sample_uniforms: np.ndarray
+    sample_keys: np.ndarray
 
 
 def max_predictions(seq_len: int, mask_ratio: float = MASK_RATIO) -> int:
@@ -64,7 +65,7 @@ def max_predictions(seq_len: int, mask_ratio: float = MASK_RATIO) -> int:
 
 def mask_for_electra(original_ids, attention_mask, rng: np.random.Generator, *, token_type_ids=None,
                      mask_ratio: float = MASK_RATIO) -> ElectraBatch:
-    """Mask a padded batch for ELECTRA (module docstring) and draw its sampling uniforms."""
+    """Mask a padded batch for ELECTRA (module docstring) and draw its sampling keys."""
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}: "
                          "pass np.random.default_rng([seed, step, ...])")
@@ -88,13 +89,13 @@ def mask_for_electra(original_ids, attention_mask, rng: np.random.Generator, *, 
     input_ids = original_ids.copy()
     to_mask = flat[rng.random(flat.size) < MASK_TOKEN_PROB]
     input_ids.reshape(-1)[to_mask] = MASK_ID
-    sample_uniforms = np.zeros((B, T))
-    sample_uniforms.reshape(-1)[flat] = rng.random(flat.size)
+    sample_keys = np.zeros((B, T), dtype=np.uint64)
+    sample_keys.reshape(-1)[flat] = rng.integers(0, 2**64, size=flat.size, dtype=np.uint64)
     return ElectraBatch(
         original_ids=original_ids, input_ids=input_ids, attention_mask=attention_mask,
         token_type_ids=(np.zeros((B, T), dtype=np.int64) if token_type_ids is None
                         else np.asarray(token_type_ids, dtype=np.int64)),
-        mlm_labels=mlm_labels, sample_uniforms=sample_uniforms,
+        mlm_labels=mlm_labels, sample_keys=sample_keys,
     )
 
 
