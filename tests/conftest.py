@@ -9,11 +9,16 @@ parametrisation of its own: comparing NumPy with NumPy would "pass" while checki
 ``assert_allclose_finite`` is the comparison every numerical test should use: unlike
 ``np.testing.assert_allclose`` it fails when either side holds a NaN or an infinity, instead of
 treating NaN on both sides as equal.
+
+``needs_mpi`` skips a test that launches real ``mpiexec`` runs where mpi4py or mpiexec is missing.
 """
+import shutil
+
 import numpy as np
 import pytest
 
 from minispanbert.backend import get_backend
+from minispanbert.engine.parallel.distributed import launcher_world_size
 
 # Backend-parity tolerances, keyed by dtype (the cupy.testing / Chainer pattern). The float64
 # gradient-check tolerances live with the checks in minispanbert/check_gradients.py.
@@ -32,6 +37,24 @@ def _cupy_skip_reason():
 
 
 CUPY_SKIP_REASON = _cupy_skip_reason()
+
+MPIEXEC = shutil.which("mpiexec")
+
+
+def mpi_missing_reason():
+    """Why real ``mpiexec -n 2`` runs cannot happen here, or None."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install mpi4py mpich)"
+    if MPIEXEC is None:
+        return "no mpiexec on PATH (pip install mpich)"
+    if launcher_world_size() > 1:
+        return "already running under an MPI launcher"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(mpi_missing_reason() is not None, reason=str(mpi_missing_reason()))
 
 BACKENDS = [
     pytest.param("cupy", marks=pytest.mark.skipif(CUPY_SKIP_REASON is not None,

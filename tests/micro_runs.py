@@ -12,6 +12,9 @@ signals and processes are real. It prints one JSON list; tests/test_faults.py as
 ``python tests/micro_runs.py kills COMMAND WORKDIR TRIALS SEED`` (COMMAND: export_hf, finetune or
 coursework) kills each of TRIALS forked writers with SIGKILL at a random moment of its run and
 prints what its folder held afterwards (``kill_trials``).
+
+``python tests/micro_runs.py train ARGS...`` is ``python -m minispanbert.train ARGS...`` with the
+micro presets known (``--preset micro``, ``--preset micro-family``), for runs under ``mpiexec``.
 """
 from __future__ import annotations
 
@@ -29,18 +32,22 @@ WORDS = tuple(("the cat sat on a mat while dogs barked loudly at passing cars an
                "slowly through heavy rain under grey skies near old stone bridges").split())
 
 
-def micro_config():
+def micro_config(vocab_size: int = 200, hidden_size: int = 8):
+    """The micro preset. "micro-family" is wider: RoBERTa's byte-level BPE needs more than 261 ids,
+    and ALBERT's E = H / 4 must not be 2 (a LayerNorm over two values is ill-conditioned)."""
     from minispanbert.config import ModelConfig
 
-    return ModelConfig(vocab_size=200, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=16, max_position_embeddings=32, sbo_position_dim=4)
+    return ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=2 * hidden_size, max_position_embeddings=32, sbo_position_dim=4)
 
 
 def register_micro():
-    """Add the "micro" preset to minispanbert's table (tests use monkeypatch.setitem instead)."""
+    """Add the "micro" and "micro-family" presets to minispanbert's table (tests use
+    monkeypatch.setitem instead)."""
     from minispanbert import config
 
     config.PRESETS["micro"] = micro_config()
+    config.PRESETS["micro-family"] = micro_config(vocab_size=320, hidden_size=32)
 
 
 def write_corpus(path: Path, documents: int = 12, seed: int = 0, extra_words=(), lines: int = 4,
@@ -240,5 +247,11 @@ if __name__ == "__main__":
         print(json.dumps(signal_trials(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
     elif sys.argv[1:2] == ["kills"]:
         print(json.dumps(kill_trials(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+    elif sys.argv[1:2] == ["train"]:
+        register_micro()
+        from minispanbert.engine.trainer import main
+
+        main(sys.argv[2:])
     else:
-        sys.exit("usage: python tests/micro_runs.py signals WORKDIR TRIALS SEED | kills COMMAND WORKDIR TRIALS SEED")
+        sys.exit("usage: python tests/micro_runs.py signals WORKDIR TRIALS SEED | kills COMMAND WORKDIR TRIALS SEED"
+                 " | train ARGS...")

@@ -108,22 +108,7 @@ import sys
 import time
 from pathlib import Path
 
-from minispanbert.engine.parallel.distributed import launcher_world_size
-
-MPIEXEC = shutil.which("mpiexec")
-def _mpi_ready():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install mpi4py mpich)"
-    if MPIEXEC is None:
-        return "no mpiexec on PATH (pip install mpich)"
-    if launcher_world_size() > 1:
-        return "already running under an MPI launcher"
-    return None
-
-
-needs_mpi = pytest.mark.skipif(_mpi_ready() is not None, reason=str(_mpi_ready()))
+from conftest import MPIEXEC, mpi_missing_reason, needs_mpi
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +127,7 @@ def _train(args, *, ranks=1, timeout=240, env_extra=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-TINY_RUN = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--dtype", "float64", "--dropout", "0",
+TINY_RUN = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--dtype", "float64", "--dropout", "0.1",
             "--eval-every", "3", "--save-every", "3", "--eval-batches", "2"]
 
 
@@ -163,8 +148,8 @@ def pair_of_runs(mpi_corpus, tmp_path_factory):
     it computes what the two ranks compute, one shard each, with single-threaded BLAS, and sums the
     two gradients as the all-reduce does (a + b, which is b + a exactly), so the runs must agree
     bit for bit; that the shards' sum is the whole batch's gradient is tests/engine/test_thread_shards.py's."""
-    if _mpi_ready() is not None:
-        pytest.skip(_mpi_ready())
+    if mpi_missing_reason() is not None:
+        pytest.skip(mpi_missing_reason())
     root = tmp_path_factory.mktemp("dp")
     runs = {}
     for objective in ("spanbert", "bert"):
