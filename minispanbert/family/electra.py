@@ -66,7 +66,9 @@ Logged besides the two losses: the generator's MLM accuracy, the discriminator's
 non-pad tokens ("disc_acc"), the share of tokens replaced and the discriminator's accuracy on the
 replaced and on the original tokens. At the end of a run the two networks are exported as
 Hugging Face folders ``RUN/hf/discriminator`` (ElectraForPreTraining) and ``RUN/hf/generator``
-(ElectraForMaskedLM), each with the run's tokenizer.json.
+(ElectraForMaskedLM), each with the run's tokenizer as a cased BERT tokenizer, so that
+``AutoTokenizer`` gives the ids the run trained on (``[CLS] A [SEP]``; ElectraTokenizer's default
+would lower-case).
 """
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ from minispanbert.engine.runs.atomic import staged_folder, write_text_atomic
 from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.family.electra_masking import make_electra_batch
 from minispanbert.family.objectives import check_no_sbo, check_scheme
+from minispanbert.interop.tokenizer import save_bert_tokenizer
 from minispanbert.layers import cross_entropy
 from minispanbert.layers.activation import activation_backward, activation_forward
 from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
@@ -547,7 +550,7 @@ def after_run(run_path, model, tokenizer, cfg, log) -> None:
     """Export both networks as Hugging Face folders under RUN/hf/."""
     with staged_folder(Path(run_path) / HF_FOLDER) as staging:  # replaces a resumed run's earlier export
         for folder in save_electra_pretrained(staging, model.params, model.config, model.gen_config):
-            write_text_atomic(Path(folder) / "tokenizer.json", tokenizer.to_str())
+            save_bert_tokenizer(tokenizer, folder, model_max_length=model.config.max_position_embeddings)
     log(f"exported the discriminator (ElectraForPreTraining) and the generator (ElectraForMaskedLM) to "
         f"{Path(run_path) / HF_FOLDER}")
 

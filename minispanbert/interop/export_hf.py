@@ -38,7 +38,6 @@ from minispanbert.engine.runs.checkpoint import (
     CHECKPOINTS_DIR,
     MODEL_FILE,
     TRAINER_STATE_FILE,
-    VOCAB_SHA256,
     check_vocab,
     load_checkpoint,
     resolve_checkpoint,
@@ -104,14 +103,10 @@ def export(args) -> str:
         raise ValueError(f"{run} is an ELECTRA run: its two networks were exported when it finished, to "
                          f"{run / 'hf'}/discriminator and {run / 'hf'}/generator")
     tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / TOKENIZER_FILE
-    if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
-        tokenizer_json = tokenizer_path.read_text()
-        if VOCAB_SHA256 in checkpoint.extra:  # a run that recorded its vocabulary: the tokenizer must be that one
-            check_vocab(checkpoint.extra, read_tokenizer_json(tokenizer_path), tokenizer_path)
-        return write_folder(out, lambda folder: save_family_pretrained(folder, params, config,
-                                                                       tokenizer_json=tokenizer_json))
     tok = read_tokenizer(tokenizer_path)
     check_vocab(checkpoint.extra, tok, tokenizer_path)  # weights fit only the vocabulary they were trained with
+    if config.model_type in FAMILY_ARCHITECTURES:  # --objective roberta | albert
+        return write_folder(out, lambda folder: save_family_pretrained(folder, params, config, tokenizer=tok))
     labels = LABEL_NAMES.get(checkpoint.config.get("finetune", {}).get("task"))
     return write_folder(out, lambda folder: save_pretrained(folder, params, config, tokenizer=tok, labels=labels))
 

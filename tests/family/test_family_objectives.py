@@ -179,13 +179,16 @@ def test_export_hf_folders_open_with_from_pretrained_and_give_our_outputs(object
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from minispanbert.engine.runs.checkpoint import save_checkpoint
+    from minispanbert.family.objectives import get_objective
     from minispanbert.interop.export_hf import main as export_main
     from minispanbert.optim import adamw_init
 
     model_class, config, hf_class = MODELS[objective]
     model = nontrivial(model_class.initialise(config, seed=0, xp=np, dtype="float64"), 1)
+    # a tokenizer of the family's kind (tests/interop/test_export_tokenizers.py checks what the folder makes of it)
+    tok = get_objective(objective).train_tokenizer(["the cat sat on the mat"] * 3, 300)
     save_checkpoint(tmp_path / "run", params=model.params, optimizer_state=adamw_init(model.params, xp=np), step=1,
-                    config={"model": config.to_dict()}, files={"tokenizer.json": "{}"})
+                    config={"model": config.to_dict()}, files={"tokenizer.json": tok.to_str()})
     assert export_main(["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf"),
                         "--dtype", "float64"]) == hf_class
     hf, info = getattr(transformers, hf_class).from_pretrained(str(tmp_path / "hf"), output_loading_info=True,
