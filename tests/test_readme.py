@@ -40,3 +40,19 @@ def test_links_land_on_what_they_name(page):
 def test_every_command_named_exists(page):
     for module in set(COMMAND.findall(page.read_text(encoding="utf-8"))):
         assert importlib.util.find_spec(module) is not None, f"{page.name}: python -m {module} does not exist"
+
+
+def test_the_core_table_counts_the_lines_it_names():
+    """The "lines (`wc -l`)" column of the core table: a file's lines, a folder's .py files (its
+    ``__main__.py`` entry point aside), or the sum of the files a cell lists."""
+    rows = re.findall(r"^\| \[`([^`]+)`\]\(([^)]+)\) \| (\d+) \|", (ROOT / "README.md").read_text(encoding="utf-8"),
+                      flags=re.MULTILINE)
+    assert len(rows) >= 10, "the core table moved: update this test"
+    for text, target, count in rows:
+        base = ROOT / target
+        if base.is_dir():
+            files = [p for p in base.glob("*.py") if p.name != "__main__.py"]
+        else:
+            files = [base.parent / name.strip().rsplit("/", 1)[-1] for name in text.split(",")]
+        lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in files)
+        assert lines == int(count), f"README core table: {text} has {lines} lines, the table says {count}"

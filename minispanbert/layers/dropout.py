@@ -5,8 +5,8 @@ Forward (eval, or p = 0):  y = x, no mask is drawn
 Backward:  dx = dy * keep / (1 - p)   (the same mask; identity at eval)
 
 The mask comes from a generator passed in (:class:`minispanbert.keyed_random.KeyedRandom`, keyed by
-seed, step and batch row), so a run is reproducible, a resumed run draws the same masks, and so
-does any split of the batch over threads or ranks. The cache is the scaled mask, or None.
+seed, step and batch row), so a run is reproducible, a resumed run draws the same masks, and a
+row gets the same mask wherever the batch is computed in pieces. The cache is the scaled mask, or None.
 """
 from __future__ import annotations
 

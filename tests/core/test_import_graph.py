@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "minispanbert"
-CORE_MODULES = ("__init__", "backend", "config", "gradcheck", "masking", "optim", "train")
+CORE_MODULES = ("__init__", "backend", "config", "gradcheck", "keyed_random", "masking", "optim", "train")
 CORE_PACKAGES = ("layers", "model", "data")
 NOT_CORE_PACKAGES = ("coursework", "engine", "family", "finetune", "interop")
 ENTRY_POINTS = ("bench", "check_gradients", "compare_objectives", "evaluate_qa", "export_hf", "fill_mask",

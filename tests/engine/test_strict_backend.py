@@ -20,7 +20,7 @@ from minispanbert.engine.check_gradients import CHECK_CONFIG, hand_batch
 from minispanbert.engine.kernels import cuda as fused
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune import qa_head
-from minispanbert.keyed_random import KeyedRandom
+from minispanbert.keyed_random import KeyedRandom, dropout_random
 from minispanbert.model.spanbert_loss import SpanBertForPretraining
 from minispanbert.optim import adamw_init, clip_and_step, no_decay_mask
 
@@ -84,6 +84,23 @@ def test_train_step_runs_on_the_device_and_makes_no_host_copy():
     with counting() as copies:
         records = train.read_train_records([(0, 1e-3, out, grad_norm)], xp=xp, since=0.0, tokens_per_step=14)
     assert copies["device_to_host"] == 1 and np.isfinite(records[0]["loss"])
+
+
+def test_the_device_draws_numpy_s_dropout_masks():
+    """Dropout masks are drawn on the host, keyed (minispanbert/keyed_random.py), and copied: a float64
+    forward and backward with dropout on equals NumPy's on the double, as on CuPy."""
+    results = []
+    for module in (np, xp):
+        model = SpanBertForPretraining.initialise(CONFIG, seed=0, xp=module, dtype="float64")
+        out, cache = model.forward(hand_batch(), train=True, rng=dropout_random(0, 4, xp=module))
+        grads = model.backward(cache)
+        results.append((to_numpy(out.loss), {name: to_numpy(g) for name, g in grads.items()}))
+    (loss, grads), (device_loss, device_grads) = results
+    assert loss != SpanBertForPretraining.initialise(CONFIG, seed=0, xp=np, dtype="float64").forward(
+        hand_batch())[0].loss  # dropout was on
+    np.testing.assert_allclose(device_loss, loss, rtol=1e-12)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(device_grads[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_evaluation_runs_on_the_device():
