@@ -96,12 +96,13 @@ class ClassifierOutput:
 def sequence_classification_forward(params, arrays, config, *, xp, train=False, rng=None):
     """One batch -> (ClassifierOutput, cache).
 
-    ``arrays``: host input_ids, token_type_ids, attention_mask (B, T) and optionally labels (B,).
+    ``arrays``: host input_ids, attention_mask (B, T), optionally token_type_ids (B, T) (absent:
+    zeros, as Hugging Face) and labels (B,).
     ``rng`` (``backend.make_rng``) supplies the dropout masks when ``train`` is true: the encoder's
     first, then the one before the classifier.
     """
-    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
-                                       config, xp=xp, train=train, rng=rng)
+    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
+                                       arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
     dropout_p = config.hidden_dropout_prob if config.classifier_dropout_prob is None else config.classifier_dropout_prob
     logits, head_cache = sequence_classification_head_forward(params, h, xp=xp, dropout_p=dropout_p, rng=rng,
                                                               train=train)

@@ -69,11 +69,12 @@ def token_classification_head_backward(dlogits, cache, *, xp):
 def token_classification_forward(params, arrays, config, *, xp, train=False, rng=None):
     """One batch -> (ClassifierOutput with logits (B, T, C), cache).
 
-    ``arrays``: host input_ids, token_type_ids, attention_mask (B, T) and optionally labels (B, T)
-    with IGNORE_INDEX on every position that is not the first piece of a word.
+    ``arrays``: host input_ids, attention_mask (B, T), optionally token_type_ids (B, T) (absent:
+    zeros, as Hugging Face) and labels (B, T) with IGNORE_INDEX on every position that is not the
+    first piece of a word.
     """
-    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
-                                       config, xp=xp, train=train, rng=rng)
+    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
+                                       arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
     logits, head_cache = token_classification_head_forward(params, h, xp=xp, dropout_p=config.hidden_dropout_prob,
                                                            rng=rng, train=train)
     if "labels" not in arrays:

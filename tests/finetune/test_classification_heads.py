@@ -11,6 +11,7 @@ from minispanbert.backend import make_rng
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
 from minispanbert.finetune.pretrained_weights import load_encoder_weights
+from minispanbert.finetune.qa_head import init_qa_params, qa_forward
 from minispanbert.finetune.sequence_classification import (
     CLASSIFIER_BIAS,
     CLASSIFIER_WEIGHT,
@@ -154,6 +155,27 @@ def test_sentence_loss_by_hand():
     assert float(out.loss) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("task", ["sentence", "token", "qa"])
+def test_token_type_ids_may_be_left_out_and_mean_zeros_as_in_hugging_face(task):
+    """Hugging Face's BertModel reads a missing token_type_ids as all zeros; so do the task models."""
+    if task == "qa":
+        init, forward, C = (lambda config, C, seed, **kw: init_qa_params(config, seed, **kw)), qa_forward, 2
+        arrays = dict(zip(("input_ids", "token_type_ids", "attention_mask"), encoder_inputs(np.random.default_rng(2))))
+        arrays.update(start_positions=np.array([1, 2]), end_positions=np.array([3, 2]))
+    else:
+        init, forward, _, C, make_arrays = MODELS[task]
+        arrays = make_arrays(np.random.default_rng(2))
+    params = scaled(init(TINY, C, 0, xp=np, dtype="float64"), 0)
+    zeros = {**arrays, "token_type_ids": np.zeros_like(arrays["input_ids"])}
+    omitted = {k: v for k, v in arrays.items() if k != "token_type_ids"}
+    expected, _ = forward(params, zeros, TINY, xp=np)
+    got, _ = forward(params, omitted, TINY, xp=np)
+    given, _ = forward(params, arrays, TINY, xp=np)
+    for field in ("loss", "logits", "start_logits", "end_logits"):
+        if hasattr(expected, field):
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+    assert not np.array_equal(given.loss, expected.loss)  # the fixture's type ids do matter
+
 
 def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monkeypatch):
     """Hugging Face's BertForSequenceClassification: dropout before the classifier with
@@ -174,6 +196,7 @@ def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monk
         sequence_classification_forward(params, sentence_arrays(np.random.default_rng(6)), config, xp=np, train=True,
                                         rng=make_rng([0], xp=np))
         assert used == [expected], classifier_p
+
 
 def test_token_loss_averages_over_first_word_pieces_only():
     params = scaled(init_token_classification_params(TINY, C_TOK, 8, xp=np, dtype="float64"), 8)
