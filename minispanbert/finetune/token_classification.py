@@ -9,6 +9,8 @@ Loss, for tag labels y (B, T), K = the positions whose label is not IGNORE_INDEX
 The label of a word sits on its FIRST word piece; the other pieces, [CLS], [SEP] and padding carry
 IGNORE_INDEX (BERT §5.3 "we use the representation of the first sub-token as the input to the
 token-level classifier"; `tasks.wnut17.align_labels`), so the loss averages over words, not pieces.
+One tag (C = 1) is refused: its cross-entropy is 0 whatever the model does (Hugging Face computes
+that zero silently).
 Backward:
     dz_bt = (softmax(z_bt) - onehot(y_bt)) / |K| on K, 0 elsewhere
     dW = sum_bt dz_bt^T d_bt,  db = sum_bt dz_bt,  dd = dz W,  dh = dd * keep / (1 - rate)

@@ -1,7 +1,8 @@
 """Sentence- and token-classification heads: float64 gradient checks of each head (against its input
-and every head parameter) and of each whole fine-tuning loss (every parameter), with dropout off and
-on (masks fixed by re-seeding the generator), the losses against a hand computation, and loading a
-pretrained encoder (pooler optional, pretraining heads dropped)."""
+and every head parameter) and of each whole fine-tuning loss (every parameter, the one-label
+regressor's mean squared error included), with dropout off and on (masks fixed by re-seeding the
+generator), the losses against a hand computation, and loading a pretrained encoder (pooler
+optional, pretraining heads dropped)."""
 import math
 
 import numpy as np
@@ -38,6 +39,7 @@ from minispanbert.gradcheck import (
     rel_error,
 )
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.layers.mean_squared_error import mean_squared_error_backward, mean_squared_error_forward
 from minispanbert.model.encoder import encoder_forward
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
@@ -55,6 +57,12 @@ def scaled(params, seed):
 def sentence_arrays(rng):
     ids, types, mask = encoder_inputs(rng, B=3, T=6)
     return dict(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=np.array([2, 0, 1]))
+
+
+def regression_arrays(rng):
+    """A one-label sentence head is a regressor (Hugging Face's problem_type "regression"): real targets."""
+    ids, types, mask = encoder_inputs(rng, B=3, T=6)
+    return dict(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=np.array([0.5, -1.25, 2.0]))
 
 
 def token_arrays(rng):
@@ -105,6 +113,8 @@ MODELS = {
                  sequence_classification_backward, C_SENT, sentence_arrays),
     "token": (init_token_classification_params, token_classification_forward,
               token_classification_backward, C_TOK, token_arrays),
+    "regression": (init_sequence_classification_params, sequence_classification_forward,
+                   sequence_classification_backward, 1, regression_arrays),
 }
 
 
@@ -153,6 +163,54 @@ def test_sentence_loss_by_hand():
         np.testing.assert_allclose(out.logits[b], logits, rtol=1e-12)
     expected = -(_log_softmax(out.logits[0].tolist())[2] + _log_softmax(out.logits[2].tolist())[1]) / 2
     assert float(out.loss) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mean_squared_error_op_gradient_float64():
+    """L = mean((z - y)^2), dL/dz = 2 (z - y) / N, against centred differences."""
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=7), rng.normal(size=7)
+    loss, cache = mean_squared_error_forward(z, y, xp=np)
+    assert float(loss) == pytest.approx(math.fsum((a - b) ** 2 for a, b in zip(z.tolist(), y.tolist())) / 7, rel=1e-14)
+    analytic = mean_squared_error_backward(1.7, cache, xp=np)
+    assert rel_error(analytic, numerical_gradient(lambda: mean_squared_error_forward(z, y, xp=np)[0], z, 1.7)) \
+        < OP_TOLERANCE
+    with pytest.raises(ValueError, match=r"predictions \(N,\) and targets \(N,\)"):
+        mean_squared_error_forward(z, y[:3], xp=np)
+
+
+def test_a_one_label_sentence_classifier_is_a_regressor_never_a_silent_zero_loss():
+    """C = 1: z = tanh(h[:, 0] W_p^T + b_p) W_c^T + b_c (B, 1), L = mean_n (z_n - y_n)^2 (Hugging
+    Face's BertForSequenceClassification with num_labels 1); a one-class cross-entropy would be 0."""
+    params = scaled(init_sequence_classification_params(TINY, 1, 5, xp=np, dtype="float64"), 5)
+    arrays = regression_arrays(np.random.default_rng(6))
+    out, _ = sequence_classification_forward(params, arrays, TINY, xp=np)
+    h, _ = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"], TINY, xp=np)
+    predictions = []
+    for first in h[:, 0].tolist():
+        pooled = [math.tanh(sum(w * x for w, x in zip(row, first)) + bias)
+                  for row, bias in zip(params[POOLER_WEIGHT].tolist(), params[POOLER_BIAS].tolist())]
+        predictions.append(sum(w * x for w, x in zip(params[CLASSIFIER_WEIGHT][0].tolist(), pooled))
+                           + float(params[CLASSIFIER_BIAS][0]))
+    np.testing.assert_allclose(out.logits[:, 0], predictions, rtol=1e-12)
+    expected = math.fsum((z - y) ** 2 for z, y in zip(predictions, arrays["labels"].tolist())) / 3
+    assert float(out.loss) == pytest.approx(expected, rel=1e-12)
+    arrays["labels"] = np.zeros(3, dtype=np.int64)  # integer targets are numbers too: not a class id 0
+    out, _ = sequence_classification_forward(params, arrays, TINY, xp=np)
+    assert float(out.loss) == pytest.approx(math.fsum(z * z for z in predictions) / 3, rel=1e-12) and out.loss > 0
+    for labels, message in ((np.array([0.5, np.nan, 1.0]), "must be finite"),
+                            (np.ones((3, 1)), r"numbers of shape \(3,\)"), (np.array(["a", "b", "c"]), "numbers")):
+        arrays["labels"] = labels
+        with pytest.raises(ValueError, match=message):
+            sequence_classification_forward(params, arrays, TINY, xp=np)
+
+
+def test_a_one_label_token_classifier_is_refused_in_one_line():
+    """One tag per token has cross-entropy 0 whatever the model does: refused, with the fix."""
+    params = init_token_classification_params(TINY, 1, 0, xp=np, dtype="float64")
+    arrays = token_arrays(np.random.default_rng(0))
+    arrays["labels"] = np.where(arrays["labels"] == IGNORE_INDEX, IGNORE_INDEX, 0)
+    with pytest.raises(ValueError, match=r"^a classifier with 1 label has cross-entropy 0 .* at least 2"):
+        token_classification_forward(params, arrays, TINY, xp=np)
 
 
 @pytest.mark.parametrize("task", ["sentence", "token", "qa"])

@@ -1,10 +1,13 @@
 """Hugging Face conventions a user relies on (issue #25, item 5), each against ``transformers`` itself
-where it is installed: token_type_ids may be left out (zeros)."""
+where it is installed: token_type_ids may be left out (zeros); a one-label sequence classifier is a
+regressor (mean squared error), never a silent zero loss."""
 import numpy as np
 import pytest
 
+from minispanbert.finetune.sequence_classification import init_sequence_classification_params
+from minispanbert.finetune.sequence_classification import sequence_classification_forward as classify
 from minispanbert.interop.heads import bert_outputs
-from minispanbert.interop.huggingface import load_pretrained
+from minispanbert.interop.huggingface import load_pretrained, save_pretrained
 
 H, V, L, P, F = 8, 40, 2, 24, 16
 
@@ -45,3 +48,40 @@ def test_token_type_ids_left_out_mean_zeros_as_in_transformers(tmp_path):
     np.testing.assert_allclose(ours["logits"], reference.logits.numpy(), rtol=1e-10, atol=1e-12)
     segment_one = bert_outputs(model, ids, np.ones_like(ids), mask, xp=np)
     assert not np.allclose(segment_one["logits"], reference.logits.numpy())  # the type row matters
+
+
+def test_a_one_label_classifier_from_transformers_is_a_regressor_with_its_loss(tmp_path):
+    """num_labels 1: transformers' problem_type "regression", loss MSE(logits.squeeze(), labels); ours
+    on the loaded folder gives the same loss (a one-class cross-entropy would give 0)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf_model, folder = _saved_hf_model(tmp_path, transformers, torch, num_labels=1)
+    ids, mask = _inputs(np.random.default_rng(2))
+    targets = np.array([0.25, -1.5, 3.0])
+    with torch.no_grad():
+        reference = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                             labels=torch.tensor(targets))
+    assert hf_model.config.problem_type == "regression"
+    model = load_pretrained(folder, dtype="float64")
+    out, _ = classify(model.params, dict(input_ids=ids, attention_mask=mask, labels=targets), model.config, xp=np)
+    np.testing.assert_allclose(out.logits, reference.logits.numpy(), rtol=1e-10)
+    assert float(out.loss) == pytest.approx(float(reference.loss), rel=1e-10) and float(out.loss) > 0
+
+
+def test_our_one_label_classifier_opens_in_transformers_as_the_same_regressor(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = load_pretrained(_saved_hf_model(tmp_path / "hf", transformers, torch, num_labels=1)[1], dtype="float64")
+    params = init_sequence_classification_params(model.config, 1, 3, xp=np, dtype="float64")
+    save_pretrained(tmp_path / "ours", params, model.config, tokenizer=None)
+    hf_model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "ours", attn_implementation="eager").double().eval()
+    assert hf_model.config.num_labels == 1
+    ids, mask = _inputs(np.random.default_rng(3))
+    targets = np.array([1.0, 0.0, -2.0])
+    with torch.no_grad():
+        reference = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                             labels=torch.tensor(targets))
+    out, _ = classify(params, dict(input_ids=ids, attention_mask=mask, labels=targets), model.config, xp=np)
+    assert hf_model.config.problem_type == "regression"
+    assert float(out.loss) == pytest.approx(float(reference.loss), rel=1e-10)
