@@ -122,8 +122,8 @@ def sequence_classification_forward(params, arrays, config, *, xp, train=False, 
     """
     h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
                                        arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
-    dropout_p = config.hidden_dropout_prob if config.classifier_dropout_prob is None else config.classifier_dropout_prob
-    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp, dropout_p=dropout_p, rng=rng,
+    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp,
+                                                              dropout_p=config.classifier_dropout_rate, rng=rng,
                                                               train=train)
     if "labels" not in arrays:
         return ClassifierOutput(None, logits), (encoder_cache, head_cache, None, None)

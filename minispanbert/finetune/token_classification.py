@@ -2,7 +2,7 @@
 classifier on every token, as Hugging Face ``BertForTokenClassification`` (BERT §4.3, Figure 4 (d)).
 
 Head, for the final encoder states h (B, T, H) and C tags:
-    d = dropout(h)                       (B, T, H)   rate config.hidden_dropout_prob, as HF
+    d = dropout(h)                       (B, T, H)   rate classifier_dropout_prob, else hidden_dropout_prob (HF)
     z = d W^T + b                        (B, T, C)   classifier: W (C, H), b (C,)
 Loss, for tag labels y (B, T), K = the positions whose label is not IGNORE_INDEX (-100):
     L = -(1/|K|) sum_{(b,t) in K} log softmax(z_bt)[y_bt]
@@ -77,8 +77,9 @@ def token_classification_forward(params, arrays, config, *, xp, train=False, rng
     """
     h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
                                        arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
-    logits, head_cache = token_classification_head_forward(params, h, xp=xp, dropout_p=config.hidden_dropout_prob,
-                                                           rng=rng, train=train)
+    logits, head_cache = token_classification_head_forward(params, h, xp=xp,
+                                                           dropout_p=config.classifier_dropout_rate, rng=rng,
+                                                           train=train)
     if "labels" not in arrays:
         return ClassifierOutput(None, logits), (encoder_cache, head_cache, None, logits.shape)
     B, T, C = logits.shape

@@ -46,8 +46,7 @@ def hf_family_config(config) -> dict:
     }
     if config.model_type == "albert":
         hf.update(embedding_size=config.embedding_width, num_hidden_groups=config.num_hidden_groups,
-                  inner_group_num=config.inner_group_num, classifier_dropout_prob=config.classifier_dropout_prob
-                  if config.classifier_dropout_prob is not None else config.hidden_dropout_prob)
+                  inner_group_num=config.inner_group_num, classifier_dropout_prob=config.classifier_dropout_rate)
     return hf
 
 

@@ -31,6 +31,9 @@ What real checkpoints contain, and what loading does with it:
   the alias of ``cls.predictions.bias`` (used only when the latter is absent);
 - ``bert.embeddings.position_ids``, a buffer of old files: ignored;
 - no MLM head (a BertModel / SQuAD fine-tune): loads; ``heads`` says so and fill-mask refuses;
+- ``classifier_dropout`` (BertConfig's rate before the classifier heads; None: hidden_dropout_prob)
+  becomes ModelConfig.classifier_dropout_prob, which the sequence and token heads use; saving
+  writes it back under that name;
 - ``hidden_act`` other than what the config supports, ``position_embedding_type`` other than
   "absolute", decoder / cross-attention configs: refused with one line;
 - only a pickled ``pytorch_model.bin``: refused with the command that converts it (we never
@@ -195,6 +198,8 @@ def model_config_from_hf(hf: dict, path: Path) -> ModelConfig:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a BERT config.json; download it again")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {**{k: v for k, v in HF_DEFAULTS.items() if k in fields}, **{k: hf[k] for k in fields if k in hf}}
+    if "classifier_dropout" in hf:  # BertConfig's name for the classifier heads' rate (None: hidden_dropout_prob)
+        values["classifier_dropout_prob"] = hf["classifier_dropout"]
     # Every BertConfig carries pad_token_id (default 0); ModelConfig.pad_token_id switches on the
     # padding_idx rule (no lookup gradient to that row), which minispanbert's BERT leaves off.
     values.pop("pad_token_id", None)
@@ -419,10 +424,11 @@ def infer_architecture(params) -> str:
 
 def hf_config_dict(config: ModelConfig, architecture: str, *, pad_token_id: int = 0, labels=None) -> dict:
     """config.json for ``config``: every ModelConfig field under its BertConfig name (the SBO fields
-    ride along; transformers keeps unknown keys), plus what BertConfig needs to rebuild the model."""
+    ride along; transformers keeps unknown keys), plus what BertConfig needs to rebuild the model
+    (``classifier_dropout``: BertConfig's name for classifier_dropout_prob)."""
     data = {"architectures": [architecture], "model_type": "bert", **config.to_dict()}
     data.setdefault("hidden_act", "gelu")
-    data.update(pad_token_id=pad_token_id, tie_word_embeddings=True)
+    data.update(pad_token_id=pad_token_id, tie_word_embeddings=True, classifier_dropout=config.classifier_dropout_prob)
     if labels is not None:
         data["id2label"] = {str(i): str(label) for i, label in enumerate(labels)}
         data["label2id"] = {str(label): i for i, label in enumerate(labels)}

@@ -235,10 +235,14 @@ def test_token_type_ids_may_be_left_out_and_mean_zeros_as_in_hugging_face(task):
     assert not np.array_equal(given.loss, expected.loss)  # the fixture's type ids do matter
 
 
-def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monkeypatch):
-    """Hugging Face's BertForSequenceClassification: dropout before the classifier with
-    ``classifier_dropout`` when the config sets it, else ``hidden_dropout_prob``."""
-    import minispanbert.finetune.sequence_classification as head_module
+@pytest.mark.parametrize("model", ["sentence", "token"])
+def test_the_heads_drop_out_with_classifier_dropout_when_it_is_set(monkeypatch, model):
+    """Hugging Face's BertForSequenceClassification and BertForTokenClassification: dropout before
+    the classifier with ``classifier_dropout`` when the config sets it, else ``hidden_dropout_prob``."""
+    import minispanbert.finetune.sequence_classification as sentence_module
+    import minispanbert.finetune.token_classification as token_module
+    head_module = sentence_module if model == "sentence" else token_module
+    init, forward, _, C, make_arrays = MODELS[model]
     used = []
     real = head_module.dropout_forward
 
@@ -247,12 +251,11 @@ def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monk
         return real(x, p, rng, **kw)
 
     monkeypatch.setattr(head_module, "dropout_forward", recording)
-    params = init_sequence_classification_params(TINY, C_SENT, 5, xp=np, dtype="float64")
+    params = init(TINY, C, 5, xp=np, dtype="float64")
     for classifier_p, expected in ((None, 0.1), (0.5, 0.5), (0.0, 0.0)):
         config = TINY.replace(hidden_dropout_prob=0.1, classifier_dropout_prob=classifier_p)
         used.clear()
-        sequence_classification_forward(params, sentence_arrays(np.random.default_rng(6)), config, xp=np, train=True,
-                                        rng=make_rng([0], xp=np))
+        forward(params, make_arrays(np.random.default_rng(6)), config, xp=np, train=True, rng=make_rng([0], xp=np))
         assert used == [expected], classifier_p
 
 

@@ -1,11 +1,16 @@
 """Hugging Face conventions a user relies on (issue #25, item 5), each against ``transformers`` itself
 where it is installed: token_type_ids may be left out (zeros); a one-label sequence classifier is a
-regressor (mean squared error), never a silent zero loss."""
+regressor (mean squared error), never a silent zero loss; ``classifier_dropout`` from a config.json
+is the heads' dropout, and a saved folder writes it back."""
 import numpy as np
 import pytest
 
+from minispanbert.backend import make_rng
+from minispanbert.finetune.loop import FinetuneConfig, model_setup
 from minispanbert.finetune.sequence_classification import init_sequence_classification_params
 from minispanbert.finetune.sequence_classification import sequence_classification_forward as classify
+from minispanbert.finetune.token_classification import init_token_classification_params
+from minispanbert.finetune.token_classification import token_classification_forward as tag
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import load_pretrained, save_pretrained
 
@@ -85,3 +90,50 @@ def test_our_one_label_classifier_opens_in_transformers_as_the_same_regressor(tm
     out, _ = classify(params, dict(input_ids=ids, attention_mask=mask, labels=targets), model.config, xp=np)
     assert hf_model.config.problem_type == "regression"
     assert float(out.loss) == pytest.approx(float(reference.loss), rel=1e-10)
+
+
+VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(V - 6)]
+
+
+@pytest.mark.parametrize("architecture", ["BertForSequenceClassification", "BertForTokenClassification"])
+def test_classifier_dropout_from_a_transformers_config_is_the_heads_dropout(tmp_path, architecture):
+    """A folder whose config.json sets classifier_dropout (hidden and attention dropout 0): loading
+    keeps it, the loaded head drops out at that rate in training, and fine-tuning starts from it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    _, folder = _saved_hf_model(tmp_path, transformers, torch, architecture, num_labels=3, classifier_dropout=0.5,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "vocab.txt").write_text("".join(token + "\n" for token in VOCAB))
+    model = load_pretrained(folder, dtype="float64")
+    assert model.config.classifier_dropout_prob == 0.5 and model.config.hidden_dropout_prob == 0.0
+    forward = classify if architecture == "BertForSequenceClassification" else tag
+    ids, mask = _inputs(np.random.default_rng(4))
+    arrays = dict(input_ids=ids, attention_mask=mask)
+    kept, _ = forward(model.params, arrays, model.config, xp=np)
+    dropped, _ = forward(model.params, arrays, model.config, xp=np, train=True, rng=make_rng(0, xp=np))
+    assert not np.allclose(dropped.logits, kept.logits)  # only the head's dropout can make them differ
+    without, _ = forward(model.params, arrays, model.config.replace(classifier_dropout_prob=None), xp=np, train=True,
+                         rng=make_rng(0, xp=np))
+    np.testing.assert_array_equal(without.logits, kept.logits)
+    finetune = FinetuneConfig(task="sst2", checkpoint=str(folder), dtype="float64", max_seq_len=P)
+    _, model_config, *_ = model_setup(finetune, np)
+    assert model_config.classifier_dropout_prob == 0.5
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace('"classifier_dropout": 0.5',
+                                                                                  '"classifier_dropout": null'))
+    assert load_pretrained(folder).config.classifier_dropout_prob is None
+
+
+@pytest.mark.parametrize("rate", [0.3, None])
+def test_a_saved_classifier_carries_its_classifier_dropout_to_transformers(tmp_path, rate):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = load_pretrained(_saved_hf_model(tmp_path / "hf", transformers, torch)[1]).config
+    config = config.replace(hidden_dropout_prob=0.2, classifier_dropout_prob=rate)
+    for init, auto_class in ((init_sequence_classification_params, "AutoModelForSequenceClassification"),
+                             (init_token_classification_params, "AutoModelForTokenClassification")):
+        folder = tmp_path / auto_class
+        save_pretrained(folder, init(config, 3, 0, xp=np, dtype="float32"), config)
+        hf_model = getattr(transformers, auto_class).from_pretrained(folder)
+        assert hf_model.config.classifier_dropout == rate
+        assert hf_model.dropout.p == (0.2 if rate is None else rate)
+        assert load_pretrained(folder).config == config
