@@ -84,6 +84,7 @@ from minispanbert.engine.runs.atomic import staged_folder, write_text_atomic
 from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.family.electra_masking import make_electra_batch
 from minispanbert.family.objectives import check_no_sbo, check_scheme
+from minispanbert.interop.huggingface import padding_rule_keys
 from minispanbert.layers import cross_entropy
 from minispanbert.layers.activation import activation_backward, activation_forward
 from minispanbert.layers.binary_cross_entropy import binary_cross_entropy_backward, binary_cross_entropy_forward
@@ -412,8 +413,7 @@ def hf_electra_config(config, architecture: str, *, pad_token_id: int = 0) -> di
         "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
         "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
         "initializer_range": config.initializer_range, "layer_norm_eps": config.layer_norm_eps,
-        "pad_token_id": pad_token_id if config.pad_token_id is None else config.pad_token_id,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": True, **padding_rule_keys(config, pad_token_id),
     }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.engine.runs.checkpoint import save_params
 from minispanbert.family.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID
-from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE
+from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE, padding_rule_keys
 
 ARCHITECTURES = {"roberta": "RobertaForMaskedLM", "albert": "AlbertForPreTraining"}
 # ALBERT keeps the WordPiece ids of the project's tokenizer: [PAD] 0, [CLS] 2, [SEP] 3 (data/tokenizer.py)
@@ -43,6 +43,7 @@ def hf_family_config(config) -> dict:
         "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
         "initializer_range": config.initializer_range, "layer_norm_eps": config.layer_norm_eps,
         "tie_word_embeddings": True, **SPECIAL_IDS[config.model_type],
+        **padding_rule_keys(config, SPECIAL_IDS[config.model_type]["pad_token_id"]),
     }
     if config.model_type == "albert":
         hf.update(embedding_size=config.embedding_width, num_hidden_groups=config.num_hidden_groups,

@@ -1,18 +1,27 @@
 """Hugging Face conventions a user relies on (issue #25, item 5), each against ``transformers`` itself
 where it is installed: token_type_ids may be left out (zeros); a one-label sequence classifier is a
 regressor (mean squared error), never a silent zero loss; ``classifier_dropout`` from a config.json
-is the heads' dropout, and a saved folder writes it back."""
+is the heads' dropout, and a saved folder writes it back; the exported pad_token_id is the padding
+row the run kept gradient-free, or config.json says that the run had no such rule."""
+import json
+
 import numpy as np
 import pytest
 
 from minispanbert.backend import make_rng
+from minispanbert.config import ModelConfig
+from minispanbert.family.albert import albert_config
+from minispanbert.family.electra import hf_electra_config
+from minispanbert.family.roberta import roberta_config
 from minispanbert.finetune.loop import FinetuneConfig, model_setup
 from minispanbert.finetune.sequence_classification import init_sequence_classification_params
 from minispanbert.finetune.sequence_classification import sequence_classification_forward as classify
 from minispanbert.finetune.token_classification import init_token_classification_params
 from minispanbert.finetune.token_classification import token_classification_forward as tag
+from minispanbert.interop.family import hf_family_config
 from minispanbert.interop.heads import bert_outputs
 from minispanbert.interop.huggingface import load_pretrained, save_pretrained
+from minispanbert.model.spanbert_loss import init_pretraining_params
 
 H, V, L, P, F = 8, 40, 2, 24, 16
 
@@ -137,3 +146,40 @@ def test_a_saved_classifier_carries_its_classifier_dropout_to_transformers(tmp_p
         assert hf_model.config.classifier_dropout == rate
         assert hf_model.dropout.p == (0.2 if rate is None else rate)
         assert load_pretrained(folder).config == config
+
+
+PAD_NOTE = "minispanbert_padding_idx_note"
+SMALL = ModelConfig(vocab_size=V, hidden_size=H, num_hidden_layers=1, num_attention_heads=2, intermediate_size=F,
+                    max_position_embeddings=P, sbo_position_dim=4, sbo_max_targets=5)
+
+
+@pytest.mark.parametrize("rule", [None, 0, 7])
+def test_the_exported_pad_token_id_is_the_runs_padding_row_or_the_difference_is_stated(tmp_path, rule):
+    """rule: ModelConfig.pad_token_id, the word row the run kept gradient-free (None: none, as BERT
+    runs here). The exported pad_token_id is transformers' padding_idx; it must be that row, or
+    config.json must say the run had none. Loading the folder gives back the run's rule."""
+    config = SMALL.replace(pad_token_id=rule)
+    folder = tmp_path / "ours"
+    save_pretrained(folder, init_pretraining_params(config, 0, xp=np, dtype="float32"), config)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["minispanbert_padding_idx"] == rule
+    if rule is None:
+        assert saved["pad_token_id"] == 0 and "without a padding_idx rule: word row 0" in saved[PAD_NOTE]
+    else:
+        assert saved["pad_token_id"] == rule and PAD_NOTE not in saved
+    assert load_pretrained(folder).config == config
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    embeddings = transformers.AutoModelForMaskedLM.from_pretrained(folder).bert.embeddings.word_embeddings
+    assert embeddings.padding_idx == (0 if rule is None else rule)
+
+
+def test_family_exports_state_their_padding_rule():
+    """RoBERTa runs keep <pad> = 1 gradient-free, as transformers' padding_idx: consistent. ALBERT and
+    ELECTRA runs have no rule while their configs carry pad_token_id 0: stated."""
+    roberta = hf_family_config(roberta_config(SMALL))
+    assert (roberta["pad_token_id"], roberta["minispanbert_padding_idx"]) == (1, 1) and PAD_NOTE not in roberta
+    for hf in (hf_family_config(albert_config(SMALL)),
+               hf_electra_config(SMALL.replace(model_type="electra"), "ElectraForPreTraining")):
+        assert (hf["pad_token_id"], hf["minispanbert_padding_idx"]) == (0, None)
+        assert "without a padding_idx rule: word row 0" in hf[PAD_NOTE]
