@@ -18,8 +18,9 @@ their defaults are BERT/SpanBERT exactly, so older checkpoints (which lack them)
     pad_token_id       None: no padding_idx rule (BERT/SpanBERT's behaviour here). An id: that
                        word-embedding row starts at 0 and gets no lookup gradient, as
                        torch.nn.Embedding(padding_idx=...) (and RoBERTa's position row of that id)
-    classifier_dropout_prob  dropout before a sentence-level classifier (ALBERT's SOP head);
-                       None: hidden_dropout_prob
+    classifier_dropout_prob  dropout before a classifier (the sentence and token classifiers,
+                       ALBERT's SOP head): BertConfig's ``classifier_dropout``, AlbertConfig's
+                       ``classifier_dropout_prob``; None: hidden_dropout_prob, as Hugging Face
 """
 from __future__ import annotations
 
@@ -107,6 +108,11 @@ class ModelConfig:
             if self.max_position_embeddings < self.pad_token_id + 2:
                 raise ValueError(f"max_position_embeddings {self.max_position_embeddings} leaves no position "
                                  f"after pad_token_id {self.pad_token_id}: RoBERTa needs max_len + pad + 1 rows")
+
+    @property
+    def classifier_dropout_rate(self) -> float:
+        """The dropout rate before a classifier: classifier_dropout_prob, else hidden_dropout_prob."""
+        return self.hidden_dropout_prob if self.classifier_dropout_prob is None else self.classifier_dropout_prob
 
     @property
     def head_dim(self) -> int:

@@ -95,7 +95,7 @@ def pretraining_forward(params, batch, config, *, xp, sentence: SentenceHeadName
                              f"got shape {labels.shape}")
         labels = xp.asarray(labels)
         pooled, pooler_cache = pooler_forward(h, params[sentence.pooler + "weight"], params[sentence.pooler + "bias"], xp=xp)
-        p_drop = config.classifier_dropout_prob if config.classifier_dropout_prob is not None else config.hidden_dropout_prob
+        p_drop = config.classifier_dropout_rate
         dropped, drop_cache = dropout_forward(pooled, p_drop if sentence.dropout else 0.0, rng, xp=xp, train=train)
         logits, classifier_cache = linear_forward(dropped, params[sentence.classifier + "weight"],
                                                   params[sentence.classifier + "bias"], xp=xp)

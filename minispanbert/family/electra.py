@@ -85,6 +85,7 @@ from minispanbert.engine.runs.atomic import staged_folder, write_text_atomic
 from minispanbert.engine.runs.checkpoint import load_params, save_params
 from minispanbert.family.electra_masking import make_electra_batch
 from minispanbert.family.objectives import check_no_sbo, check_scheme
+from minispanbert.interop.huggingface import padding_rule_keys
 from minispanbert.interop.tokenizer import save_bert_tokenizer
 from minispanbert.layers import cross_entropy
 from minispanbert.layers.activation import activation_backward, activation_forward
@@ -426,8 +427,7 @@ def hf_electra_config(config, architecture: str, *, pad_token_id: int = 0) -> di
         "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
         "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
         "initializer_range": config.initializer_range, "layer_norm_eps": config.layer_norm_eps,
-        "pad_token_id": pad_token_id if config.pad_token_id is None else config.pad_token_id,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": True, **padding_rule_keys(config, pad_token_id),
     }
 
 

@@ -119,13 +119,13 @@ def qa_forward(params, arrays, config, *, xp, train=False, rng=None):
     """One batch -> (QAOutput, cache).
 
     ``arrays`` is a dict of host arrays as `squad.features_to_arrays` makes: input_ids,
-    token_type_ids, attention_mask (B, T), and optionally start_positions, end_positions (B,); without
-    them only the logits are computed. ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`)
-    supplies dropout masks when ``train`` is true (dropout inside the encoder, per the config; none
-    on the head, as the code).
+    token_type_ids (optional: absent means zeros, as Hugging Face), attention_mask (B, T), and
+    optionally start_positions, end_positions (B,); without them only the logits are computed.
+    ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`) supplies dropout masks when ``train``
+    is true (dropout inside the encoder, per the config; none on the head, as the code).
     """
-    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
-                                       config, xp=xp, train=train, rng=rng)
+    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
+                                       arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
     start_logits, end_logits, head_cache = qa_head_forward(params, h, xp=xp)
     labelled = "start_positions" in arrays and "end_positions" in arrays
     if not labelled:

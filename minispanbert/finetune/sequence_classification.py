@@ -7,8 +7,11 @@ Head, for the final encoder states h (B, T, H) and C classes:
     z = d W_c^T + b_c                    (B, C)   classifier: W_c (C, H), b_c (C,)
 Loss, for gold labels y (B,) (IGNORE_INDEX rows skipped, K = the counted rows):
     L = -(1/|K|) sum_{n in K} log softmax(z_n)[y_n]
+With ONE label (C = 1) the head is a regressor, as Hugging Face's (``problem_type`` "regression";
+a one-class cross-entropy would be 0 whatever the model does): real targets y (B,),
+    L = (1/B) sum_n (z_n - y_n)^2                  (layers/mean_squared_error.py)
 Backward:
-    dz_n = (softmax(z_n) - onehot(y_n)) / |K|
+    dz_n = (softmax(z_n) - onehot(y_n)) / |K|      (regression: dz_n = 2 (z_n - y_n) / B)
     dW_c = dz^T d,  db_c = sum_n dz_n,  dd = dz W_c,  dp = dd * keep / (1 - rate)
     then the pooler's backward (only h[:, 0] gets gradient) and encoder_backward.
 
@@ -28,6 +31,7 @@ from minispanbert.layers import cross_entropy
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
 from minispanbert.layers.dropout import dropout_backward, dropout_forward
 from minispanbert.layers.linear import linear_backward, linear_forward
+from minispanbert.layers.mean_squared_error import mean_squared_error_backward, mean_squared_error_forward
 from minispanbert.model.encoder import encoder_backward, encoder_forward, init_encoder_params, linear_init
 from minispanbert.model.pooler import pooler_backward, pooler_forward
 
@@ -76,6 +80,10 @@ def sequence_classification_head_backward(dlogits, cache, *, xp):
 
 def check_labels(labels, num_labels: int, shape, name="labels") -> np.ndarray:
     """Host integer labels of ``shape`` in [0, C) or IGNORE_INDEX -> int64; else a one-line ValueError."""
+    if num_labels < 2:
+        raise ValueError(f"a classifier with {num_labels} label has cross-entropy 0 whatever it predicts (nothing "
+                         "to learn): give it one row per class, at least 2 (a sentence classifier with one label is "
+                         "a regressor, as in Hugging Face)")
     labels = np.asarray(labels)
     if labels.shape != tuple(shape) or labels.dtype.kind not in "iu":
         raise ValueError(f"{name} must be integers of shape {tuple(shape)}, got {labels.dtype}{labels.shape}")
@@ -83,6 +91,17 @@ def check_labels(labels, num_labels: int, shape, name="labels") -> np.ndarray:
     if np.any(bad):
         raise ValueError(f"{name} holds {labels[bad][0]}, outside [0, {num_labels}) and not IGNORE_INDEX={IGNORE_INDEX}")
     return labels.astype(np.int64)
+
+
+def check_targets(targets, shape, name="labels") -> np.ndarray:
+    """Host real regression targets of ``shape`` -> float64; else a one-line ValueError."""
+    targets = np.asarray(targets)
+    if targets.shape != tuple(shape) or targets.dtype.kind not in "iuf":
+        raise ValueError(f"{name} of a one-label (regression) classifier must be numbers of shape {tuple(shape)}, "
+                         f"got {targets.dtype}{targets.shape}")
+    if not np.all(np.isfinite(targets)):
+        raise ValueError(f"{name} holds {targets[~np.isfinite(targets)][0]}: regression targets must be finite")
+    return targets.astype(np.float64)
 
 
 @dataclass
@@ -96,31 +115,42 @@ class ClassifierOutput:
 def sequence_classification_forward(params, arrays, config, *, xp, train=False, rng=None):
     """One batch -> (ClassifierOutput, cache).
 
-    ``arrays``: host input_ids, token_type_ids, attention_mask (B, T) and optionally labels (B,).
+    ``arrays``: host input_ids, attention_mask (B, T), optionally token_type_ids (B, T) (absent:
+    zeros, as Hugging Face) and labels (B,): class ids, or real targets for a one-label regressor.
     ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`) supplies the dropout masks when
     ``train`` is true: the encoder's first, then the one before the classifier.
     """
-    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
-                                       config, xp=xp, train=train, rng=rng)
-    dropout_p = config.hidden_dropout_prob if config.classifier_dropout_prob is None else config.classifier_dropout_prob
-    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp, dropout_p=dropout_p, rng=rng,
+    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
+                                       arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
+    logits, head_cache = sequence_classification_head_forward(params, h, xp=xp,
+                                                              dropout_p=config.classifier_dropout_rate, rng=rng,
                                                               train=train)
     if "labels" not in arrays:
-        return ClassifierOutput(None, logits), (encoder_cache, head_cache, None)
+        return ClassifierOutput(None, logits), (encoder_cache, head_cache, None, None)
+    if logits.shape[1] == 1:  # Hugging Face's problem_type "regression"
+        targets = xp.asarray(check_targets(arrays["labels"], logits.shape[:1]).astype(logits.dtype))
+        loss, mse_cache = mean_squared_error_forward(logits[:, 0], targets, xp=xp)
+        return ClassifierOutput(loss, logits), (encoder_cache, head_cache, "regression", mse_cache)
     labels = check_labels(arrays["labels"], logits.shape[1], logits.shape[:1])
     loss, ce_cache = cross_entropy.cross_entropy_forward(logits, xp.asarray(labels), xp=xp)
-    return ClassifierOutput(loss, logits), (encoder_cache, head_cache, ce_cache)
+    return ClassifierOutput(loss, logits), (encoder_cache, head_cache, "classification", ce_cache)
 
 
 def sequence_classification_backward(cache, *, xp, term_scales=None) -> dict:
-    """Gradients of the cross-entropy for every parameter. Once per forward (the CE cache is reused).
-    ``term_scales`` ({"labels": a}, default a = 1) gives the gradient of a * L: a batch split over
-    threads passes a = |K_shard| / |K_batch| (:mod:`minispanbert.thread_parallel`)."""
-    encoder_cache, head_cache, ce_cache = cache
-    if ce_cache is None:
+    """Gradients of the loss (cross-entropy, or the regressor's mean squared error) for every
+    parameter. Once per forward (the CE cache is reused). ``term_scales`` ({"labels": a}, default
+    a = 1) gives the gradient of a * L: a batch split over threads passes a = |K_shard| / |K_batch|
+    (:mod:`minispanbert.thread_parallel`)."""
+    encoder_cache, head_cache, problem, loss_cache = cache
+    if loss_cache is None:
         raise ValueError("the backward pass needs a forward pass with labels (a training batch)")
-    # L = CE(z, y)
-    dlogits = cross_entropy.cross_entropy_backward((term_scales or {}).get("labels", 1.0), ce_cache, xp=xp)
+    dloss = (term_scales or {}).get("labels", 1.0)
+    if problem == "regression":
+        # L = mean_n (z[n, 0] - y_n)^2
+        dlogits = mean_squared_error_backward(dloss, loss_cache, xp=xp)[:, None]
+    else:
+        # L = CE(z, y)
+        dlogits = cross_entropy.cross_entropy_backward(dloss, loss_cache, xp=xp)
     dh, grads = sequence_classification_head_backward(dlogits, head_cache, xp=xp)
     grads.update(encoder_backward(dh, encoder_cache, xp=xp))
     return grads

@@ -2,13 +2,15 @@
 classifier on every token, as Hugging Face ``BertForTokenClassification`` (BERT §4.3, Figure 4 (d)).
 
 Head, for the final encoder states h (B, T, H) and C tags:
-    d = dropout(h)                       (B, T, H)   rate config.hidden_dropout_prob, as HF
+    d = dropout(h)                       (B, T, H)   rate classifier_dropout_prob, else hidden_dropout_prob (HF)
     z = d W^T + b                        (B, T, C)   classifier: W (C, H), b (C,)
 Loss, for tag labels y (B, T), K = the positions whose label is not IGNORE_INDEX (-100):
     L = -(1/|K|) sum_{(b,t) in K} log softmax(z_bt)[y_bt]
 The label of a word sits on its FIRST word piece; the other pieces, [CLS], [SEP] and padding carry
 IGNORE_INDEX (BERT §5.3 "we use the representation of the first sub-token as the input to the
 token-level classifier"; `tasks.wnut17.align_labels`), so the loss averages over words, not pieces.
+One tag (C = 1) is refused: its cross-entropy is 0 whatever the model does (Hugging Face computes
+that zero silently).
 Backward:
     dz_bt = (softmax(z_bt) - onehot(y_bt)) / |K| on K, 0 elsewhere
     dW = sum_bt dz_bt^T d_bt,  db = sum_bt dz_bt,  dd = dz W,  dh = dd * keep / (1 - rate)
@@ -69,13 +71,15 @@ def token_classification_head_backward(dlogits, cache, *, xp):
 def token_classification_forward(params, arrays, config, *, xp, train=False, rng=None):
     """One batch -> (ClassifierOutput with logits (B, T, C), cache).
 
-    ``arrays``: host input_ids, token_type_ids, attention_mask (B, T) and optionally labels (B, T)
-    with IGNORE_INDEX on every position that is not the first piece of a word.
+    ``arrays``: host input_ids, attention_mask (B, T), optionally token_type_ids (B, T) (absent:
+    zeros, as Hugging Face) and labels (B, T) with IGNORE_INDEX on every position that is not the
+    first piece of a word.
     """
-    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"],
-                                       config, xp=xp, train=train, rng=rng)
-    logits, head_cache = token_classification_head_forward(params, h, xp=xp, dropout_p=config.hidden_dropout_prob,
-                                                           rng=rng, train=train)
+    h, encoder_cache = encoder_forward(params, arrays["input_ids"], arrays.get("token_type_ids"),
+                                       arrays["attention_mask"], config, xp=xp, train=train, rng=rng)
+    logits, head_cache = token_classification_head_forward(params, h, xp=xp,
+                                                           dropout_p=config.classifier_dropout_rate, rng=rng,
+                                                           train=train)
     if "labels" not in arrays:
         return ClassifierOutput(None, logits), (encoder_cache, head_cache, None, logits.shape)
     B, T, C = logits.shape

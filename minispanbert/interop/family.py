@@ -24,7 +24,7 @@ from minispanbert.data.tokenizer import without_padding_or_truncation
 from minispanbert.engine.runs.atomic import write_text_atomic
 from minispanbert.engine.runs.checkpoint import save_params
 from minispanbert.family.bpe_tokenizer import BOS_ID, EOS_ID, PAD_ID, check_bpe_special_ids
-from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE
+from minispanbert.interop.huggingface import CONFIG_FILE, WEIGHTS_FILE, padding_rule_keys
 from minispanbert.interop.tokenizer import (
     SPECIAL_TOKENS_MAP_FILE,
     TOKENIZER_CONFIG_FILE,
@@ -55,11 +55,11 @@ def hf_family_config(config) -> dict:
         "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
         "initializer_range": config.initializer_range, "layer_norm_eps": config.layer_norm_eps,
         "tie_word_embeddings": True, **SPECIAL_IDS[config.model_type],
+        **padding_rule_keys(config, SPECIAL_IDS[config.model_type]["pad_token_id"]),
     }
     if config.model_type == "albert":
         hf.update(embedding_size=config.embedding_width, num_hidden_groups=config.num_hidden_groups,
-                  inner_group_num=config.inner_group_num, classifier_dropout_prob=config.classifier_dropout_prob
-                  if config.classifier_dropout_prob is not None else config.hidden_dropout_prob)
+                  inner_group_num=config.inner_group_num, classifier_dropout_prob=config.classifier_dropout_rate)
     return hf
 
 

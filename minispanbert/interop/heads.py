@@ -29,7 +29,8 @@ from minispanbert.model.pooler import pooler_forward
 def bert_outputs(model, input_ids, token_type_ids, attention_mask, *, xp, mlm_positions=None,
                  output_hidden_states=False, output_attentions=False) -> dict:
     """Run a :class:`~minispanbert.interop.huggingface.PretrainedModel` on host (B, T) arrays -> dict of
-    backend arrays keyed like the ``transformers`` outputs of ``model.architecture``.
+    backend arrays keyed like the ``transformers`` outputs of ``model.architecture``. ``token_type_ids``
+    None means zeros, as when ``transformers`` is called without them.
 
     ``mlm_positions`` (flat indices into B*T) limits the MLM logits to those positions (fill-mask
     needs only the [MASK] rows: N x V instead of B*T x V); the default is every position."""

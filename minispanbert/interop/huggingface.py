@@ -31,6 +31,15 @@ What real checkpoints contain, and what loading does with it:
   the alias of ``cls.predictions.bias`` (used only when the latter is absent);
 - ``bert.embeddings.position_ids``, a buffer of old files: ignored;
 - no MLM head (a BertModel / SQuAD fine-tune): loads; ``heads`` says so and fill-mask refuses;
+- ``pad_token_id``: every BertConfig has one (default 0) and ``transformers`` builds the word
+  embeddings with padding_idx = pad_token_id (that row gets no gradient in further training;
+  outputs do not depend on it). minispanbert's BERT runs have no such rule (ModelConfig.pad_token_id
+  None), so a real checkpoint loads with None; our saves write the rule the run used under
+  ``minispanbert_padding_idx`` (read back on load) and, where it differs from pad_token_id, say so
+  in ``minispanbert_padding_idx_note`` (:func:`padding_rule_keys`);
+- ``classifier_dropout`` (BertConfig's rate before the classifier heads; None: hidden_dropout_prob)
+  becomes ModelConfig.classifier_dropout_prob, which the sequence and token heads use; saving
+  writes it back under that name;
 - ``hidden_act`` other than what the config supports, ``position_embedding_type`` other than
   "absolute", decoder / cross-attention configs: refused with one line;
 - only a pickled ``pytorch_model.bin``: refused with the command that converts it (we never
@@ -86,6 +95,9 @@ TIED_DECODER = "cls.predictions.decoder.weight"
 DECODER_BIAS_ALIAS = "cls.predictions.decoder.bias"
 IGNORED = ("bert.embeddings.position_ids",)
 NSP = "cls.seq_relationship."
+# in config.json: ModelConfig.pad_token_id, the row the run kept gradient-free (null: none), and a
+# note where transformers' padding_idx (= pad_token_id) differs from it (padding_rule_keys)
+HF_PADDING_IDX_KEY, HF_PADDING_NOTE_KEY = "minispanbert_padding_idx", "minispanbert_padding_idx_note"
 
 
 def conversion_command(directory) -> str:
@@ -195,9 +207,14 @@ def model_config_from_hf(hf: dict, path: Path) -> ModelConfig:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a BERT config.json; download it again")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {**{k: v for k, v in HF_DEFAULTS.items() if k in fields}, **{k: hf[k] for k in fields if k in hf}}
+    if "classifier_dropout" in hf:  # BertConfig's name for the classifier heads' rate (None: hidden_dropout_prob)
+        values["classifier_dropout_prob"] = hf["classifier_dropout"]
     # Every BertConfig carries pad_token_id (default 0); ModelConfig.pad_token_id switches on the
-    # padding_idx rule (no lookup gradient to that row), which minispanbert's BERT leaves off.
+    # padding_idx rule (no lookup gradient to that row), which minispanbert's BERT leaves off unless
+    # the folder is one of ours recording the rule its run used.
     values.pop("pad_token_id", None)
+    if HF_PADDING_IDX_KEY in hf:
+        values["pad_token_id"] = hf[HF_PADDING_IDX_KEY]
     act = hf.get("hidden_act", HF_DEFAULTS["hidden_act"])
     if "hidden_act" not in fields and act != "gelu":
         raise ValueError(f"{path}: hidden_act {act!r} is not supported by this minispanbert (erf \"gelu\" only); "
@@ -417,12 +434,29 @@ def infer_architecture(params) -> str:
                      "class holds exactly them; add a pooler or a head before saving")
 
 
+def padding_rule_keys(config, pad_token_id: int) -> dict:
+    """config.json's pad_token_id for a run, and the padding_idx rule the run used. transformers'
+    embeddings take padding_idx = pad_token_id: that word row (RoBERTa: and position row) gets no
+    gradient if the model is trained further. A run with the rule (ModelConfig.pad_token_id an id)
+    writes that id; a run without it (None) writes ``pad_token_id`` (its tokenizer's) and a note
+    that the row was trained like any other. ``HF_PADDING_IDX_KEY`` records the rule either way."""
+    if config.pad_token_id is not None:
+        return {"pad_token_id": config.pad_token_id, HF_PADDING_IDX_KEY: config.pad_token_id}
+    return {"pad_token_id": pad_token_id, HF_PADDING_IDX_KEY: None, HF_PADDING_NOTE_KEY: (
+        f"minispanbert trained this model without a padding_idx rule: word row {pad_token_id} (the padding token) "
+        "got gradient like every row; transformers uses padding_idx = pad_token_id, which changes no output but "
+        "keeps that row fixed if you train the model further")}
+
+
 def hf_config_dict(config: ModelConfig, architecture: str, *, pad_token_id: int = 0, labels=None) -> dict:
     """config.json for ``config``: every ModelConfig field under its BertConfig name (the SBO fields
-    ride along; transformers keeps unknown keys), plus what BertConfig needs to rebuild the model."""
+    ride along; transformers keeps unknown keys), plus what BertConfig needs to rebuild the model
+    (``classifier_dropout``: BertConfig's name for classifier_dropout_prob; pad_token_id and the
+    padding rule: :func:`padding_rule_keys`, ``pad_token_id`` being the tokenizer's)."""
     data = {"architectures": [architecture], "model_type": "bert", **config.to_dict()}
     data.setdefault("hidden_act", "gelu")
-    data.update(pad_token_id=pad_token_id, tie_word_embeddings=True)
+    data.update(tie_word_embeddings=True, classifier_dropout=config.classifier_dropout_prob,
+                **padding_rule_keys(config, pad_token_id))
     if labels is not None:
         data["id2label"] = {str(i): str(label) for i, label in enumerate(labels)}
         data["label2id"] = {str(label): i for i, label in enumerate(labels)}

@@ -137,10 +137,13 @@ def encoder_forward(params, input_ids, token_type_ids, attention_mask, config, *
                     train=False, rng=None):
     """(B, T) ids, token types and attention mask (1 real / 0 pad) -> (h (B, T, H), cache).
 
+    ``token_type_ids`` None means zeros of the ids' shape (one segment), as Hugging Face's BertModel.
     ``rng`` (a :class:`minispanbert.keyed_random.KeyedRandom`) supplies dropout masks when ``train``
     is true. Each application of a layer keeps its own cache, so a shared ALBERT layer is
     differentiated once per use.
     """
+    if token_type_ids is None:  # Hugging Face's default: every token in segment 0
+        token_type_ids = np.zeros(np.shape(input_ids), dtype=np.int64)
     validate_encoder_inputs(input_ids, token_type_ids, attention_mask, config)
     input_ids, token_type_ids, attention_mask = (xp.asarray(a) for a in (input_ids, token_type_ids, attention_mask))
     T = input_ids.shape[1]

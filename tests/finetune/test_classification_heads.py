@@ -1,7 +1,8 @@
 """Sentence- and token-classification heads: float64 gradient checks of each head (against its input
-and every head parameter) and of each whole fine-tuning loss (every parameter), with dropout off and
-on (masks fixed by re-seeding the generator), the losses against a hand computation, and loading a
-pretrained encoder (pooler optional, pretraining heads dropped)."""
+and every head parameter) and of each whole fine-tuning loss (every parameter, the one-label
+regressor's mean squared error included), with dropout off and on (masks fixed by re-seeding the
+generator), the losses against a hand computation, and loading a pretrained encoder (pooler
+optional, pretraining heads dropped)."""
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from minispanbert.engine.check_gradients import CHECK_CONFIG as TINY
 from minispanbert.engine.check_gradients import KEY_BIASES, MODEL_TOLERANCE, OP_TOLERANCE, encoder_inputs
 from minispanbert.finetune.pretrained_weights import load_encoder_weights
+from minispanbert.finetune.qa_head import init_qa_params, qa_forward
 from minispanbert.finetune.sequence_classification import (
     CLASSIFIER_BIAS,
     CLASSIFIER_WEIGHT,
@@ -37,6 +39,7 @@ from minispanbert.gradcheck import (
 )
 from minispanbert.keyed_random import KeyedRandom
 from minispanbert.layers.cross_entropy import IGNORE_INDEX
+from minispanbert.layers.mean_squared_error import mean_squared_error_backward, mean_squared_error_forward
 from minispanbert.model.encoder import encoder_forward
 from minispanbert.model.spanbert_loss import init_pretraining_params
 
@@ -54,6 +57,12 @@ def scaled(params, seed):
 def sentence_arrays(rng):
     ids, types, mask = encoder_inputs(rng, B=3, T=6)
     return dict(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=np.array([2, 0, 1]))
+
+
+def regression_arrays(rng):
+    """A one-label sentence head is a regressor (Hugging Face's problem_type "regression"): real targets."""
+    ids, types, mask = encoder_inputs(rng, B=3, T=6)
+    return dict(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=np.array([0.5, -1.25, 2.0]))
 
 
 def token_arrays(rng):
@@ -104,6 +113,8 @@ MODELS = {
                  sequence_classification_backward, C_SENT, sentence_arrays),
     "token": (init_token_classification_params, token_classification_forward,
               token_classification_backward, C_TOK, token_arrays),
+    "regression": (init_sequence_classification_params, sequence_classification_forward,
+                   sequence_classification_backward, 1, regression_arrays),
 }
 
 
@@ -154,11 +165,84 @@ def test_sentence_loss_by_hand():
     assert float(out.loss) == pytest.approx(expected, rel=1e-12)
 
 
+def test_mean_squared_error_op_gradient_float64():
+    """L = mean((z - y)^2), dL/dz = 2 (z - y) / N, against centred differences."""
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=7), rng.normal(size=7)
+    loss, cache = mean_squared_error_forward(z, y, xp=np)
+    assert float(loss) == pytest.approx(math.fsum((a - b) ** 2 for a, b in zip(z.tolist(), y.tolist())) / 7, rel=1e-14)
+    analytic = mean_squared_error_backward(1.7, cache, xp=np)
+    assert rel_error(analytic, numerical_gradient(lambda: mean_squared_error_forward(z, y, xp=np)[0], z, 1.7)) \
+        < OP_TOLERANCE
+    with pytest.raises(ValueError, match=r"predictions \(N,\) and targets \(N,\)"):
+        mean_squared_error_forward(z, y[:3], xp=np)
 
-def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monkeypatch):
-    """Hugging Face's BertForSequenceClassification: dropout before the classifier with
-    ``classifier_dropout`` when the config sets it, else ``hidden_dropout_prob``."""
-    import minispanbert.finetune.sequence_classification as head_module
+
+def test_a_one_label_sentence_classifier_is_a_regressor_never_a_silent_zero_loss():
+    """C = 1: z = tanh(h[:, 0] W_p^T + b_p) W_c^T + b_c (B, 1), L = mean_n (z_n - y_n)^2 (Hugging
+    Face's BertForSequenceClassification with num_labels 1); a one-class cross-entropy would be 0."""
+    params = scaled(init_sequence_classification_params(TINY, 1, 5, xp=np, dtype="float64"), 5)
+    arrays = regression_arrays(np.random.default_rng(6))
+    out, _ = sequence_classification_forward(params, arrays, TINY, xp=np)
+    h, _ = encoder_forward(params, arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"], TINY, xp=np)
+    predictions = []
+    for first in h[:, 0].tolist():
+        pooled = [math.tanh(sum(w * x for w, x in zip(row, first)) + bias)
+                  for row, bias in zip(params[POOLER_WEIGHT].tolist(), params[POOLER_BIAS].tolist())]
+        predictions.append(sum(w * x for w, x in zip(params[CLASSIFIER_WEIGHT][0].tolist(), pooled))
+                           + float(params[CLASSIFIER_BIAS][0]))
+    np.testing.assert_allclose(out.logits[:, 0], predictions, rtol=1e-12)
+    expected = math.fsum((z - y) ** 2 for z, y in zip(predictions, arrays["labels"].tolist())) / 3
+    assert float(out.loss) == pytest.approx(expected, rel=1e-12)
+    arrays["labels"] = np.zeros(3, dtype=np.int64)  # integer targets are numbers too: not a class id 0
+    out, _ = sequence_classification_forward(params, arrays, TINY, xp=np)
+    assert float(out.loss) == pytest.approx(math.fsum(z * z for z in predictions) / 3, rel=1e-12) and out.loss > 0
+    for labels, message in ((np.array([0.5, np.nan, 1.0]), "must be finite"),
+                            (np.ones((3, 1)), r"numbers of shape \(3,\)"), (np.array(["a", "b", "c"]), "numbers")):
+        arrays["labels"] = labels
+        with pytest.raises(ValueError, match=message):
+            sequence_classification_forward(params, arrays, TINY, xp=np)
+
+
+def test_a_one_label_token_classifier_is_refused_in_one_line():
+    """One tag per token has cross-entropy 0 whatever the model does: refused, with the fix."""
+    params = init_token_classification_params(TINY, 1, 0, xp=np, dtype="float64")
+    arrays = token_arrays(np.random.default_rng(0))
+    arrays["labels"] = np.where(arrays["labels"] == IGNORE_INDEX, IGNORE_INDEX, 0)
+    with pytest.raises(ValueError, match=r"^a classifier with 1 label has cross-entropy 0 .* at least 2"):
+        token_classification_forward(params, arrays, TINY, xp=np)
+
+
+@pytest.mark.parametrize("task", ["sentence", "token", "qa"])
+def test_token_type_ids_may_be_left_out_and_mean_zeros_as_in_hugging_face(task):
+    """Hugging Face's BertModel reads a missing token_type_ids as all zeros; so do the task models."""
+    if task == "qa":
+        init, forward, C = (lambda config, C, seed, **kw: init_qa_params(config, seed, **kw)), qa_forward, 2
+        arrays = dict(zip(("input_ids", "token_type_ids", "attention_mask"), encoder_inputs(np.random.default_rng(2))))
+        arrays.update(start_positions=np.array([1, 2]), end_positions=np.array([3, 2]))
+    else:
+        init, forward, _, C, make_arrays = MODELS[task]
+        arrays = make_arrays(np.random.default_rng(2))
+    params = scaled(init(TINY, C, 0, xp=np, dtype="float64"), 0)
+    zeros = {**arrays, "token_type_ids": np.zeros_like(arrays["input_ids"])}
+    omitted = {k: v for k, v in arrays.items() if k != "token_type_ids"}
+    expected, _ = forward(params, zeros, TINY, xp=np)
+    got, _ = forward(params, omitted, TINY, xp=np)
+    given, _ = forward(params, arrays, TINY, xp=np)
+    for field in ("loss", "logits", "start_logits", "end_logits"):
+        if hasattr(expected, field):
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+    assert not np.array_equal(given.loss, expected.loss)  # the fixture's type ids do matter
+
+
+@pytest.mark.parametrize("model", ["sentence", "token"])
+def test_the_heads_drop_out_with_classifier_dropout_when_it_is_set(monkeypatch, model):
+    """Hugging Face's BertForSequenceClassification and BertForTokenClassification: dropout before
+    the classifier with ``classifier_dropout`` when the config sets it, else ``hidden_dropout_prob``."""
+    import minispanbert.finetune.sequence_classification as sentence_module
+    import minispanbert.finetune.token_classification as token_module
+    head_module = sentence_module if model == "sentence" else token_module
+    init, forward, _, C, make_arrays = MODELS[model]
     used = []
     real = head_module.dropout_forward
 
@@ -167,13 +251,13 @@ def test_the_sentence_head_drops_out_with_classifier_dropout_when_it_is_set(monk
         return real(x, p, rng, **kw)
 
     monkeypatch.setattr(head_module, "dropout_forward", recording)
-    params = init_sequence_classification_params(TINY, C_SENT, 5, xp=np, dtype="float64")
+    params = init(TINY, C, 5, xp=np, dtype="float64")
     for classifier_p, expected in ((None, 0.1), (0.5, 0.5), (0.0, 0.0)):
         config = TINY.replace(hidden_dropout_prob=0.1, classifier_dropout_prob=classifier_p)
         used.clear()
-        sequence_classification_forward(params, sentence_arrays(np.random.default_rng(6)), config, xp=np, train=True,
-                                        rng=KeyedRandom([0], xp=np))
+        forward(params, make_arrays(np.random.default_rng(6)), config, xp=np, train=True, rng=KeyedRandom([0], xp=np))
         assert used == [expected], classifier_p
+
 
 def test_token_loss_averages_over_first_word_pieces_only():
     params = scaled(init_token_classification_params(TINY, C_TOK, 8, xp=np, dtype="float64"), 8)
