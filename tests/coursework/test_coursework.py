@@ -445,3 +445,37 @@ def test_a_build_killed_at_any_change_leaves_no_folder_or_the_complete_build(bui
         build("A1", out)
         assert folder_contents(out) == reference, k
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".killed{k}.")] == [], k
+
+
+@pytest.mark.parametrize("parser", ["tomli", "none"])
+def test_assignments_read_without_tomllib(parser):
+    """On Python 3.10 (no tomllib) the kit reads its TOML with the tomli package, which setup.sh
+    installs there; with neither, loading an assignment says what to install in one line."""
+    if parser == "tomli":
+        prelude = ("import sys, importlib.util\n"
+                   "real = importlib.import_module('tomli') if importlib.util.find_spec('tomli') else None\n"
+                   "if real is None and sys.version_info >= (3, 11):\n"
+                   "    import tomllib as real  # tomli became tomllib: the same module under tomli's name\n"
+                   "    del sys.modules['tomllib']\n"
+                   "if real is None:\n"
+                   "    sys.exit(77)\n"
+                   "sys.modules['tomli'] = real\n")
+    else:
+        prelude = "import sys\nsys.modules['tomli'] = None\n"
+    code = (prelude + "sys.modules['tomllib'] = None\n"
+            "from minispanbert.coursework import assignment\n"
+            "assert assignment.tomllib is sys.modules['tomli']\n"
+            "try:\n"
+            "    print(assignment.load('A1').max_score)\n"
+            "except ValueError as exc:\n"
+            "    print(f'error: {exc}')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    if run.returncode == 77:
+        pytest.skip("neither tomllib nor tomli is available to stand in for it")
+    assert run.returncode == 0, run.stderr
+    if parser == "tomli":
+        assert run.stdout.strip() == f"{assignments.load('A1').max_score}"
+    else:
+        assert run.stdout.strip().startswith("error: reading the assignment file ") and run.stdout.strip().endswith(
+            "needs Python 3.11+ or the tomli package: pip install tomli"), run.stdout
