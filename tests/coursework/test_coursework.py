@@ -229,15 +229,47 @@ def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
     assert "none: this is a student copy" in run.stderr and not (student / "rebuilt").exists()
 
 
-def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path, monkeypatch, capsys):
+def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path):
     """python -m minispanbert.coursework grade hw1/student --autograder hw1/autograder, run from the
     folder that holds hw1/: the grading process, which runs in a temporary folder, still finds the
-    autograder's checks (it once looked for them relative to that folder and scored 0)."""
+    autograder's checks (it once looked for them relative to that folder and scored 0). A folder that
+    is not a complete autograder is one line naming what it lacks, not every test failing."""
     shutil.copytree(built("A1"), tmp_path / "hw1")
-    monkeypatch.chdir(tmp_path)
-    assert coursework_main(["grade", "hw1/student", "--autograder", "hw1/autograder"]) == 0
-    summary = capsys.readouterr().out
-    assert "score 0 / 22" in summary and "NotImplementedError" in summary and "coursework_checks" not in summary
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def readme_grade(autograder):
+        return subprocess.run([sys.executable, "-m", "minispanbert.coursework", "grade", "hw1/student",
+                               "--autograder", autograder], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    run = readme_grade("hw1/autograder")
+    assert run.returncode == 0, run.stderr
+    assert "score 0 / 22" in run.stdout and run.stdout.count("FAIL ") == len(assignments.load("A1").tests)
+    assert "NotImplementedError" in run.stdout and "grader stopped" not in run.stdout
+    assert "coursework_checks" not in run.stdout
+    run = readme_grade("hw1")
+    assert run.returncode == 2 and run.stdout == "" and run.stderr.splitlines() == [
+        "error: hw1 is not a built autograder (no assignment.toml, references.npz, base/minispanbert, "
+        "grader/coursework_checks/runner.py): pass the DIR/autograder folder that "
+        "`python -m minispanbert.coursework build ID --out DIR` wrote"]
+    (tmp_path / "hw1" / "autograder" / "references.npz").unlink()
+    run = readme_grade("hw1/autograder")
+    assert run.returncode == 2 and run.stderr.startswith("error: hw1/autograder is not a built autograder (no "
+                                                         "references.npz): "), run.stderr
+
+
+def test_a_grading_process_that_cannot_start_says_so_on_every_test(built, tmp_path):
+    """A grading process that fails before running any test (here: its runner cannot import a
+    module) gives each test that reason, not 'the grader stopped before this test finished'."""
+    autograder = tmp_path / "autograder"
+    shutil.copytree(built("A1") / "autograder", autograder)
+    runner = autograder / "grader" / "coursework_checks" / "runner.py"
+    runner.write_text(runner.read_text().replace("import argparse\n", "import argparse\nimport numpy_not_here\n", 1))
+    report = grade(built("A1") / "student", autograder)
+    validate_gradescope(report)
+    assert report["score"] == 0
+    for test in report["tests"]:
+        assert test["output"].startswith("the grading process failed before any test ran (exit code 1: "
+                                         "ModuleNotFoundError: No module named 'numpy_not_here')"), test["output"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -445,7 +477,6 @@ def test_a_build_killed_at_any_change_leaves_no_folder_or_the_complete_build(bui
         build("A1", out)
         assert folder_contents(out) == reference, k
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".killed{k}.")] == [], k
-
 
 @pytest.mark.parametrize("parser", ["tomli", "none"])
 def test_assignments_read_without_tomllib(parser):
