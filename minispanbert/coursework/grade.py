@@ -182,14 +182,18 @@ def grade(submission, autograder, *, out=None) -> dict:
     return report
 
 
-def write_failure_results(out, message: str) -> None:
+def failure_report(message: str) -> dict:
     """A valid results.json (score 0, the reason) for when grading itself could not run, so that
-    Gradescope shows the reason instead of a missing-file error."""
-    report = {"score": 0.0, "output": f"the autograder could not grade this submission: {message}",
-              "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+    Gradescope shows the reason instead of a missing-file error (build.py writes the same one into
+    run_autograder for when this kit cannot even start)."""
+    return {"score": 0.0, "output": f"the autograder could not grade this submission: {message}",
+            "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+
+
+def write_failure_results(out, message: str) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out, json.dumps(failure_report(message), indent=1) + "\n")
 
 
 def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
