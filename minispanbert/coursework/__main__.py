@@ -46,9 +46,6 @@ def main(argv=None) -> int:
             if not Path(args.submission).exists():
                 raise ValueError(f"submission {args.submission} does not exist: pass a folder or a zip")
             if args.autograder:
-                if not (Path(args.autograder) / "assignment.toml").is_file():
-                    raise ValueError(f"{args.autograder} is not a built autograder (no assignment.toml): pass "
-                                     "DIR/autograder from `build`")
                 report = grade(args.submission, args.autograder, out=args.out)
             else:
                 from minispanbert.coursework.build import build

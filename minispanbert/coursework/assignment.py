@@ -19,7 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, as the tomli package
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
 
 ASSIGNMENTS_DIR = Path(__file__).resolve().parent / "assignments"
 VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
@@ -82,6 +88,16 @@ def available() -> list[str]:
     return sorted(p.stem for p in ASSIGNMENTS_DIR.glob("*.toml"))
 
 
+def read_toml(path: Path, what: str) -> dict:
+    """The TOML file ``path`` as a dict; ValueError naming ``what`` and the problem."""
+    if tomllib is None:
+        raise ValueError(f"reading the {what} {path} needs Python 3.11+ or the tomli package: pip install tomli")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read the {what} {path}: {exc}") from None
+
+
 def load(name_or_path) -> Assignment:
     """An assignment by id (``"A1"``, from the shipped ones) or from a TOML path; ValueError on a
     missing or malformed file, naming the problem."""
@@ -91,10 +107,7 @@ def load(name_or_path) -> Assignment:
         if not path.is_file():
             choices = ", ".join(available()) or "none: this is a student copy"
             raise ValueError(f"unknown assignment {name_or_path!r}: choose one of {choices}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read assignment file {path}: {exc}") from None
+    data = read_toml(path, "assignment file")
     where = f"assignment file {path}"
     try:
         functions = tuple(Function(f["name"], f["task"]) for f in data["functions"])

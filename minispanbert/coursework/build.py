@@ -3,10 +3,12 @@
     DIR/student/          the project's git-tracked files, listed functions stubbed (stubs.py),
                           notebook solutions removed (notebooks.py), no graded tests, no assignment
                           files, no git history, no bytecode; plus ASSIGNMENT.md and coursework.json
-    DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt,
-                          assignment.toml, references.npz (outputs of the solution, fixed seeds),
+    DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt
+                          and requirements-ranges.txt (setup.sh's fallback), assignment.toml,
+                          references.npz (outputs of the solution, fixed seeds),
                           grader/coursework_checks/ (the graded tests), base/minispanbert/ (the
-                          student copy of the package, onto which a submission's files are laid)
+                          student copy of the package, onto which a submission's files are laid;
+                          its coursework kit is the one run_autograder grades with)
     DIR/autograder.zip    the same files at the zip's root, to upload to Gradescope
 
 The references come from running every graded test on this checkout (the solution) in record mode,
@@ -19,6 +21,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import zipfile
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from minispanbert.coursework import assignment as assignments
+from minispanbert.coursework.grade import failure_report
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import stub_message, stub_source
 from minispanbert.engine.runs.atomic import staged_folder
@@ -130,19 +135,121 @@ def write_student(spec, root: Path, files: list[str], dest: Path) -> None:
     (dest / "coursework.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
-RUN_AUTOGRADER = """#!/usr/bin/env bash
-# Gradescope runs this for every submission (in /autograder); it always writes results.json.
-cd /autograder/source
-PYTHONPATH=/autograder/source/base python3 -m minispanbert.coursework grade /autograder/submission \\
-    --autograder /autograder/source --out /autograder/results/results.json
+# The scripts' paths hang off AUTOGRADER_ROOT (Gradescope's /autograder unless set), so that the kit's
+# tests can run them in a temporary folder laid out like Gradescope's.
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder image. It needs Python 3.10 or
+# newer from apt: in the assignment's autograder settings choose the base image Ubuntu 22.04
+# (Python 3.10) or Ubuntu 24.04 (Python 3.12). It makes the virtual environment ROOT/venv (Ubuntu
+# 24.04's Python refuses system-wide pip installs, PEP 668) with the kit's requirements (tomli too on
+# Python 3.10); the kit itself is this bundle's base/minispanbert, the copy it was built with.
+# AUTOGRADER_ROOT (default /autograder) and AUTOGRADER_VENV_ARGS (more `python3 -m venv` arguments,
+# e.g. --system-site-packages to install offline) let the kit's tests run it in a temporary folder.
+set -euo pipefail
+ROOT="${AUTOGRADER_ROOT:-/autograder}"
+SOURCE="$ROOT/source"
+VENV="$ROOT/venv"
+say() { echo "setup.sh: $*" >&2; }
+apt_install() { apt-get update -q && apt-get install -y -q "$@"; }
+if [ -e "$VENV" ]; then
+    say "$VENV already exists: setup.sh runs once per image; remove that folder to set up again"
+    exit 1
+fi
+command -v python3 >/dev/null || apt_install python3
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    say "the autograder needs Python 3.10 or newer and this image has $(python3 --version 2>&1):" \\
+        "choose the base image Ubuntu 22.04 or newer in the autograder settings"
+    exit 1
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv  # apart from python3 on Ubuntu
+STAGING=$(mktemp -d "$ROOT/.venv.new.XXXXXX")  # moved to ROOT/venv only once the kit starts in it
+trap 'rm -rf "$STAGING"' EXIT
+python3 -m venv ${AUTOGRADER_VENV_ARGS:-} "$STAGING"
+PY="$STAGING/bin/python"
+if ! "$PY" -m pip install --disable-pip-version-check -r "$SOURCE/requirements.txt"; then
+    say "the versions that recorded the references (requirements.txt) do not install on" \\
+        "$("$PY" --version); installing the newest that minispanbert accepts (requirements-ranges.txt)"
+    "$PY" -m pip install --disable-pip-version-check -r "$SOURCE/requirements-ranges.txt"
+fi
+PYTHONPATH="$SOURCE/base" "$PY" -c '
+import sys
+from pathlib import Path
+try:  # the kit imports and reads its assignment with this Python, or the image build stops here
+    from minispanbert.coursework.assignment import load
+    from minispanbert.coursework.grade import check_autograder
+    check_autograder(Path(sys.argv[1]))
+    load(Path(sys.argv[1]) / "assignment.toml")
+except Exception as exc:
+    sys.exit(f"setup.sh: the grading kit does not start with Python {sys.version.split()[0]}: "
+             f"{type(exc).__name__}: {exc}")
+' "$SOURCE"
+mv -T "$STAGING" "$VENV"
+trap - EXIT
+say "ready: $VENV ($("$VENV/bin/python" --version))"
 """
 
-SETUP_SH = """#!/usr/bin/env bash
-# Gradescope runs this once, when it builds the autograder image.
-set -e
-apt-get install -y python3 python3-pip
-pip3 install -r /autograder/source/requirements.txt
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for every submission (ROOT/submission, ROOT=AUTOGRADER_ROOT or /autograder).
+# It grades with this bundle's kit (ROOT/source/base) in the environment setup.sh made, and always
+# leaves a valid ROOT/results/results.json: when the kit cannot start, fails, or runs past
+# AUTOGRADER_TIMEOUT_S (default 540 s, inside Gradescope's default limit of 10 minutes), one with
+# score 0 and the reason.
+ROOT="${AUTOGRADER_ROOT:-/autograder}"
+SOURCE="$ROOT/source"
+PYTHON="$ROOT/venv/bin/python"
+RESULTS="$ROOT/results/results.json"
+LIMIT="${AUTOGRADER_TIMEOUT_S:-540}"
+fail() {  # the reason kept to printable ASCII without quotes or backslashes: a valid JSON string
+    local why
+    why=$(printf '%s' "$1" | LC_ALL=C tr -cd ' -~' | tr -d '"\\\\')
+    printf FAILURE_TEMPLATE "$why" >"$RESULTS.part" && mv -f "$RESULTS.part" "$RESULTS"
+    echo "run_autograder: $why"
+}
+mkdir -p "$ROOT/results"
+rm -f "$RESULTS"  # an earlier run's results must not stand for this one
+if [ ! -x "$PYTHON" ]; then
+    fail "its Python environment $ROOT/venv is missing (setup.sh did not finish): rebuild the autograder"
+    exit 0
+fi
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+PYTHONPATH="$SOURCE/base" timeout -k 10 "$LIMIT" "$PYTHON" -m minispanbert.coursework grade \\
+    "$ROOT/submission" --autograder "$SOURCE" --out "$RESULTS" >"$LOG" 2>&1
+status=$?
+cat "$LOG"
+if [ ! -f "$RESULTS" ]; then
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        fail "grading ran past $LIMIT s and was stopped"
+    else
+        fail "the grading kit failed (exit code $status): $(tail -n 1 "$LOG")"
+    fi
+fi
+exit 0
 """
+TOMLI = 'tomli>=1.1; python_version < "3.11"'  # tomllib's parser as a package, for Python 3.10
+
+
+def run_autograder_script() -> str:
+    """RUN_AUTOGRADER with grade.failure_report's results.json as the printf format of its fallback."""
+    template = json.dumps(failure_report("@MESSAGE@")).replace("\\", "\\\\").replace("%", "%%")
+    return RUN_AUTOGRADER.replace("FAILURE_TEMPLATE", shlex.quote(template.replace("@MESSAGE@", "%s") + "\\n"))
+
+
+def requirements() -> tuple[str, str]:
+    """requirements.txt (the versions that recorded the references) and requirements-ranges.txt (the
+    versions pyproject.toml accepts: setup.sh's fallback where the recorded ones do not install,
+    e.g. NumPy 2.4 on Python 3.10)."""
+    project = assignments.read_toml(project_root() / "pyproject.toml", "project file")
+    declared = {re.match(r"[A-Za-z0-9._-]+", dep).group().lower(): dep
+                for dep in project.get("project", {}).get("dependencies", [])}
+    pinned, ranges = [], []
+    for name in REQUIREMENTS:
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pinned.append(name)
+        ranges.append(declared.get(name, name))
+    return "\n".join(pinned + [TOMLI]) + "\n", "\n".join(ranges + [TOMLI]) + "\n"
 
 
 def write_autograder(spec, toml_path: Path, student: Path, dest: Path, refs: dict) -> None:
@@ -153,14 +260,10 @@ def write_autograder(spec, toml_path: Path, student: Path, dest: Path, refs: dic
         shutil.copyfile(source, checks / source.name)
     shutil.copyfile(toml_path, dest / "assignment.toml")
     np.savez(dest / "references.npz", **refs)
-    versions = []
-    for name in REQUIREMENTS:  # the versions that produced the references
-        try:
-            versions.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(name)
-    (dest / "requirements.txt").write_text("\n".join(versions) + "\n", encoding="utf-8")
-    for name, text in (("run_autograder", RUN_AUTOGRADER), ("setup.sh", SETUP_SH)):
+    pinned, ranges = requirements()
+    (dest / "requirements.txt").write_text(pinned, encoding="utf-8")
+    (dest / "requirements-ranges.txt").write_text(ranges, encoding="utf-8")
+    for name, text in (("run_autograder", run_autograder_script()), ("setup.sh", SETUP_SH)):
         (dest / name).write_text(text, encoding="utf-8")
         (dest / name).chmod(0o755)
 

@@ -34,6 +34,7 @@ FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the ru
 CHECKS_PACKAGE = "coursework_checks"
 PROCESS_SLACK_S = 30.0  # the grading process's start-up (NumPy import)
 STARTUP_OUTPUT_CAP = 2000
+AUTOGRADER_PARTS = ("assignment.toml", "references.npz", "base/minispanbert", f"grader/{CHECKS_PACKAGE}/runner.py")
 
 
 def read_submission(submission: Path, wanted: list[str]) -> tuple[dict[str, bytes], list[str]]:
@@ -103,9 +104,11 @@ def run_tests(groups, spec, *, project: Path, autograder: Path, work: Path) -> d
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
+        timed_out = False
         try:
             process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
+            timed_out = True
             process.kill()
             process.wait()
     results = {}
@@ -119,18 +122,31 @@ def run_tests(groups, spec, *, project: Path, autograder: Path, work: Path) -> d
             if record.get("name") in names:
                 results[record["name"]] = record
     tail = log.read_bytes()[-STARTUP_OUTPUT_CAP:].decode("utf-8", errors="replace")
+    if results or timed_out:
+        message = (f"the grader stopped before this test finished (exit code {process.returncode}, "
+                   f"limit {limit:g} s for the whole submission); see the output below")
+    else:
+        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+        message = f"the grading process failed before any test ran (exit code {process.returncode}: {last})"
     for name in names:
         if name not in results:
-            results[name] = {"name": name, "passed": False, "output": tail,
-                             "message": f"the grader stopped before this test finished (exit code {process.returncode}, "
-                                        f"limit {limit:g} s for the whole submission); see the output below"}
+            results[name] = {"name": name, "passed": False, "output": tail, "message": message}
     return results
+
+
+def check_autograder(folder: Path) -> None:
+    """One line when ``folder`` is not a complete built autograder, instead of every test failing."""
+    missing = [part for part in AUTOGRADER_PARTS if not (folder / part).exists()]
+    if missing:
+        raise ValueError(f"{folder} is not a built autograder (no {', '.join(missing)}): pass the DIR/autograder "
+                         "folder that `python -m minispanbert.coursework build ID --out DIR` wrote")
 
 
 def grade(submission, autograder, *, out=None) -> dict:
     """Grade ``submission`` with the built ``autograder`` folder -> the results.json dict (also
     written to ``out`` when given)."""
     started = time.monotonic()
+    check_autograder(Path(autograder))
     autograder = Path(autograder).resolve()  # the grading process runs in a temporary folder
     spec = assignments.load(autograder / "assignment.toml")
     with tempfile.TemporaryDirectory(prefix="coursework-grade-") as tmp:
@@ -166,14 +182,18 @@ def grade(submission, autograder, *, out=None) -> dict:
     return report
 
 
-def write_failure_results(out, message: str) -> None:
+def failure_report(message: str) -> dict:
     """A valid results.json (score 0, the reason) for when grading itself could not run, so that
-    Gradescope shows the reason instead of a missing-file error."""
-    report = {"score": 0.0, "output": f"the autograder could not grade this submission: {message}",
-              "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+    Gradescope shows the reason instead of a missing-file error (build.py writes the same one into
+    run_autograder for when this kit cannot even start)."""
+    return {"score": 0.0, "output": f"the autograder could not grade this submission: {message}",
+            "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+
+
+def write_failure_results(out, message: str) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out, json.dumps(failure_report(message), indent=1) + "\n")
 
 
 def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:

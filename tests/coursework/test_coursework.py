@@ -229,15 +229,47 @@ def test_student_copy_imports_and_its_unlisted_tests_pass(built, name):
     assert "none: this is a student copy" in run.stderr and not (student / "rebuilt").exists()
 
 
-def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path, monkeypatch, capsys):
+def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path):
     """python -m minispanbert.coursework grade hw1/student --autograder hw1/autograder, run from the
     folder that holds hw1/: the grading process, which runs in a temporary folder, still finds the
-    autograder's checks (it once looked for them relative to that folder and scored 0)."""
+    autograder's checks (it once looked for them relative to that folder and scored 0). A folder that
+    is not a complete autograder is one line naming what it lacks, not every test failing."""
     shutil.copytree(built("A1"), tmp_path / "hw1")
-    monkeypatch.chdir(tmp_path)
-    assert coursework_main(["grade", "hw1/student", "--autograder", "hw1/autograder"]) == 0
-    summary = capsys.readouterr().out
-    assert "score 0 / 22" in summary and "NotImplementedError" in summary and "coursework_checks" not in summary
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def readme_grade(autograder):
+        return subprocess.run([sys.executable, "-m", "minispanbert.coursework", "grade", "hw1/student",
+                               "--autograder", autograder], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    run = readme_grade("hw1/autograder")
+    assert run.returncode == 0, run.stderr
+    assert "score 0 / 22" in run.stdout and run.stdout.count("FAIL ") == len(assignments.load("A1").tests)
+    assert "NotImplementedError" in run.stdout and "grader stopped" not in run.stdout
+    assert "coursework_checks" not in run.stdout
+    run = readme_grade("hw1")
+    assert run.returncode == 2 and run.stdout == "" and run.stderr.splitlines() == [
+        "error: hw1 is not a built autograder (no assignment.toml, references.npz, base/minispanbert, "
+        "grader/coursework_checks/runner.py): pass the DIR/autograder folder that "
+        "`python -m minispanbert.coursework build ID --out DIR` wrote"]
+    (tmp_path / "hw1" / "autograder" / "references.npz").unlink()
+    run = readme_grade("hw1/autograder")
+    assert run.returncode == 2 and run.stderr.startswith("error: hw1/autograder is not a built autograder (no "
+                                                         "references.npz): "), run.stderr
+
+
+def test_a_grading_process_that_cannot_start_says_so_on_every_test(built, tmp_path):
+    """A grading process that fails before running any test (here: its runner cannot import a
+    module) gives each test that reason, not 'the grader stopped before this test finished'."""
+    autograder = tmp_path / "autograder"
+    shutil.copytree(built("A1") / "autograder", autograder)
+    runner = autograder / "grader" / "coursework_checks" / "runner.py"
+    runner.write_text(runner.read_text().replace("import argparse\n", "import argparse\nimport numpy_not_here\n", 1))
+    report = grade(built("A1") / "student", autograder)
+    validate_gradescope(report)
+    assert report["score"] == 0
+    for test in report["tests"]:
+        assert test["output"].startswith("the grading process failed before any test ran (exit code 1: "
+                                         "ModuleNotFoundError: No module named 'numpy_not_here')"), test["output"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -445,3 +477,174 @@ def test_a_build_killed_at_any_change_leaves_no_folder_or_the_complete_build(bui
         build("A1", out)
         assert folder_contents(out) == reference, k
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".killed{k}.")] == [], k
+
+
+# Gradescope's layout (its autograder specification): the bundle unzipped in ROOT/source, setup.sh run
+# there once, run_autograder copied to ROOT, the submission in ROOT/submission, ROOT/results/results.json.
+BUNDLE_TOOLS = [tool for tool in ("bash", "timeout", "mktemp") if shutil.which(tool) is None]
+IN_A_VENV = sys.prefix != sys.base_prefix  # a --system-site-packages venv would miss this one's packages
+
+
+def gradescope_root(root: Path, autograder_zip: Path) -> Path:
+    """``root`` laid out as Gradescope lays out /autograder, from the uploaded zip (modes as stored)."""
+    with zipfile.ZipFile(autograder_zip) as archive:
+        for info in archive.infolist():
+            archive.extract(info, root / "source")
+            (root / "source" / info.filename).chmod((info.external_attr >> 16) & 0o777)
+    shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
+    (root / "submission").mkdir()
+    return root
+
+
+def bundle_env(root: Path, tmp: Path, **extra) -> dict:
+    """The scripts' environment: rooted in ``root``, python3 = this interpreter, offline (the new venv
+    sees this interpreter's packages; pip may not reach an index), no PYTHONPATH of ours, and an
+    apt-get that refuses (setup.sh needs it only where python3 or its venv module is missing)."""
+    bin_dir = tmp / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        (bin_dir / "python3").symlink_to(sys.executable)
+        (bin_dir / "apt-get").write_text("#!/bin/sh\necho \"the test's apt-get was called: $*\" >&2\nexit 97\n")
+        (bin_dir / "apt-get").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV"))}
+    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "AUTOGRADER_ROOT": str(root),
+            "AUTOGRADER_VENV_ARGS": "--system-site-packages", "PIP_NO_INDEX": "1", "PYTHONNOUSERSITE": "1", **extra}
+
+
+def run_script(script: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(script)], env=env, cwd=script.parent, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def gradescope(built, tmp_path_factory):
+    """A1's autograder.zip set up by its own setup.sh in a temporary Gradescope layout -> (root, env)."""
+    if BUNDLE_TOOLS or IN_A_VENV:
+        pytest.skip(f"the bundle test needs {BUNDLE_TOOLS} and a Python outside a venv (sys.prefix {sys.prefix})")
+    tmp = tmp_path_factory.mktemp("gradescope")
+    root = gradescope_root(tmp / "autograder", built("A1") / "autograder.zip")
+    env = bundle_env(root, tmp)
+    setup = run_script(root / "source" / "setup.sh", env)
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+    assert f"setup.sh: ready: {root / 'venv'} (Python " in setup.stderr
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    return root, env
+
+
+def run_autograder(root: Path, env: dict, **extra) -> dict:
+    """Run ROOT/run_autograder -> results.json (checked against Gradescope's format)."""
+    run = run_script(root / "run_autograder", {**env, **extra})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
+    validate_gradescope(report)
+    return report
+
+
+def test_gradescope_bundle_installs_and_always_writes_results_json(gradescope):
+    """The uploaded zip, set up by its setup.sh in a fresh venv and run as Gradescope runs it: the
+    solution scores full marks, the untouched stubs 0; a kit that cannot import, a run past the time
+    limit and a missing venv each still leave a valid results.json with score 0 and the reason (and
+    never an earlier run's results)."""
+    root, env = gradescope
+    spec = assignments.load("A1")
+    submission = root / "submission"
+    solution_submission(spec, submission)
+    report = run_autograder(root, env)
+    assert report["score"] == spec.max_score, "\n".join(t["output"] for t in report["tests"] if t["status"] != "passed")
+
+    for rel in spec.files:  # the untouched stubs, as the student copy has them
+        shutil.copyfile(root / "source" / "base" / rel, submission / rel)
+    report = run_autograder(root, env)
+    assert report["score"] == 0 and len(report["tests"]) == len(spec.tests)
+    assert all(t["output"].startswith("NotImplementedError: ") for t in report["tests"])
+
+    report = run_autograder(root, env, AUTOGRADER_TIMEOUT_S="0.05")
+    assert report["score"] == 0 and report["tests"] == []
+    assert report["output"].endswith("could not grade this submission: grading ran past 0.05 s and was stopped")
+
+    kit = root / "source" / "base" / "minispanbert" / "coursework" / "grade.py"
+    text = kit.read_text(encoding="utf-8")  # the kit loses a module its environment lacks
+    kit.write_text(text.replace("from __future__ import annotations\n",
+                                "from __future__ import annotations\nimport numpy_this_venv_lacks\n", 1))
+    try:
+        report = run_autograder(root, env)
+    finally:
+        kit.write_text(text, encoding="utf-8")
+    assert report["score"] == 0 and report["tests"] == []
+    assert report["output"].endswith("the grading kit failed (exit code 1): ModuleNotFoundError: "
+                                     "No module named 'numpy_this_venv_lacks'"), report["output"]
+
+    (root / "venv").rename(root / "venv-aside")
+    try:
+        report = run_autograder(root, env)
+    finally:
+        (root / "venv-aside").rename(root / "venv")
+    assert report["score"] == 0 and "setup.sh did not finish" in report["output"]
+
+
+def test_gradescope_setup_names_the_python_it_needs_never_redoes_a_venv_and_falls_back_to_ranges(gradescope, tmp_path):
+    """setup.sh names the Python it needs in one line on an older one; refuses to touch an existing
+    venv; and where the versions that recorded the references do not install (NumPy 2.4 on Python
+    3.10), installs those pyproject.toml accepts and says so."""
+    root, env = gradescope
+    old_bin = tmp_path / "old"
+    old_bin.mkdir()
+    (old_bin / "python3").write_text("#!/bin/sh\necho 'Python 3.8.10'\nexit 1\n")
+    (old_bin / "python3").chmod(0o755)
+    other = tmp_path / "other"
+    shutil.copytree(root / "source", other / "source")
+    other_env = bundle_env(other, tmp_path)
+    run = run_script(other / "source" / "setup.sh", {**other_env, "PATH": f"{old_bin}{os.pathsep}{other_env['PATH']}"})
+    assert run.returncode == 1 and run.stderr.splitlines() == [
+        "setup.sh: the autograder needs Python 3.10 or newer and this image has Python 3.8.10: choose the base "
+        "image Ubuntu 22.04 or newer in the autograder settings"]
+    assert sorted(p.name for p in other.iterdir()) == ["source"]
+
+    before = sorted(p.name for p in (root / "venv").iterdir())
+    run = run_script(root / "source" / "setup.sh", env)
+    assert run.returncode == 1 and run.stderr.splitlines() == [
+        f"setup.sh: {root / 'venv'} already exists: setup.sh runs once per image; remove that folder to set up again"]
+    assert sorted(p.name for p in (root / "venv").iterdir()) == before
+
+    requirements = other / "source" / "requirements.txt"
+    pins = requirements.read_text().splitlines()
+    requirements.write_text("\n".join("numpy==0.0.1" if pin.startswith("numpy==") else pin for pin in pins) + "\n")
+    run = run_script(other / "source" / "setup.sh", other_env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "(requirements.txt) do not install on Python 3." in run.stderr
+    assert "installing the newest that minispanbert accepts (requirements-ranges.txt)" in run.stderr
+    assert (other / "venv" / "bin" / "python").exists()
+
+
+@pytest.mark.parametrize("parser", ["tomli", "none"])
+def test_assignments_read_without_tomllib(parser):
+    """On Python 3.10 (no tomllib) the kit reads its TOML with the tomli package, which setup.sh
+    installs there; with neither, loading an assignment says what to install in one line."""
+    if parser == "tomli":
+        prelude = ("import sys, importlib.util\n"
+                   "real = importlib.import_module('tomli') if importlib.util.find_spec('tomli') else None\n"
+                   "if real is None and sys.version_info >= (3, 11):\n"
+                   "    import tomllib as real  # tomli became tomllib: the same module under tomli's name\n"
+                   "    del sys.modules['tomllib']\n"
+                   "if real is None:\n"
+                   "    sys.exit(77)\n"
+                   "sys.modules['tomli'] = real\n")
+    else:
+        prelude = "import sys\nsys.modules['tomli'] = None\n"
+    code = (prelude + "sys.modules['tomllib'] = None\n"
+            "from minispanbert.coursework import assignment\n"
+            "assert assignment.tomllib is sys.modules['tomli']\n"
+            "try:\n"
+            "    print(assignment.load('A1').max_score)\n"
+            "except ValueError as exc:\n"
+            "    print(f'error: {exc}')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    if run.returncode == 77:
+        pytest.skip("neither tomllib nor tomli is available to stand in for it")
+    assert run.returncode == 0, run.stderr
+    if parser == "tomli":
+        assert run.stdout.strip() == f"{assignments.load('A1').max_score}"
+    else:
+        assert run.stdout.strip().startswith("error: reading the assignment file ") and run.stdout.strip().endswith(
+            "needs Python 3.11+ or the tomli package: pip install tomli"), run.stdout
