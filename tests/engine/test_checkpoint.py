@@ -377,8 +377,11 @@ def test_a_run_written_before_the_restructure_resumes_and_exports(tmp_path, monk
     package moved into core / family / finetune / interop / engine). It still resumes: the two
     further steps and the evaluation give what 0.2.0 itself gave when it resumed the same folder
     (run-0.2.0-resumed.json, float32, so to float32 rounding across CPUs), and it exports as a
-    Hugging Face folder."""
+    Hugging Face folder. 0.2.0 drew its dropout masks from NumPy's PCG64 stream (seed, step, 3); that
+    generator is passed in place of today's keyed one (minispanbert/keyed_random.py), so everything
+    else is compared."""
     from minispanbert import config
+    from minispanbert import train as loop
     from minispanbert.engine.runs.runlog import read_metrics
     from minispanbert.engine.trainer import main as train_main
     from minispanbert.interop.export_hf import main as export_main
@@ -386,6 +389,7 @@ def test_a_run_written_before_the_restructure_resumes_and_exports(tmp_path, monk
     from micro_runs import micro_config, write_corpus
 
     monkeypatch.setitem(config.PRESETS, "micro", micro_config())
+    monkeypatch.setattr(loop, "dropout_random", lambda seed, step, xp: np.random.default_rng([seed, step, 3]))
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / "run-0.2.0", run)
     corpus = write_corpus(tmp_path / "corpus.txt")  # the corpus the run was trained on (its sha256 is checked)
