@@ -222,8 +222,11 @@ def gumbel_noise(keys, vocab_size: int) -> np.ndarray:
     by a Philox generator keyed by ``keys[n]``: a sample depends on its own key only, not on which
     thread or rank computes it. (The authors' code draws g = -log(-log(u + 1e-9) + 1e-9), u ~ U[0, 1):
     the same distribution up to its guards; -log E needs one logarithm and no guard.)"""
-    rows = [np.random.Generator(np.random.Philox(key=int(key))).standard_exponential(vocab_size) for key in keys]
-    return -np.log(np.stack(rows)) if rows else np.zeros((0, vocab_size))
+    noise = np.empty((len(keys), vocab_size))
+    for row, key in zip(noise, keys):
+        np.random.Generator(np.random.Philox(key=int(key))).standard_exponential(out=row)  # E
+    np.log(noise, out=noise)
+    return np.negative(noise, out=noise)  # g = -log E
 
 
 def sample_tokens(logits, noise, *, xp):
