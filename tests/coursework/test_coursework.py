@@ -48,14 +48,14 @@ PLANTED_BUGS = [
     ("A1", "minispanbert/layers/layernorm.py", "    g -= mean_g\n", "",
      {"layernorm_backward_input", "layernorm_backward_3d"}),
     ("A1", "minispanbert/layers/softmax.py", "dx = dy - (y * dy).sum(axis=-1, keepdims=True)", "dx = dy.copy()",
-     {"softmax_backward", "attention_backward"}),
+     {"softmax_backward", "attention_backward", "attention_dropout_backward"}),
     ("A1", "minispanbert/layers/attention.py", "scale = 1.0 / math.sqrt(H // num_heads)", "scale = 1.0",
-     {"attention_forward", "attention_backward"}),
+     {"attention_forward", "attention_dropout_forward"}),  # its backward reads the scale from the cache: right
     ("A1", "minispanbert/layers/gelu.py", "    pdf *= x\n", "",
      {"gelu_backward"}),
     ("A1", "minispanbert/layers/cross_entropy.py", "loss = -(log_prob_target * keep).sum() / count",
      "loss = -(log_prob_target * keep).sum()",
-     {"cross_entropy_forward", "cross_entropy_backward", "cross_entropy_edge_cases"}),
+     {"cross_entropy_forward", "cross_entropy_edge_cases"}),  # its backward is right: not charged again
     ("A2", "minispanbert/masking.py", "draw = np.repeat(rng.random(starts.size), lengths)",
      "draw = rng.random(positions.size)",  # 80/10/10 per token instead of per span
      {"replace_spans_per_span", "masking_end_to_end"}),
@@ -71,10 +71,10 @@ PLANTED_BUGS = [
      {"span_length_pmf", "span_length_mean"}),
     ("A2", "minispanbert/model/sbo_head.py", "scatter_add(dh, left, dh0[:, :hidden], xp=xp)",
      "dh[left] = dh0[:, :hidden]",  # shared boundaries overwritten instead of accumulated
-     {"sbo_head_backward", "pretraining_gradients"}),
+     {"sbo_head_backward", "pretraining_gradients", "pretraining_gradients_scaled"}),
     ("A2", "minispanbert/model/spanbert_loss.py", '        decoder_grad += sbo_grads.pop("bert.embeddings.word_embeddings.weight")\n',
      '        sbo_grads.pop("bert.embeddings.word_embeddings.weight")\n',  # tied embedding misses the SBO decoder
-     {"pretraining_gradients"}),
+     {"pretraining_gradients", "pretraining_gradients_scaled"}),
     ("A3", "minispanbert/optim.py", "decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0",
      "decay = weight_decay",  # AdamW decays biases and LayerNorm too
      {"adamw_decay_mask"}),
@@ -84,7 +84,7 @@ PLANTED_BUGS = [
      "        g *= xp.minimum(max_norm / (xp.sqrt(xp.vdot(g.reshape(-1), g.reshape(-1))) + CLIP_NORM_EPS), 1.0)\n",
      {"clip_grad_norm"}),
     ("A3", "minispanbert/finetune/qa_head.py", "loss = (start_loss + end_loss) / 2", "loss = start_loss + end_loss",
-     {"qa_loss", "qa_gradients"}),  # the QA loss not halved (qa_gradients: backward no longer matches forward)
+     {"qa_loss"}),  # the QA loss not halved: its backward is right, so qa_gradients judges it by the reference
     ("A3", "minispanbert/finetune/squad.py",
      "    prediction_tokens = normalize_answer(prediction).split()\n    truth_tokens = normalize_answer(ground_truth).split()\n",
      "    prediction_tokens = list(normalize_answer(prediction))\n    truth_tokens = list(normalize_answer(ground_truth))\n",
@@ -243,7 +243,7 @@ def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path):
                               timeout=120)
     run = readme_grade("hw1/autograder")
     assert run.returncode == 0, run.stderr
-    assert "score 0 / 22" in run.stdout and run.stdout.count("FAIL ") == len(assignments.load("A1").tests)
+    assert f"score 0 / {assignments.load('A1').max_score:g}" in run.stdout and run.stdout.count("FAIL ") == len(assignments.load("A1").tests)
     assert "NotImplementedError" in run.stdout and "grader stopped" not in run.stdout
     assert "coursework_checks" not in run.stdout
     run = readme_grade("hw1")

@@ -1,11 +1,18 @@
 """A1 graded tests: backprop through a Transformer layer (linear, LayerNorm, GeLU, softmax,
 self-attention, cross-entropy). float64, tiny shapes, fixed seeds; every backward is compared with
-the reference and with centred differences of the submission's own forward."""
+the reference and with centred differences of the submission's own forward. A backward test first
+asks whether the submission's forward reproduced the reference on its inputs: if not (that forward's
+own test charges it), the backward is judged by ``Check.derivative`` against either the reference or
+its own forward, so one forward mistake costs its own points only. Every argument that changes an
+output is exercised: eps at a size where it matters, dropout on (a fixed ``KeyedRandom``, forward
+and backward), a non-default ignore_index, rows shifted far apart for the softmax."""
 from __future__ import annotations
 
 import numpy as np
 
 from .harness import Check, graded
+
+DROPOUT_KEY = (11, 0, 3)  # a fixed (seed, step, purpose) key: KeyedRandom draws the same masks every time
 
 TESTS: dict = {}
 test = graded(TESTS)
@@ -45,15 +52,14 @@ def linear_backward(check: Check):
     x, w, b = rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)
     dy = rng.normal(size=(2, 3, 5))
     forward = check.function(LINEAR + "linear_forward")
-    _, cache = forward(x, w, b, xp=np)
+    y, cache = forward(x, w, b, xp=np)
+    ok = check.agrees("y (forward)", y)
     dx, dw, db = _backward_tuple(check, check.function(LINEAR + "linear_backward")(dy, cache, xp=np),
                                  ("dx", "dweight", "dbias"), "linear_backward")
     hint = "dW and db sum over every leading position (here 2 x 3), not just the last one."
-    check.close("dx", dx, hint="dx = dy W has the shape of x.")
-    check.close("dweight", dw, hint=hint)
-    check.close("dbias", db, hint=hint)
     for name, value, grad in (("dx", x, dx), ("dweight", w, dw), ("dbias", b, db)):
-        check.gradient(name, grad, lambda: forward(x, w, b, xp=np)[0], value, dy)
+        check.derivative(name, grad, lambda: forward(x, w, b, xp=np)[0], value, dy, forward_agrees=ok,
+                         hint="dx = dy W has the shape of x." if name == "dx" else hint)
 
 
 def _layernorm_inputs(seed, shape, *, offset=1.0, scale=3.0):
@@ -67,46 +73,52 @@ def _layernorm_inputs(seed, shape, *, offset=1.0, scale=3.0):
 def layernorm_forward(check: Check):
     x, gamma, beta, _ = _layernorm_inputs(201, (4, 6))
     y, _ = check.function(LAYERNORM + "layernorm_forward")(x, gamma, beta, xp=np)
-    check.close("y", y, hint="normalise each row over its last axis with the biased variance "
-                             "mean((x - mu)^2) and eps inside the square root, then scale by gamma and shift by beta.")
+    hint = ("normalise each row over its last axis with the biased variance mean((x - mu)^2) and eps inside "
+            "the square root, then scale by gamma and shift by beta.")
+    check.close("y", y, hint=hint)
+    # eps = 0.1 on rows of spread 0.3 (variance 0.09): eps now matters as much as the variance, so an
+    # ignored eps argument or eps outside the square root shows (at BERT's 1e-12 neither can).
+    x_small, gamma, beta, _ = _layernorm_inputs(205, (4, 6), offset=2.0, scale=0.3)
+    y_eps, _ = check.function(LAYERNORM + "layernorm_forward")(x_small, gamma, beta, xp=np, eps=0.1)
+    check.close("y with eps=0.1", y_eps, hint="use the eps argument, inside the square root: "
+                                             "rstd = 1 / sqrt(var + eps). " + hint)
 
 
 def _layernorm_backward(check, x, gamma, beta, dy):
     forward = check.function(LAYERNORM + "layernorm_forward")
-    _, cache = forward(x, gamma, beta, xp=np)
+    y, cache = forward(x, gamma, beta, xp=np)
+    ok = check.agrees("y (forward)", y)
     grads = _backward_tuple(check, check.function(LAYERNORM + "layernorm_backward")(dy.copy(), cache, xp=np),
                             ("dx", "dgamma", "dbeta"), "layernorm_backward")
-    return forward, grads
+    return forward, ok, grads
 
 
 @test
 def layernorm_backward_input(check: Check):
     x, gamma, beta, dy = _layernorm_inputs(202, (4, 6))
-    forward, (dx, _, _) = _layernorm_backward(check, x, gamma, beta, dy)
-    check.close("dx", dx, hint=LN_HINT)
-    check.gradient("dx", dx, lambda: forward(x, gamma, beta, xp=np)[0], x, dy, hint=LN_HINT)
+    forward, ok, (dx, _, _) = _layernorm_backward(check, x, gamma, beta, dy)
+    check.derivative("dx", dx, lambda: forward(x, gamma, beta, xp=np)[0], x, dy, forward_agrees=ok, hint=LN_HINT)
 
 
 @test
 def layernorm_backward_params(check: Check):
     x, gamma, beta, dy = _layernorm_inputs(203, (4, 6))
-    forward, (_, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
+    forward, ok, (_, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
     hint = "dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy (one value per feature)."
-    check.close("dgamma", dgamma, hint=hint)
-    check.close("dbeta", dbeta, hint=hint)
-    check.gradient("dgamma", dgamma, lambda: forward(x, gamma, beta, xp=np)[0], gamma, dy)
-    check.gradient("dbeta", dbeta, lambda: forward(x, gamma, beta, xp=np)[0], beta, dy)
+    for name, value, grad in (("dgamma", gamma, dgamma), ("dbeta", beta, dbeta)):
+        check.derivative(name, grad, lambda: forward(x, gamma, beta, xp=np)[0], value, dy, forward_agrees=ok,
+                         hint=hint)
 
 
 @test
 def layernorm_backward_3d(check: Check):
     """Hidden: three axes and a large offset (a (B, T, H) activation whose mean dwarfs its spread)."""
     x, gamma, beta, dy = _layernorm_inputs(204, (2, 3, 5), offset=50.0, scale=0.5)
-    forward, (dx, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
+    forward, ok, (dx, dgamma, dbeta) = _layernorm_backward(check, x, gamma, beta, dy)
     hint = "reduce over the last axis only for dx, and over every leading axis for dgamma and dbeta. " + LN_HINT
-    check.close("dx", dx, rtol=1e-6, hint=hint)
-    check.close("dgamma", dgamma, rtol=1e-6, hint=hint)
-    check.close("dbeta", dbeta, rtol=1e-6, hint=hint)
+    for name, value, grad in (("dx", x, dx), ("dgamma", gamma, dgamma), ("dbeta", beta, dbeta)):
+        check.derivative(name, grad, lambda: forward(x, gamma, beta, xp=np)[0], value, dy, forward_agrees=ok,
+                         rtol=1e-6, hint=hint)
 
 
 def _gelu_inputs():
@@ -127,11 +139,11 @@ def gelu_forward(check: Check):
 def gelu_backward(check: Check):
     x, dy = _gelu_inputs()
     forward = check.function(GELU + "gelu_forward")
-    _, cache = forward(x, xp=np)
+    y, cache = forward(x, xp=np)
+    ok = check.agrees("y (forward)", y)
     dx = check.function(GELU + "gelu_backward")(dy.copy(), cache, xp=np)
     hint = "gelu'(x) = Phi(x) + x * phi(x): the product rule on x * Phi(x) gives two terms; multiply by dy."
-    check.close("dx", dx, hint=hint)
-    check.gradient("dx", dx, lambda: forward(x, xp=np)[0], x, dy, hint=hint)
+    check.derivative("dx", dx, lambda: forward(x, xp=np)[0], x, dy, forward_agrees=ok, hint=hint)
 
 
 @test
@@ -144,6 +156,9 @@ def softmax_forward(check: Check):
     big, _ = forward(x + 1000.0, xp=np)
     check.close("y_shifted_by_1000", big, hint="softmax(x + 1000) must equal softmax(x): subtract each "
                                               "row's max before exp, or exp overflows to inf.")
+    apart, _ = forward(x + np.array([[0.0], [800.0], [-800.0]]), xp=np)
+    check.close("y_rows_shifted_by_0_800_-800", apart, hint="each row is its own softmax: subtract each ROW's "
+                "max (axis=-1, keepdims=True), not one max over the whole array (exp(-1600) underflows to 0).")
 
 
 @test
@@ -151,10 +166,10 @@ def softmax_backward(check: Check):
     rng = np.random.default_rng(402)
     x, dy = rng.normal(size=(3, 7)) * 2, rng.normal(size=(3, 7))
     forward = check.function(SOFTMAX + "softmax_forward")
-    _, cache = forward(x.copy(), xp=np)
+    y, cache = forward(x.copy(), xp=np)
+    ok = check.agrees("y (forward)", y)
     dx = check.function(SOFTMAX + "softmax_backward")(dy.copy(), cache, xp=np)
-    check.close("dx", dx, hint=SOFTMAX_HINT)
-    check.gradient("dx", dx, lambda: forward(x.copy(), xp=np)[0], x, dy, hint=SOFTMAX_HINT)
+    check.derivative("dx", dx, lambda: forward(x.copy(), xp=np)[0], x, dy, forward_agrees=ok, hint=SOFTMAX_HINT)
 
 
 def _attention_inputs():
@@ -193,7 +208,15 @@ def attention_backward(check: Check):
     x, w, attention_mask, dout = _attention_inputs()
     mask_bias = check.function(ATTENTION + "padding_mask_bias")(attention_mask, np.float64, xp=np)
     forward = check.function(ATTENTION + "self_attention_forward")
-    _, cache = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)
+    out, cache = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)
+    _attention_gradients(check, lambda: forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np), x, w, out, cache,
+                         dout)
+
+
+def _attention_gradients(check, run_forward, x, w, out, cache, dout):
+    """self_attention_backward's nine gradients for ``cache``, judged against the reference (when ``out``
+    agrees with it) or the centred differences of ``run_forward``."""
+    ok = check.agrees("out (forward)", out)
     names = ("dx", "dwq", "dbq", "dwk", "dbk", "dwv", "dbv", "dwo", "dbo")
     grads = dict(zip(names, _backward_tuple(
         check, check.function(ATTENTION + "self_attention_backward")(dout.copy(), cache, xp=np), names,
@@ -209,9 +232,45 @@ def attention_backward(check: Check):
     for name in names:
         if name == "dbk":
             continue
-        check.close(name, grads[name], rtol=1e-6, hint=hint)
-        check.gradient(name, grads[name], lambda: forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np)[0],
-                       inputs[name], dout, hint=hint)
+        check.derivative(name, grads[name], lambda: run_forward()[0], inputs[name], dout, forward_agrees=ok,
+                         rtol=1e-6, hint=hint)
+
+
+def _dropout_rng():
+    from minispanbert.keyed_random import KeyedRandom
+
+    return KeyedRandom(DROPOUT_KEY, xp=np)
+
+
+DROPOUT_HINT = ("attention dropout: A~ = dropout_forward(A, dropout_p, rng, xp=xp, train=train) on the softmax "
+                "output, one draw of shape (B, heads, T, T), then C = A~ V; backward: dA = dropout_backward(dA~).")
+
+
+@test
+def attention_dropout_forward(check: Check):
+    """Dropout on (p = 0.3, a fixed KeyedRandom): the masks fall on the attention weights."""
+    x, w, attention_mask, _ = _attention_inputs()
+    mask_bias = check.function(ATTENTION + "padding_mask_bias")(attention_mask, np.float64, xp=np)
+    forward = check.function(ATTENTION + "self_attention_forward")
+    out, _ = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np, dropout_p=0.3, rng=_dropout_rng(), train=True)
+    check.close("out with dropout 0.3 (training)", out, hint=DROPOUT_HINT)
+    out_eval, _ = forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np, dropout_p=0.3, rng=_dropout_rng(),
+                          train=False)
+    check.close("out with dropout 0.3 (evaluation)", out_eval, hint="with train=False dropout is the identity.")
+
+
+@test
+def attention_dropout_backward(check: Check):
+    """The nine gradients through the same dropout masks (each forward gets a fresh generator with
+    the same key, so the centred differences see the same masks)."""
+    x, w, attention_mask, dout = _attention_inputs()
+    mask_bias = check.function(ATTENTION + "padding_mask_bias")(attention_mask, np.float64, xp=np)
+    forward = check.function(ATTENTION + "self_attention_forward")
+
+    def run_forward():
+        return forward(x, **w, mask_bias=mask_bias, num_heads=2, xp=np, dropout_p=0.3, rng=_dropout_rng(), train=True)
+    out, cache = run_forward()
+    _attention_gradients(check, run_forward, x, w, out, cache, dout)
 
 
 def _cross_entropy_inputs():
@@ -228,21 +287,27 @@ CE_HINT = ("average -log softmax(z_n)[y_n] over the rows whose label is not igno
 @test
 def cross_entropy_forward(check: Check):
     logits, labels = _cross_entropy_inputs()
-    loss, _ = check.function(CROSS_ENTROPY + "cross_entropy_forward")(logits.copy(), labels, xp=np)
+    forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
+    loss, _ = forward(logits.copy(), labels, xp=np)
     check.close("loss", loss, hint=CE_HINT)
+    minus_one = np.where(labels == -100, -1, labels)
+    minus_one[0] = -1  # two rows ignored through ignore_index=-1
+    loss_ignore, _ = forward(logits.copy(), minus_one, xp=np, ignore_index=-1)
+    check.close("loss with ignore_index=-1", loss_ignore, hint="compare the labels with the ignore_index "
+                                                                "argument, not with the constant -100.")
 
 
 @test
 def cross_entropy_backward(check: Check):
     logits, labels = _cross_entropy_inputs()
     forward = check.function(CROSS_ENTROPY + "cross_entropy_forward")
-    _, cache = forward(logits.copy(), labels, xp=np)
+    loss, cache = forward(logits.copy(), labels, xp=np)
+    ok = check.agrees("loss (forward)", loss)
     dlogits = check.function(CROSS_ENTROPY + "cross_entropy_backward")(0.7, cache, xp=np)
     hint = ("dz_n = dloss * (softmax(z_n) - onehot(y_n)) / (number of counted rows), and exactly 0 for an "
             "ignored row.")
-    check.close("dlogits", dlogits, hint=hint)
-    check.gradient("dlogits", dlogits, lambda: forward(logits.copy(), labels, xp=np)[0], logits,
-                   np.float64(0.7), hint=hint)
+    check.derivative("dlogits", dlogits, lambda: forward(logits.copy(), labels, xp=np)[0], logits,
+                     np.float64(0.7), forward_agrees=ok, hint=hint)
 
 
 @test

@@ -1,6 +1,11 @@
 """A2 graded tests: SpanBERT's objective. The masker is tested statistically (stated tolerances,
 fixed seeds, so a given submission always scores the same); the SBO head and the pretraining loss
-in float64 on a one-layer model with 8 hidden units, against the references and centred differences."""
+in float64 on a one-layer model with 8 hidden units, against the references and centred differences.
+Every argument that changes an output is exercised: span lengths measured in words (whole-word
+masking does not pass the span tests), eps at a size where it matters, dropout on (a fixed
+``KeyedRandom``), a non-default sbo_weight and term_scales, MLM and SBO target counts that differ.
+A backward test judges the backward against its own forward when that forward is wrong
+(``Check.derivative``), so a forward mistake is charged once."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,7 +74,7 @@ def span_masking_whole_words(check: Check):
     mask_word_spans = check.function(MASKING + "_mask_word_spans")
     rng = check.rng(2)
     n, budget, blocks = 120, 18, 300
-    mid_word = bad_start = 0
+    mid_word = bad_start = words = spans = 0
     for _ in range(blocks):
         word_starts, special = _block_structure(rng, n, special_every=37)
         result = mask_word_spans(word_starts, special, budget, _lengths(rng, budget), rng)
@@ -88,11 +93,19 @@ def span_masking_whole_words(check: Check):
         inside, starts = _mid_word_ends(masked, word_starts, special)
         mid_word += max(inside - 1, 0)  # the budget cut may end one span mid-word per block
         bad_start += starts
+        words += np.unique(np.cumsum(word_starts)[masked]).size  # words with a masked token
+        spans += used
     check.expect(bad_start == 0, f"{bad_start} masked spans start inside a word: a span begins at the first "
                                  "token of the word containing the anchor.")
     check.expect(mid_word == 0, f"{mid_word} masked spans (beyond one budget cut per block, over {blocks} "
                                 "blocks) end inside a word: span lengths count WHOLE WORDS, not subword "
                                 "tokens; mask from the anchor's word start to the end of its L-th word.")
+    check.within("masked words per span", words / max(spans, 1), 2.45, 2.85,
+                 why="lengths of mean 3.8 words, cut by the budget of 18 tokens (about 9 words) and by the "
+                     "specials, give 2.65 words per span (sd 0.04 over 300 blocks, measured on 20 seeds); "
+                     "+- 0.2 is 5 sd. Masking one whole word per span gives 1.0, subword-token lengths 1.8",
+                 hint="span i masks lengths[i] WHOLE WORDS from the anchor's word (fewer only at a special token "
+                      "or the budget), taking the lengths in order, one per span.")
 
 
 def _span_inputs(rng, spans=1000, length=3, vocab=10_000):
@@ -221,6 +234,9 @@ def sbo_head_forward(check: Check):
     forward = check.function(SBO + "sbo_head_forward")
     logits, _ = forward(params, h, left, right, rel_pos, xp=np)
     check.close("logits", logits, hint=SBO_HINT)
+    logits_eps, _ = forward(params, h, left, right, rel_pos, xp=np, eps=0.5)
+    check.close("logits with eps=0.5", logits_eps, hint="pass the eps argument on to both LayerNorms of the "
+                                                        "transforms (at 0.5 it is as large as their variances).")
     inside = h.copy()
     for b, s, e in spans:
         inside[b, s:e + 1] += 100.0
@@ -235,20 +251,20 @@ def sbo_head_backward(check: Check):
     params, h, left, right, rel_pos, _, rng = _sbo_setup()
     forward = check.function(SBO + "sbo_head_forward")
     logits, cache = forward(params, h, left, right, rel_pos, xp=np)
+    ok = check.agrees("logits (forward)", logits)
     dlogits = rng.normal(size=np.shape(logits))
     result = check.function(SBO + "sbo_head_backward")(dlogits.copy(), cache, xp=np)
     check.expect(isinstance(result, tuple) and len(result) == 2, "sbo_head_backward must return (dh, grads)")
     dh, grads = result
     hint = ("boundaries are shared: every token of a span reads the same two, so their gradients must be "
             "ADDED into dh (scatter-add), and likewise into the rows of the position table.")
-    check.close("dh", dh, rtol=1e-6, hint=hint)
-    check.gradient("dh", dh, lambda: forward(params, h, left, right, rel_pos, xp=np)[0], h, dlogits, hint=hint)
+    check.derivative("dh", dh, lambda: forward(params, h, left, right, rel_pos, xp=np)[0], h, dlogits,
+                     forward_agrees=ok, rtol=1e-6, hint=hint)
     for name in sorted(params):
         check.expect(name in grads, f"grads has no entry {name!r}: return a gradient for every cls.sbo.* "
                                     "parameter and the decoder's share of the word embeddings")
-        check.close(name, grads[name], rtol=1e-6, hint=SBO_HINT)
-        check.gradient(name, grads[name], lambda: forward(params, h, left, right, rel_pos, xp=np)[0],
-                       params[name], dlogits, hint=SBO_HINT)
+        check.derivative(name, grads[name], lambda: forward(params, h, left, right, rel_pos, xp=np)[0],
+                         params[name], dlogits, forward_agrees=ok, rtol=1e-6, hint=SBO_HINT)
 
 
 @test
@@ -273,7 +289,7 @@ def _pretraining_setup():
 
     config = ModelConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=16, max_position_embeddings=16, sbo_max_targets=4, sbo_position_dim=6,
-                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                         hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, layer_norm_eps=0.05)
     params = init_pretraining_params(config, seed=7, xp=np, dtype="float64")
     rng = np.random.default_rng(7)
     params = {name: value + rng.normal(size=value.shape) * 0.2 for name, value in params.items()}
@@ -284,6 +300,7 @@ def _pretraining_setup():
     mlm_labels = np.full((2, 8), IGNORE_INDEX)
     mlm_labels[0, 2:5] = original[0, 2:5]
     mlm_labels[1, 2] = original[1, 2]
+    mlm_labels[1, 4] = original[1, 4]  # a masked token kept as is, next to [SEP]: an MLM target without SBO targets
     batch = PretrainingBatch(
         input_ids=input_ids, attention_mask=(original != 0).astype(np.int64), token_type_ids=np.zeros((2, 8), np.int64),
         mlm_labels=mlm_labels, sbo_batch=np.array([0, 0, 0, 1]), sbo_left=np.array([1, 1, 1, 1]),
@@ -292,7 +309,15 @@ def _pretraining_setup():
 
 
 LOSS_HINT = ("L = mean cross-entropy over the masked tokens (MLM) + sbo_weight * mean cross-entropy over the SBO "
-             "targets, each term averaged over its own count.")
+             "targets, each term averaged over its own count (5 MLM and 4 SBO targets here); both heads use "
+             "config.layer_norm_eps (0.05 here).")
+SBO_WEIGHT, TERM_SCALES = 0.6, {"mlm": 0.3, "sbo": 1.7}
+
+
+def _dropout_rng():
+    from minispanbert.keyed_random import dropout_random
+
+    return dropout_random(12, 0, xp=np)
 
 
 @test
@@ -302,26 +327,61 @@ def pretraining_loss(check: Check):
     out, _ = forward(params, batch, config, xp=np)
     for what in ("loss", "mlm_loss", "sbo_loss"):
         check.close(what, getattr(out, what), rtol=1e-9, hint=LOSS_HINT)
-    check.expect(out.mlm_count == 4 and out.sbo_count == 4, f"mlm_count {out.mlm_count} and sbo_count "
-                 f"{out.sbo_count}, expected 4 and 4 (the targets of this batch)")
+    check.expect(out.mlm_count == 5 and out.sbo_count == 4, f"mlm_count {out.mlm_count} and sbo_count "
+                 f"{out.sbo_count}, expected 5 and 4 (the targets of this batch)")
     no_sbo, _ = forward(params, batch, config, xp=np, sbo_weight=0.0)
     check.expect(abs(float(no_sbo.loss) - float(out.mlm_loss)) < 1e-12,
                  "with sbo_weight=0 the loss must be the MLM loss alone (the 'no SBO' ablation).")
+    weighted, _ = forward(params, batch, config, xp=np, sbo_weight=SBO_WEIGHT)
+    check.close(f"loss with sbo_weight={SBO_WEIGHT}", weighted.loss, rtol=1e-9, hint=LOSS_HINT)
+    trained, _ = forward(params, batch, config, xp=np, train=True, rng=_dropout_rng())
+    check.close("loss with dropout (train=True, a fixed KeyedRandom)", trained.loss, rtol=1e-9,
+                hint="pass train and rng on to encoder_forward: the encoder draws its dropout masks from rng.")
 
 
 @test
 def pretraining_gradients(check: Check):
     config, params, batch = _pretraining_setup()
+    _pretraining_gradients(check, config, params, batch, {},
+                           hint="the word embedding table is used three times (input lookup, MLM decoder, SBO "
+                                "decoder): its gradient is the sum of all three; every parameter needs a gradient "
+                                "(zeros where the batch did not reach it).")
+
+
+@test
+def pretraining_gradients_scaled(check: Check):
+    """sbo_weight 0.6, term_scales {mlm: 0.3, sbo: 1.7} and dropout on: the gradient of
+    0.3 L_MLM + 1.7 * 0.6 L_SBO through the forward's own dropout masks."""
+    config, params, batch = _pretraining_setup()
+    _pretraining_gradients(check, config, params, batch,
+                           {"sbo_weight": SBO_WEIGHT, "train": True}, term_scales=TERM_SCALES,
+                           hint="each term's upstream gradient is its term_scales entry, times sbo_weight for "
+                                "the SBO term (the cache must remember sbo_weight); the dropout masks are the "
+                                "forward's, kept in its cache.")
+
+
+def _pretraining_gradients(check, config, params, batch, options, *, hint, term_scales=None):
+    """pretraining_backward against the reference, or (when the forward's loss is off) against the
+    centred differences of the submission's own scaled loss on three tensors (the whole model
+    would take seconds)."""
     forward = check.function(SPANBERT + "pretraining_forward")
-    _, cache = forward(params, batch, config, xp=np)
-    grads = check.function(SPANBERT + "pretraining_backward")(cache, xp=np)
-    hint = ("the word embedding table is used three times (input lookup, MLM decoder, SBO decoder): its gradient "
-            "is the sum of all three; every parameter needs a gradient (zeros where the batch did not reach it).")
+    scales = {"mlm": 1.0, "sbo": 1.0, **(term_scales or {})}
+
+    def scaled_loss():
+        rng = _dropout_rng() if options.get("train") else None
+        out = forward(params, batch, config, xp=np, rng=rng, **options)[0]
+        return scales["mlm"] * out.mlm_loss + scales["sbo"] * options.get("sbo_weight", 1.0) * out.sbo_loss
+    out, cache = forward(params, batch, config, xp=np, rng=_dropout_rng() if options.get("train") else None,
+                         **options)
+    ok = check.agrees("loss (forward)", out.loss, rtol=1e-9)
+    backward = check.function(SPANBERT + "pretraining_backward")
+    grads = backward(cache, xp=np, term_scales=term_scales) if term_scales else backward(cache, xp=np)
     for name in sorted(params):
         check.expect(name in grads, f"grads has no entry {name!r}. {hint}")
-        check.close(name, grads[name], rtol=1e-6, hint=hint)
-    word = "bert.embeddings.word_embeddings.weight"
-    check.gradient(word, grads[word], lambda: forward(params, batch, config, xp=np)[0].loss, params[word], hint=hint)
+        if ok:
+            check.close(name, grads[name], rtol=1e-6, hint=hint)
+    for name in ("bert.embeddings.word_embeddings.weight", "cls.sbo.position_embeddings.weight", "cls.predictions.bias"):
+        check.derivative(name, grads[name], scaled_loss, params[name], forward_agrees=ok, rtol=1e-6, hint=hint)
 
 
 @test

@@ -107,6 +107,28 @@ class Check:
             raise Fail(f"{what}: got {shown} (shape {actual.shape}), expected {wanted} "
                        f"(shape {expected.shape}). {hint}".rstrip())
 
+    def agrees(self, what: str, value, *, rtol: float = 1e-7) -> bool:
+        """Whether ``value`` matches its reference, without failing (record mode: stores it, True).
+        A backward test asks this of the submission's forward output before judging the backward."""
+        try:
+            self.close(what, value, rtol=rtol)
+        except Fail:
+            return False
+        return True
+
+    def derivative(self, what: str, analytic, f, x, dout=None, *, forward_agrees: bool, rtol: float = 1e-7,
+                   tol: float = 1e-6, hint: str = "") -> None:
+        """A backward's output, charged only for the backward's own mistakes. When the forward
+        reproduced the reference, ``analytic`` must match both its reference and the centred
+        differences of ``f``. When the forward is wrong (its own test charges that), the cache holds
+        the wrong forward's values, so either match suffices: the reference (the backward is right and
+        did not read the forward's mistake) or the derivative of the submission's own forward."""
+        if forward_agrees:
+            self.close(what, analytic, rtol=rtol, hint=hint)
+        elif self.agrees(what, analytic, rtol=rtol):
+            return
+        self.gradient(what, analytic, f, x, dout, tol=tol, hint=hint)
+
     # --- checks that need no reference ------------------------------------------------------------
     def gradient(self, what: str, analytic, f, x, dout=None, *, tol: float = 1e-6, hint: str = "") -> None:
         """``analytic`` must match the centred-difference gradient of ``sum(f() * dout)`` w.r.t. ``x``
