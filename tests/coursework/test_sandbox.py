@@ -107,7 +107,7 @@ def test_forged_results_and_patched_checks_do_not_score(a1, tmp_path):
 
 def test_references_are_not_in_the_childs_frames_memory_or_reach(a1, tmp_path):
     """The submission looks for the reference of linear_forward/y in the calling frames, in every
-    object the garbage collector knows, and on disk next to the checks (PYTHONPATH names their
+    object the garbage collector knows and every module's globals, and on disk next to the checks (PYTHONPATH names their
     folder): the child never held the references and cannot open the autograder's files."""
     tests = grade_attack(a1, tmp_path, """
         import gc, os, sys
@@ -121,7 +121,12 @@ def test_references_are_not_in_the_childs_frames_memory_or_reach(a1, tmp_path):
                     if isinstance(refs, dict) and key in refs:
                         found.append(refs[key])
                 frame = frame.f_back
-            found += [obj[key] for obj in gc.get_objects() if isinstance(obj, dict) and key in obj]
+            # dicts of arrays only are not tracked by gc: look inside every module and tracked object too
+            holders = gc.get_objects() + [vars(m) for m in list(sys.modules.values()) if hasattr(m, "__dict__")]
+            for holder in holders:
+                values = holder.values() if isinstance(holder, dict) else vars(holder).values() if hasattr(
+                    holder, "__dict__") and isinstance(vars(holder), dict) else ()
+                found += [v[key] for v in list(values) if isinstance(v, dict) and key in v]
             for folder in os.environ.get("PYTHONPATH", "").split(os.pathsep):
                 try:
                     import numpy as np
