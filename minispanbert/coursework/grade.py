@@ -8,10 +8,12 @@ SUBMISSION is a folder (a student copy, Gradescope's /autograder/submission) or 
 path, under one top folder, or by file name alone), laid over the autograder's student copy
 ``base/`` in a fresh temporary folder: the rest of the package is never the submission's.
 
-Tests run in one grading process that forks a child per graded function (the first entry of a
-test's ``covers``), each test under a time limit, with what it prints capped (checks/runner.py). A file that imports torch, jax or
-autograd scores 0 on every test covering it, a test whose process dies or hangs scores 0 with the
-reason, and results.json is written whatever happens.
+Tests run in a sandbox: the grading process (checks/runner.py) holds the references and judges;
+each test runs the submission in a confined child process of its own (checks/sandbox.py) under a
+time limit, with what it prints capped, and everything it started is killed when it ends. A file
+that imports torch, jax or autograd scores 0 on every test covering it, a test whose process dies or
+hangs scores 0 with the reason, and results.json is written whatever happens. Its ``output`` (shown
+to students at once) totals the visible tests only.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from minispanbert.engine.runs.atomic import write_text_atomic
 
 FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the runner blocks them too
 CHECKS_PACKAGE = "coursework_checks"
-PROCESS_SLACK_S = 30.0  # the grading process's start-up (NumPy import)
+PROCESS_SLACK_S = 30.0  # the grading process's and its sandbox's start-up (NumPy imports)
+CHILD_SLACK_S = 5.0  # as checks/runner.py: a test's child's start-up
 STARTUP_OUTPUT_CAP = 2000
 AUTOGRADER_PARTS = ("assignment.toml", "references.npz", "base/minispanbert", f"grader/{CHECKS_PACKAGE}/runner.py")
 
@@ -87,19 +90,18 @@ def forbidden_imports(source: bytes) -> list[str]:
     return sorted(names & set(FORBIDDEN_MODULES))
 
 
-def run_tests(groups, spec, *, project: Path, autograder: Path, work: Path) -> dict[str, dict]:
-    """Run the groups of tests (lists of names) in one grading process (checks/runner.py), which
-    forks a child per group; -> {test name: result}. A test without a result (the whole process
-    was stopped) fails with the reason."""
+def run_tests(names, spec, *, project: Path, autograder: Path, work: Path) -> dict[str, dict]:
+    """Run the named tests in one grading process (checks/runner.py), which runs each in a sandboxed
+    child of its own; -> {test name: result}. A test without a result (the whole process was
+    stopped) fails with the reason."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(autograder / "grader")]),
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
-    names = [name for group in groups for name in group]
     command = [sys.executable, "-m", f"{CHECKS_PACKAGE}.runner", "--module", spec.checks,
                "--refs", str(autograder / "references.npz"), "--root", str(project), "--work", str(work),
-               "--time-limit", str(spec.time_limit), "--groups", json.dumps(groups)]
-    # each test's limit, a child's start-up per group, the process's own start-up
-    limit = spec.time_limit * len(names) + 10.0 * len(groups) + PROCESS_SLACK_S
+               "--time-limit", str(spec.time_limit), "--tests", json.dumps(names)]
+    # each test's limit and its child's start-up, the grading process's and the sandbox's start-up
+    limit = (spec.time_limit + CHILD_SLACK_S) * len(names) + PROCESS_SLACK_S
     log = work / "grader.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -165,14 +167,11 @@ def grade(submission, autograder, *, out=None) -> dict:
                         blocked[f.name] = (f"{rel} imports {', '.join(bad)}: this assignment is NumPy only "
                                            "(write the backward by hand); remove the import and resubmit")
         results: dict[str, dict] = {}
-        groups: dict[str, list] = {}
         for t in spec.tests:
             why = next((blocked[c] for c in t.covers if c in blocked), None)
             if why:
                 results[t.name] = {"name": t.name, "passed": False, "message": why, "output": ""}
-            else:
-                groups.setdefault(t.covers[0], []).append(t)
-        results.update(run_tests([[t.name for t in tests] for tests in groups.values()], spec,
+        results.update(run_tests([t.name for t in spec.tests if t.name not in results], spec,
                                  project=project, autograder=autograder, work=work))
     report = results_json(spec, results, notes, time.monotonic() - started)
     if out is not None:
@@ -207,15 +206,24 @@ def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
                       "output": output, "output_format": "text", "visibility": t.visibility,
                       "tags": [c.split(":")[1] for c in t.covers]})
     score = float(sum(t["score"] for t in tests))
-    header = [f"{spec.id}: {spec.title}", f"score {score:g} / {spec.max_score:g}"] + [f"note: {n}" for n in notes]
+    shown = [t for t in tests if t["visibility"] == "visible"]
+    total = f"score {sum(t['score'] for t in shown):g} / {sum(t['max_score'] for t in shown):g}"
+    if len(shown) < len(tests):  # the output is shown at once: it must not tell hidden results
+        hidden = [t for t in tests if t["visibility"] != "visible"]
+        total += (f" on the visible tests; this excludes {len(hidden)} hidden tests worth "
+                  f"{sum(t['max_score'] for t in hidden):g} points, shown when grades are published")
+    header = [f"{spec.id}: {spec.title}", total] + [f"note: {n}" for n in notes]
     return {"score": score, "execution_time": round(seconds, 2), "output": "\n".join(header),
             "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden",
             "extra_data": {"assignment": spec.id, "max_score": spec.max_score}, "tests": tests}
 
 
 def summary(report: dict, *, show_hidden: bool = True) -> str:
-    """A readable table of the results, failures with their messages."""
+    """A readable table of the results, failures with their messages; with ``show_hidden`` (the
+    instructor's view) the total over every test comes first."""
     lines = [report["output"], ""]
+    if show_hidden:
+        lines[:0] = [f"score {report['score']:g} / {sum(t['max_score'] for t in report['tests']):g} (all tests)"]
     for t in report["tests"]:
         if t["visibility"] != "visible" and not show_hidden:
             continue

@@ -3,7 +3,8 @@
 Each module registers its tests with :func:`harness.graded`. The same test code runs twice:
 against the solution at build time (``record=True``: every value it compares is stored as the
 reference, every gradient and statistical check must already pass) and against a submission at
-grading time (``record=False``: values are compared with the stored ``.npz`` references). So the
+grading time, in a sandboxed child that only collects the values (sandbox.py), which the grading
+process then judges against the stored ``.npz`` references (runner.py, ``harness.judge``). So the
 autograder carries reference outputs, never the solution code.
 
 This package uses only relative imports among its own modules, NumPy, and the submission's

@@ -4,9 +4,22 @@ student can act on (which tensor, the relative error, the expected range, a hint
 
 A test is a function ``test(check)`` registered with :func:`graded` in an assignment's checks
 module; ``check`` is a :class:`Check`. Reference keys are ``"<test name>/<what>"`` in one ``.npz``
-per assignment. In record mode (build time, on the solution) :meth:`Check.close` and
-:meth:`Check.equal` store the value and pass; :meth:`Check.gradient`, :meth:`Check.within` and
-:meth:`Check.expect` run as they do when grading, so a build fails if the solution does not pass.
+per assignment (with ``"<key>#rtol"``, the tolerance the test asked for). A :class:`Check` works in
+one of three modes:
+
+- record (build time, on the solution): :meth:`Check.close` and :meth:`Check.equal` store the value
+  and its tolerance and pass; the other checks run as when grading, so a build fails if the
+  solution does not pass;
+- collect (grading, in the sandboxed child that runs the submission, checks/sandbox.py): no
+  reference exists in that process; every check hands its values (arrays, the gradient pair, the
+  statistic) to a ``collector`` instead of deciding, except :meth:`Check.expect` and a value that
+  is not an array, which fail at once;
+- compare (``refs`` given, ``record=False``): decide at once. The trusted grader (checks/runner.py)
+  replays a child's collected values through this mode with :func:`judge`.
+
+Only close and equal need the references; gradient, within and expect are self-consistency checks
+that a malicious child could satisfy without them (it can report any analytic/numeric pair, any
+statistic, any condition): a test graded by them alone can be forged; close and equal cannot.
 """
 from __future__ import annotations
 
@@ -17,6 +30,7 @@ import numpy as np
 FORBIDDEN_MODULES = ("torch", "jax", "autograd")
 ZERO_REFERENCE = 1e-12  # a float64 reference this small is an exact zero plus rounding noise
 ZERO_TOLERANCE = 1e-9
+TOLERANCE_SUFFIX = "#rtol"  # "<test>/<what>#rtol": the tolerance close() was recorded with
 
 
 class Fail(AssertionError):
@@ -46,10 +60,11 @@ def _as_array(value, what):
 
 class Check:
     """One graded test's view of the world: the submission's functions, seeded inputs, and the
-    comparisons. ``refs`` is the reference dict (filled in record mode, read otherwise)."""
+    comparisons. ``refs`` is the reference dict (filled in record mode, read in compare mode, None
+    in collect mode, where ``collector`` receives what the test would compare)."""
 
-    def __init__(self, test_name: str, refs: dict, *, record: bool):
-        self.name, self.refs, self.record = test_name, refs, record
+    def __init__(self, test_name: str, refs: dict | None, *, record: bool, collector=None):
+        self.name, self.refs, self.record, self.collector = test_name, refs, record, collector
 
     # --- inputs -----------------------------------------------------------------------------
     @staticmethod
@@ -63,22 +78,29 @@ class Check:
         return np.random.default_rng(seed)
 
     # --- comparisons with the stored reference --------------------------------------------------
-    def _reference(self, what: str, value):
+    def _reference(self, what: str, value, rtol: float | None = None):
+        """The reference for ``what`` and the tolerance to judge it with: the one recorded at build
+        time, never the one a (possibly forged) collected record asks for."""
         key = f"{self.name}/{what}"
         if self.record:
             self.refs[key] = np.array(value)  # a copy: later in-place work must not change it
-            return self.refs[key]
+            if rtol is not None:
+                self.refs[f"{key}{TOLERANCE_SUFFIX}"] = np.float64(rtol)
+            return self.refs[key], rtol
         if key not in self.refs:
             raise RuntimeError(f"the autograder has no reference {key!r}: rebuild it with "
                                "python -m minispanbert.coursework build")
-        return self.refs[key]
+        recorded = self.refs.get(f"{key}{TOLERANCE_SUFFIX}")
+        return self.refs[key], (rtol if recorded is None else float(recorded))
 
     def close(self, what: str, value, *, rtol: float = 1e-7, hint: str = "") -> None:
         """``value`` must match the reference to a relative error (gradcheck.rel_error) below ``rtol``."""
         from minispanbert.gradcheck import rel_error
 
         actual = _as_array(value, what)
-        expected = self._reference(what, actual)
+        if self.collector is not None:
+            return self.collector.add("close", what, {"value": actual}, rtol=rtol, hint=hint)
+        expected, rtol = self._reference(what, actual, rtol)
         if actual.shape != expected.shape:
             raise Fail(f"{what}: shape {actual.shape}, expected {expected.shape}. {hint}".rstrip())
         if not np.all(np.isfinite(actual)):
@@ -100,7 +122,9 @@ class Check:
     def equal(self, what: str, value, *, hint: str = "") -> None:
         """``value`` (ints, bools or strings) must equal the reference exactly."""
         actual = _as_array(value, what)
-        expected = self._reference(what, actual)
+        if self.collector is not None:
+            return self.collector.add("equal", what, {"value": actual}, hint=hint)
+        expected, _ = self._reference(what, actual)
         if actual.shape != expected.shape or not np.array_equal(actual, expected):
             shown = np.array2string(actual.ravel()[:12], threshold=12)
             wanted = np.array2string(expected.ravel()[:12], threshold=12)
@@ -133,10 +157,19 @@ class Check:
     def gradient(self, what: str, analytic, f, x, dout=None, *, tol: float = 1e-6, hint: str = "") -> None:
         """``analytic`` must match the centred-difference gradient of ``sum(f() * dout)`` w.r.t. ``x``
         (float64, minispanbert.gradcheck) to a relative error below ``tol``."""
-        from minispanbert.gradcheck import numerical_gradient, rel_error
+        from minispanbert.gradcheck import numerical_gradient
 
         analytic = _as_array(analytic, what)
         numeric = numerical_gradient(f, x, dout)
+        if self.collector is not None:
+            return self.collector.add("gradient", what, {"analytic": analytic, "numeric": numeric}, tol=tol, hint=hint)
+        self.compare_gradient(what, analytic, numeric, tol=tol, hint=hint)
+
+    @staticmethod
+    def compare_gradient(what: str, analytic, numeric, *, tol: float, hint: str = "") -> None:
+        """The decision of :meth:`gradient`, given both gradients."""
+        from minispanbert.gradcheck import rel_error
+
         if analytic.shape != numeric.shape:
             raise Fail(f"{what}: shape {analytic.shape}, expected {numeric.shape} (the shape of the "
                        f"input it differentiates). {hint}".rstrip())
@@ -148,6 +181,9 @@ class Check:
 
     def within(self, what: str, value: float, low: float, high: float, *, why: str, hint: str = "") -> None:
         """A statistic must lie in [low, high]; ``why`` states where the tolerance comes from."""
+        if self.collector is not None:
+            return self.collector.add("within", what, {}, value=float(value), low=float(low), high=float(high),
+                                      why=str(why), hint=hint)
         if not low <= value <= high:
             raise Fail(f"{what} = {value:.4f}, expected in [{low:.4f}, {high:.4f}] ({why}). {hint}".rstrip())
 
@@ -155,3 +191,47 @@ class Check:
     def expect(condition, message: str) -> None:
         if not condition:
             raise Fail(message)
+
+
+def reference_keys(refs: dict, test_name: str) -> list[str]:
+    """The ``what`` of every value ``test_name`` must produce (its close and equal references)."""
+    prefix = f"{test_name}/"
+    return [key[len(prefix):] for key in refs if key.startswith(prefix) and not key.endswith(TOLERANCE_SUFFIX)]
+
+
+def judge(test_name: str, records, refs: dict, stopped: str | None) -> str | None:
+    """Replay a sandboxed child's collected values against the references (compare mode) -> the
+    failure message a student reads, or None for a pass. ``records`` are (kind, what, arrays,
+    options) in the order the child made them; ``stopped`` is why the child's test ended early
+    (its own failure, an exception, a crash), None when it ran to the end. As in a test run in one
+    process, the first failing record wins, then ``stopped``; a test passes only when every
+    reference of the test was produced and matched. A record for a value the test has no reference
+    for is ignored, so is an unknown kind: a child cannot add passing checks, only fail its own."""
+    check = Check(test_name, refs, record=False)
+    expected = set(reference_keys(refs, test_name))
+    produced = set()
+    for kind, what, arrays, options in records:
+        hint = str(options.get("hint", ""))
+        try:
+            if kind in ("close", "equal") and what in expected:
+                if kind == "close":
+                    check.close(what, arrays["value"], rtol=float(options.get("rtol", 1e-7)), hint=hint)
+                else:
+                    check.equal(what, arrays["value"], hint=hint)
+                produced.add(what)
+            elif kind == "gradient":
+                Check.compare_gradient(what, _as_array(arrays["analytic"], what), _as_array(arrays["numeric"], what),
+                                       tol=float(options["tol"]), hint=hint)
+            elif kind == "within":
+                check.within(what, float(options["value"]), float(options["low"]), float(options["high"]),
+                             why=str(options["why"]), hint=hint)
+        except Fail as exc:
+            return str(exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"{what}: the test process returned an unreadable {kind} record ({type(exc).__name__})"
+    if stopped is not None:
+        return stopped
+    missing = sorted(expected - produced)
+    if missing:
+        return f"the test process reported no value for {', '.join(missing)}: nothing to compare with the reference"
+    return None
