@@ -233,8 +233,7 @@ def _qa_gradients(check, *, train, term_scales, hint):
     grads = backward(cache, xp=np, term_scales=term_scales) if term_scales else backward(cache, xp=np)
     for name in sorted(params):
         check.expect(name in grads, f"grads has no entry {name!r}: return the gradient of every parameter")
-        if ok:
-            check.close(name, grads[name], rtol=1e-6, hint=hint)
+        check.close_if(ok, name, grads[name], rtol=1e-6, hint=hint)
     for name in ("qa_outputs.weight", "bert.embeddings.word_embeddings.weight"):
         check.derivative(name, grads[name], scaled_loss, params[name], forward_agrees=ok, rtol=1e-6, hint=hint)
 

@@ -19,7 +19,9 @@ one of three modes:
 
 Only close and equal need the references; gradient, within and expect are self-consistency checks
 that a malicious child could satisfy without them (it can report any analytic/numeric pair, any
-statistic, any condition): a test graded by them alone can be forged; close and equal cannot.
+statistic, any condition): a test graded by them alone can be forged; close and equal cannot. A
+backward judged by :meth:`Check.derivative` is decided by its reference while the forward it
+differentiates matches its own; after a wrong forward, by self-consistency too.
 """
 from __future__ import annotations
 
@@ -56,6 +58,14 @@ def _as_array(value, what):
         raise Fail(f"{what}: expected an array of numbers, got {type(value).__name__} holding "
                    "mixed objects (a tuple where one array was expected?)")
     return array
+
+
+class Pending:
+    """What :meth:`Check.agrees` returns in collect mode: the forward value ``what`` whose agreement
+    with its reference only the grader can decide."""
+
+    def __init__(self, what: str):
+        self.what = what
 
 
 class Check:
@@ -131,27 +141,56 @@ class Check:
             raise Fail(f"{what}: got {shown} (shape {actual.shape}), expected {wanted} "
                        f"(shape {expected.shape}). {hint}".rstrip())
 
-    def agrees(self, what: str, value, *, rtol: float = 1e-7) -> bool:
+    def agrees(self, what: str, value, *, rtol: float = 1e-7):
         """Whether ``value`` matches its reference, without failing (record mode: stores it, True).
-        A backward test asks this of the submission's forward output before judging the backward."""
+        A backward test asks this of the submission's forward output before judging the backward. In
+        collect mode the child cannot know: it records the value and returns a :class:`Pending` that
+        :func:`judge` resolves in the grader."""
+        if self.collector is not None:
+            self.collector.add("agrees", what, {"value": _as_array(value, what)}, rtol=rtol)
+            return Pending(what)
         try:
             self.close(what, value, rtol=rtol)
         except Fail:
             return False
         return True
 
-    def derivative(self, what: str, analytic, f, x, dout=None, *, forward_agrees: bool, rtol: float = 1e-7,
+    def close_if(self, forward_agrees, what: str, value, *, rtol: float = 1e-7, hint: str = "") -> None:
+        """:meth:`close`, only where the forward reproduced its reference (``forward_agrees`` from
+        :meth:`agrees`): a gradient computed from a wrong forward's cache is judged by :meth:`derivative`."""
+        if self.collector is not None:
+            forward = forward_agrees.what if isinstance(forward_agrees, Pending) else None
+            return self.collector.add("close_if", what, {"value": _as_array(value, what)}, forward=forward,
+                                      rtol=rtol, hint=hint)
+        if forward_agrees:
+            self.close(what, value, rtol=rtol, hint=hint)
+
+    def derivative(self, what: str, analytic, f, x, dout=None, *, forward_agrees, rtol: float = 1e-7,
                    tol: float = 1e-6, hint: str = "") -> None:
-        """A backward's output, charged only for the backward's own mistakes. When the forward
-        reproduced the reference, ``analytic`` must match both its reference and the centred
-        differences of ``f``. When the forward is wrong (its own test charges that), the cache holds
-        the wrong forward's values, so either match suffices: the reference (the backward is right and
-        did not read the forward's mistake) or the derivative of the submission's own forward."""
+        """A backward's output, charged only for the backward's own mistakes (:meth:`decide_derivative`).
+        ``forward_agrees``: what :meth:`agrees` said of the forward output the backward's cache holds."""
+        from minispanbert.gradcheck import numerical_gradient
+
+        analytic = _as_array(analytic, what)
+        if self.collector is not None:
+            forward = forward_agrees.what if isinstance(forward_agrees, Pending) else None
+            arrays = {"analytic": analytic, "numeric": numerical_gradient(f, x, dout)}
+            return self.collector.add("derivative", what, arrays, forward=forward, rtol=rtol, tol=tol, hint=hint)
+        self.decide_derivative(what, analytic, lambda: numerical_gradient(f, x, dout), forward_agrees=forward_agrees,
+                               rtol=rtol, tol=tol, hint=hint)
+
+    def decide_derivative(self, what: str, analytic, numeric, *, forward_agrees: bool, rtol: float, tol: float,
+                          hint: str = "") -> None:
+        """When the forward reproduced its reference, ``analytic`` must match both its reference and
+        the centred differences ``numeric`` (an array, or a function computing it). When the forward is
+        wrong (its own test charges that), the cache holds the wrong forward's values, so either match
+        suffices: the reference (the backward is right and did not read the forward's mistake) or the
+        derivative of the submission's own forward (a self-consistency check, as :meth:`gradient`)."""
         if forward_agrees:
             self.close(what, analytic, rtol=rtol, hint=hint)
         elif self.agrees(what, analytic, rtol=rtol):
             return
-        self.gradient(what, analytic, f, x, dout, tol=tol, hint=hint)
+        Check.compare_gradient(what, analytic, numeric() if callable(numeric) else numeric, tol=tol, hint=hint)
 
     # --- checks that need no reference ------------------------------------------------------------
     def gradient(self, what: str, analytic, f, x, dout=None, *, tol: float = 1e-6, hint: str = "") -> None:
@@ -209,7 +248,7 @@ def judge(test_name: str, records, refs: dict, stopped: str | None) -> str | Non
     for is ignored, so is an unknown kind: a child cannot add passing checks, only fail its own."""
     check = Check(test_name, refs, record=False)
     expected = set(reference_keys(refs, test_name))
-    produced = set()
+    produced, agreements = set(), {}
     for kind, what, arrays, options in records:
         hint = str(options.get("hint", ""))
         try:
@@ -218,6 +257,18 @@ def judge(test_name: str, records, refs: dict, stopped: str | None) -> str | Non
                     check.close(what, arrays["value"], rtol=float(options.get("rtol", 1e-7)), hint=hint)
                 else:
                     check.equal(what, arrays["value"], hint=hint)
+                produced.add(what)
+            elif kind == "agrees" and what in expected:
+                agreements[what] = check.agrees(what, arrays["value"])
+                produced.add(what)
+            elif kind == "close_if" and what in expected:
+                if agreements.get(options.get("forward"), False):
+                    check.close(what, arrays["value"], hint=hint)
+                produced.add(what)
+            elif kind == "derivative" and what in expected:
+                check.decide_derivative(what, _as_array(arrays["analytic"], what), _as_array(arrays["numeric"], what),
+                                        forward_agrees=agreements.get(options.get("forward"), False),
+                                        rtol=float(options["rtol"]), tol=float(options["tol"]), hint=hint)
                 produced.add(what)
             elif kind == "gradient":
                 Check.compare_gradient(what, _as_array(arrays["analytic"], what), _as_array(arrays["numeric"], what),
