@@ -1,6 +1,7 @@
 """Coursework kit command line (thin: the work is in build.py, grade.py, submit.py).
 
-    python -m minispanbert.coursework build A1 --out DIR          instructor: student copy + autograder
+    python -m minispanbert.coursework build A1 --out DIR [--hints {derivations,equations,none}]
+                                                                   instructor: student copy + autograder
     python -m minispanbert.coursework grade SUBMISSION --assignment A1 [--out results.json]
     python -m minispanbert.coursework grade SUBMISSION --autograder DIR/autograder [--out results.json]
     python -m minispanbert.coursework submit [--root .] [--out FILE.zip]    student: zip to upload
@@ -20,6 +21,9 @@ def main(argv=None) -> int:
     p = commands.add_parser("build", help="build the student copy and the autograder of an assignment")
     p.add_argument("assignment", help="assignment id, e.g. A1 (see `list`)")
     p.add_argument("--out", required=True, help="new or empty folder to write student/, autograder/ and autograder.zip into")
+    p.add_argument("--hints", choices=("derivations", "equations", "none"), default="derivations",
+                   help="how much of each stubbed function's documentation stays: all (default), the forward "
+                        "equations and shapes without the derivative, or a one-line summary")
     p = commands.add_parser("grade", help="grade a submission (folder or zip) and write results.json")
     p.add_argument("submission")
     which = p.add_mutually_exclusive_group(required=True)
@@ -35,7 +39,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "build":
             from minispanbert.coursework.build import build
-            out = build(args.assignment, args.out)
+            out = build(args.assignment, args.out, hints=args.hints)
             print(f"built {args.assignment}: {out / 'student'} (give to students), {out / 'autograder'} "
                   f"and {out / 'autograder.zip'} (upload to Gradescope)")
         elif args.command == "grade":

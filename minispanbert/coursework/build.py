@@ -1,8 +1,12 @@
 """Build an assignment: ``python -m minispanbert.coursework build A1 --out DIR`` writes
 
-    DIR/student/          the project's git-tracked files, listed functions stubbed (stubs.py),
-                          notebook solutions removed (notebooks.py), no graded tests, no assignment
-                          files, no git history, no bytecode; plus ASSIGNMENT.md and coursework.json
+    DIR/student/          the reference path only (student_files): the git-tracked files of the
+                          learning core and of whatever the assignment's files, tests, notebooks and
+                          `python -m minispanbert.train` import, listed functions stubbed (stubs.py,
+                          docstrings as --hints says), the assignment's notebooks without their
+                          solutions (notebooks.py), its tests without solution-bearing ones, the
+                          kernels replaced by a stand-in; no graded tests, no assignment files, no
+                          git history, no bytecode; plus ASSIGNMENT.md and coursework.json
     DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt
                           and requirements-ranges.txt (setup.sh's fallback), assignment.toml,
                           references.npz (outputs of the solution, fixed seeds),
@@ -13,11 +17,14 @@
 
 The references come from running every graded test on this checkout (the solution) in record mode,
 which also runs their gradient and statistical checks, so a build fails when the solution does not
-pass its own tests. Nothing in the autograder is solution code. DIR must be new or empty; the build
+pass its own tests. Nothing in the autograder is solution code. The build also fails when the
+student copy still holds a stubbed function's solution or an equivalent implementation (leaks.py).
+DIR must be new or empty; the build
 is staged next to it and renamed into place only when complete.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import json
@@ -32,8 +39,9 @@ import numpy as np
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import failure_report
+from minispanbert.coursework.leaks import check_student_tree, find_leaks, solutions
 from minispanbert.coursework.notebooks import release_notebook
-from minispanbert.coursework.stubs import stub_message, stub_source
+from minispanbert.coursework.stubs import HINTS, stub_message, stub_source
 from minispanbert.engine.runs.atomic import staged_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -41,6 +49,26 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # name the hidden tests), the kit's own acceptance tests (they plant bugs into solution text) and CI.
 EXCLUDED_PREFIXES = ("minispanbert/coursework/checks/", "minispanbert/coursework/assignments/",
                      "tests/coursework/", ".ci/")
+# Second implementations of the core's graded maths: the numba and CUDA kernels (their package is
+# replaced by KERNELS_STAND_IN), the PyTorch twin and what runs it, the tests' stored torch values.
+ALTERNATIVE_IMPLEMENTATIONS = ("minispanbert/engine/kernels/", "minispanbert/engine/bench/", "minispanbert/bench.py",
+                               "benchmarks/", "tests/fixtures/")
+KERNELS_PACKAGE = "minispanbert/engine/kernels/__init__.py"
+KERNELS_STAND_IN = '''"""The student copy's stand-in for the engine's kernels: the command-line tools run the core's
+reference ops as they are (the kernels, second implementations of graded maths, stay with the
+instructor)."""
+import contextlib
+
+
+@contextlib.contextmanager
+def installed():
+    """Install nothing: the reference ops stay in place."""
+    yield
+'''
+# The learning core (README, "The core"; tests/core/test_import_graph.py): always in the student copy.
+CORE = ("minispanbert/__init__.py", "minispanbert/backend.py", "minispanbert/config.py", "minispanbert/gradcheck.py",
+        "minispanbert/keyed_random.py", "minispanbert/masking.py", "minispanbert/optim.py", "minispanbert/train.py",
+        "minispanbert/layers/", "minispanbert/model/", "minispanbert/data/", "minispanbert/coursework/")
 REQUIREMENTS = ("numpy", "scipy", "tokenizers")
 CHECKS_PACKAGE = "coursework_checks"
 
@@ -62,6 +90,130 @@ def tracked_files(root: Path) -> list[str]:
 
 def is_excluded(path: str) -> bool:
     return path.startswith(EXCLUDED_PREFIXES)
+
+
+def _module_file(name: str, files: set[str], search: tuple[str, ...]) -> str | None:
+    for base in search:
+        stem = f"{base}{name.replace('.', '/')}"
+        for candidate in (f"{stem}.py", f"{stem}/__init__.py"):
+            if candidate in files:
+                return candidate
+    return None
+
+
+def imported_files(tree, rel: str, files: set[str]) -> set[str]:
+    """The tracked files that the parsed file ``rel`` imports anywhere in it (package __init__s
+    included; a test's sibling helpers such as ``conftest`` resolved in its folder and tests/)."""
+    package = rel.rsplit("/", 1)[0].replace("/", ".") if "/" in rel else ""
+    search = ("",) if rel.startswith("minispanbert/") else ("", f"{package.replace('.', '/')}/", "tests/")
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                path = _module_file(".".join(parts[:i]), files, search)
+                if path:
+                    found.add(path)
+    return found
+
+
+def _parsed(root: Path, rel: str):
+    if rel.endswith(".ipynb"):
+        from minispanbert.coursework.leaks import notebook_cells
+        return [tree for _, tree in notebook_cells((root / rel).read_text(encoding="utf-8"))]
+    return [ast.parse((root / rel).read_text(encoding="utf-8"), filename=rel)]
+
+
+def student_files(spec, root: Path, files: list[str]) -> list[str]:
+    """The tracked files of the student copy: the import closure of the learning core, the
+    assignment's files, student tests and notebooks, and the coursework kit (the autograder grades
+    with the student copy's kit), never entering ALTERNATIVE_IMPLEMENTATIONS (the kernels' package
+    is replaced by its stand-in); plus the project's prose and settings (README, docs/, pyproject)."""
+    tracked = set(files)
+    listed = [*spec.student_tests, *spec.notebooks, *spec.files]
+    missing = [rel for rel in listed if rel not in tracked]
+    if missing:
+        raise ValueError(f"assignment {spec.id} lists {missing[0]}, which git does not track")
+    todo = [rel for rel in files if rel.startswith(CORE) and rel.endswith(".py") and not is_excluded(rel)] + listed
+    chosen: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        left_out = rel.startswith(ALTERNATIVE_IMPLEMENTATIONS) and rel != KERNELS_PACKAGE
+        if rel in chosen or is_excluded(rel) or left_out:
+            continue
+        chosen.add(rel)
+        if rel != KERNELS_PACKAGE and rel.endswith((".py", ".ipynb")):
+            for tree in _parsed(root, rel):
+                todo.extend(imported_files(tree, rel, tracked))
+    chosen -= _leaking_and_dependent(spec, root, tracked, chosen, required={*listed, *(
+        rel for rel in chosen if rel.startswith(CORE))})
+    prose = [rel for rel in files if not rel.endswith((".py", ".ipynb")) and not is_excluded(rel)
+             and not rel.startswith(("tests/", *ALTERNATIVE_IMPLEMENTATIONS))]
+    return sorted(chosen | set(prose))
+
+
+def _leaking_and_dependent(spec, root: Path, tracked: set[str], chosen: set[str], required: set[str]) -> set[str]:
+    """The package modules of ``chosen`` to leave out: those holding a solution of ``spec`` outside
+    the stubs (a sister model's loss with a listed function's name and signature, ...) and those
+    importing them, transitively. A required file among them is left to the leak check to report."""
+    sols = solutions(spec, root)
+    stubbed = {f.path for f in spec.functions}
+    out = {rel for rel in chosen if rel.startswith("minispanbert/") and rel.endswith(".py") and rel not in stubbed
+           and rel not in required and find_leaks(ast.parse((root / rel).read_text(encoding="utf-8")), rel, sols)}
+    while out:
+        more = {rel for rel in chosen - out - required if rel.startswith("minispanbert/") and rel.endswith(".py")
+                and imported_files(ast.parse((root / rel).read_text(encoding="utf-8")), rel, tracked) & out}
+        if not more:
+            break
+        out |= more
+    return out
+
+
+def strip_tests(source: str, rel: str, tracked: set[str], shipped: set[str], sols) -> str:
+    """A shipped test file without the top-level statements that would hand out an answer (leaks.py
+    finds a solution in them) or that need a file the student copy leaves out, nor those that use
+    what these define (a helper's callers, a parameter list's tests), whole source lines removed."""
+    tree = ast.parse(source, filename=rel)
+    removed_names: set[str] = set()
+    removed = set()
+    leaking = {label.split(" (line")[0] for label, _ in find_leaks(tree, rel, sols)}
+    for index, node in enumerate(tree.body):
+        needs_missing = isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            path not in shipped for path in imported_files(ast.Module([node], []), rel, tracked))
+        if needs_missing or getattr(node, "name", None) in leaking:
+            removed.add(index)
+    while True:  # what uses a removed definition goes too
+        for index in removed:
+            removed_names |= _bound_names(tree.body[index])
+        more = {i for i, node in enumerate(tree.body) if i not in removed
+                and any(isinstance(n, ast.Name) and n.id in removed_names for n in ast.walk(node))}
+        if not more:
+            break
+        removed |= more
+    lines = source.splitlines(keepends=True)
+    for index in sorted(removed, reverse=True):
+        node = tree.body[index]
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        lines[first - 1:node.end_lineno] = []
+    return "".join(lines)
+
+
+def _bound_names(node) -> set[str]:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def record_references(spec) -> dict:
@@ -109,23 +261,30 @@ def _student_guide(spec) -> str:
     return "\n".join(lines)
 
 
-def write_student(spec, root: Path, files: list[str], dest: Path) -> None:
+def write_student(spec, root: Path, files: list[str], dest: Path, hints: str = "derivations") -> None:
     stubs: dict[str, dict[str, str]] = {}
     for f in spec.functions:
         stubs.setdefault(f.path, {})[f.function] = stub_message(f.name, f.task)
-    missing = sorted(set(stubs) - set(files))
-    if missing:
-        raise ValueError(f"assignment {spec.id} lists functions in {missing[0]}, which git does not track")
-    for rel in files:
+    shipped = student_files(spec, root, files)
+    sols = solutions(spec, root)
+    for rel in shipped:
         src = root / rel
-        if is_excluded(rel) or not src.is_file():
+        if not src.is_file():
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if rel in stubs:
-            target.write_text(stub_source(src.read_text(encoding="utf-8"), stubs[rel], filename=rel), encoding="utf-8")
+            target.write_text(stub_source(src.read_text(encoding="utf-8"), stubs[rel], filename=rel, hints=hints),
+                              encoding="utf-8")
+        elif rel == KERNELS_PACKAGE:
+            target.write_text(KERNELS_STAND_IN, encoding="utf-8")
         elif rel.endswith(".ipynb"):
-            target.write_text(release_notebook(src.read_text(encoding="utf-8"), where=rel)[0], encoding="utf-8")
+            text, _ = release_notebook(src.read_text(encoding="utf-8"), where=rel,
+                                       stubbed=[f.function for f in spec.functions])
+            target.write_text(text, encoding="utf-8")
+        elif rel.startswith("tests/") and rel.endswith(".py"):
+            target.write_text(strip_tests(src.read_text(encoding="utf-8"), rel, set(files), set(shipped), sols),
+                              encoding="utf-8")
         else:
             shutil.copyfile(src, target)
         shutil.copymode(src, target)
@@ -279,8 +438,11 @@ def zip_folder(folder: Path, zip_path: Path) -> None:
                 archive.writestr(info, path.read_bytes())
 
 
-def build(assignment_id: str, out) -> Path:
-    """Build ``assignment_id`` into the new or empty folder ``out``; returns ``out``."""
+def build(assignment_id: str, out, *, hints: str = "derivations") -> Path:
+    """Build ``assignment_id`` into the new or empty folder ``out``; returns ``out``. ``hints``
+    (stubs.HINTS) is how much of each stubbed function's documentation the student copy keeps."""
+    if hints not in HINTS:
+        raise ValueError(f"unknown hints level {hints!r}: choose one of {', '.join(HINTS)}")
     spec = assignments.load(assignment_id)
     toml_path = assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
     out = Path(out)
@@ -290,7 +452,9 @@ def build(assignment_id: str, out) -> Path:
     files = tracked_files(root)
     refs = record_references(spec)
     with staged_folder(out) as staging:  # appears complete or not at all
-        write_student(spec, root, files, staging / "student")
+        write_student(spec, root, files, staging / "student", hints)
+        check_student_tree(spec, root, staging / "student", absent=[
+            rel for rel in files if rel.startswith(ALTERNATIVE_IMPLEMENTATIONS) and rel != KERNELS_PACKAGE])
         write_autograder(spec, toml_path, staging / "student", staging / "autograder", refs)
         zip_folder(staging / "autograder", staging / "autograder.zip")
     return out

@@ -1,11 +1,41 @@
 """Turn listed functions into stubs: keep the signature, decorators and docstring (equation,
 shapes, derivative), replace the body by ``raise NotImplementedError("<module:function>: implement
-...")``. The library's own source carries no markers: the positions come from ``ast``, and the
+...")``. ``hints`` sets how much of the documentation stays, in the stubbed functions' docstrings
+and in the docstring of the module holding them (where the layers derive their backward passes):
+"derivations" all of it, "equations" all but the derivative (from a line starting "Backward" or
+naming a derivative, gradient or Jacobian, to the end of its paragraph), "none" the first line. The library's own source carries no markers: the positions come from ``ast``, and the
 rewrite replaces whole source lines, so everything outside the listed bodies stays byte-identical.
 """
 from __future__ import annotations
 
 import ast
+import re
+
+HINTS = ("derivations", "equations", "none")
+DERIVATIVE_LINE = re.compile(r"^\s*Backward|derivative|gradient|jacobian|\w'\(", re.IGNORECASE)
+
+
+def reduce_docstring(text: str, hints: str) -> str:
+    """A docstring's text with as much as ``hints`` keeps (see the module docstring)."""
+    if hints == "derivations":
+        return text
+    if hints == "none":
+        return text.strip().splitlines()[0]
+    kept, dropping = [], False
+    for line in text.splitlines():
+        if not line.strip():
+            dropping = False
+        elif DERIVATIVE_LINE.search(line):
+            dropping = True
+        if not dropping:
+            kept.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip("\n") + ("\n" if "\n" in text.strip() else "")
+
+
+def _docstring_lines(node, hints: str, indent: str) -> str:
+    text = reduce_docstring(ast.get_docstring(node, clean=False), hints).replace('"""', '\\"\\"\\"')
+    closing = indent if text.endswith("\n") else ""
+    return f'{indent}"""{text}{closing}"""\n'
 
 
 def stub_message(name: str, task: str) -> str:
@@ -20,7 +50,8 @@ def _listed_functions(tree, wanted):
     return found
 
 
-def stub_source(source: str, messages: dict[str, str], *, filename: str = "<source>") -> str:
+def stub_source(source: str, messages: dict[str, str], *, filename: str = "<source>",
+                hints: str = "derivations") -> str:
     """``source`` with each top-level function named in ``messages`` (name -> NotImplementedError
     message) reduced to its docstring and a raise. ValueError for a listed function that is missing,
     has no docstring, or shares a line with other code."""
@@ -41,6 +72,11 @@ def stub_source(source: str, messages: dict[str, str], *, filename: str = "<sour
         indent = " " * docstring.col_offset
         stub = f"{indent}raise NotImplementedError(\n{indent}    {messages[name]!r})\n"
         lines[docstring.end_lineno:node.end_lineno] = [stub]
+        if hints != "derivations":
+            lines[docstring.lineno - 1:docstring.end_lineno] = [_docstring_lines(node, hints, indent)]
+    module_doc = tree.body[0] if ast.get_docstring(tree, clean=False) is not None else None
+    if hints != "derivations" and module_doc is not None:
+        lines[module_doc.lineno - 1:module_doc.end_lineno] = [_docstring_lines(tree, hints, "")]
     result = "".join(lines)
     check = _listed_functions(ast.parse(result, filename=filename), messages)
     for name, node in check.items():  # the rewrite must leave exactly docstring + raise
