@@ -2,7 +2,8 @@
 
     DIR/student/          the project's git-tracked files, listed functions stubbed (stubs.py),
                           notebook solutions removed (notebooks.py), no graded tests, no assignment
-                          files, no git history, no bytecode; plus ASSIGNMENT.md and coursework.json
+                          files, no git history, no bytecode; plus ASSIGNMENT.md, coursework.json and
+                          .coursework/ (the visible tests only, for `coursework check`: workflow.py)
     DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt
                           and requirements-ranges.txt (setup.sh's fallback), assignment.toml,
                           references.npz (outputs of the solution, fixed seeds),
@@ -34,6 +35,7 @@ from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import failure_report
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import stub_message, stub_source
+from minispanbert.coursework.workflow import LOCAL_CHECKS, write_local_checks
 from minispanbert.engine.runs.atomic import staged_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -97,6 +99,8 @@ def _student_guide(spec) -> str:
               "numerically with `minispanbert/gradcheck.py` (float64, tiny shapes) before you submit.", ""]
     if spec.student_tests:
         lines += ["```", f"PYTHONPATH=$PWD python -m pytest -q {' '.join(spec.student_tests)}", "```", ""]
+    lines += ["Run the visible graded tests on your code (their code is in `" + LOCAL_CHECKS + "/`):", "", "```",
+              "PYTHONPATH=$PWD python -m minispanbert.coursework check", "```", ""]
     lines += [f"The autograder runs {len(spec.tests)} tests worth {spec.max_score:g} points:", ""]
     lines += [f"- `{t.name}` ({t.points:g} pt)" for t in visible]
     if hidden:
@@ -280,9 +284,11 @@ def zip_folder(folder: Path, zip_path: Path) -> None:
 
 
 def build(assignment_id: str, out) -> Path:
-    """Build ``assignment_id`` into the new or empty folder ``out``; returns ``out``."""
+    """Build ``assignment_id`` (a shipped id, or the path of an assignment file) into the new or
+    empty folder ``out``; returns ``out``."""
     spec = assignments.load(assignment_id)
-    toml_path = assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
+    toml_path = Path(assignment_id) if Path(assignment_id).suffix == ".toml" else \
+        assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} already exists and is not an empty folder: pick a new --out (build never overwrites)")
@@ -291,6 +297,7 @@ def build(assignment_id: str, out) -> Path:
     refs = record_references(spec)
     with staged_folder(out) as staging:  # appears complete or not at all
         write_student(spec, root, files, staging / "student")
+        write_local_checks(spec, PACKAGE_DIR / "checks", refs, staging / "student")
         write_autograder(spec, toml_path, staging / "student", staging / "autograder", refs)
         zip_folder(staging / "autograder", staging / "autograder.zip")
     return out
