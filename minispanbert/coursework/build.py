@@ -6,7 +6,8 @@
                           docstrings as --hints says), the assignment's notebooks without their
                           solutions (notebooks.py), its tests without solution-bearing ones, the
                           kernels replaced by a stand-in; no graded tests, no assignment files, no
-                          git history, no bytecode; plus ASSIGNMENT.md and coursework.json
+                          git history, no bytecode; plus ASSIGNMENT.md, coursework.json and
+                          .coursework/ (the visible tests only, for `coursework check`: workflow.py)
     DIR/autograder/       setup.sh, run_autograder (Gradescope's entry points), requirements.txt
                           and requirements-ranges.txt (setup.sh's fallback), assignment.toml,
                           references.npz (outputs of the solution, fixed seeds),
@@ -42,6 +43,7 @@ from minispanbert.coursework.grade import failure_report
 from minispanbert.coursework.leaks import check_student_tree, find_leaks, solutions
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import HINTS, stub_message, stub_source
+from minispanbert.coursework.workflow import LOCAL_CHECKS, write_local_checks
 from minispanbert.engine.runs.atomic import staged_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -249,6 +251,8 @@ def _student_guide(spec) -> str:
               "numerically with `minispanbert/gradcheck.py` (float64, tiny shapes) before you submit.", ""]
     if spec.student_tests:
         lines += ["```", f"PYTHONPATH=$PWD python -m pytest -q {' '.join(spec.student_tests)}", "```", ""]
+    lines += ["Run the visible graded tests on your code (their code is in `" + LOCAL_CHECKS + "/`):", "", "```",
+              "PYTHONPATH=$PWD python -m minispanbert.coursework check", "```", ""]
     lines += [f"The autograder runs {len(spec.tests)} tests worth {spec.max_score:g} points:", ""]
     lines += [f"- `{t.name}` ({t.points:g} pt)" for t in visible]
     if hidden:
@@ -439,12 +443,14 @@ def zip_folder(folder: Path, zip_path: Path) -> None:
 
 
 def build(assignment_id: str, out, *, hints: str = "derivations") -> Path:
-    """Build ``assignment_id`` into the new or empty folder ``out``; returns ``out``. ``hints``
-    (stubs.HINTS) is how much of each stubbed function's documentation the student copy keeps."""
+    """Build ``assignment_id`` (a shipped id, or the path of an assignment file) into the new or
+    empty folder ``out``; returns ``out``. ``hints`` (stubs.HINTS) is how much of each stubbed
+    function's documentation the student copy keeps."""
     if hints not in HINTS:
         raise ValueError(f"unknown hints level {hints!r}: choose one of {', '.join(HINTS)}")
     spec = assignments.load(assignment_id)
-    toml_path = assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
+    toml_path = Path(assignment_id) if Path(assignment_id).suffix == ".toml" else \
+        assignments.ASSIGNMENTS_DIR / f"{spec.id}.toml"
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} already exists and is not an empty folder: pick a new --out (build never overwrites)")
@@ -455,6 +461,8 @@ def build(assignment_id: str, out, *, hints: str = "derivations") -> Path:
         write_student(spec, root, files, staging / "student", hints)
         check_student_tree(spec, root, staging / "student", absent=[
             rel for rel in files if rel.startswith(ALTERNATIVE_IMPLEMENTATIONS) and rel != KERNELS_PACKAGE])
+        # after the leak check, whose first rule flags the visible tests: they are named after the graded functions
+        write_local_checks(spec, PACKAGE_DIR / "checks", refs, staging / "student")
         write_autograder(spec, toml_path, staging / "student", staging / "autograder", refs)
         zip_folder(staging / "autograder", staging / "autograder.zip")
     return out

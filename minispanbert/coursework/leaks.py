@@ -29,6 +29,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from minispanbert.coursework.workflow import LOCAL_CHECKS
+
 MIN_ARITHMETIC = 2  # one operator (``T - 1``, ``a if a is None else a + b``) is an idiom, not an answer
 MIN_OPERATIONS = 8
 NEAR_DUPLICATE_RATIO = 0.8
@@ -177,7 +179,9 @@ def notebook_cells(text: str):
 
 def check_student_tree(spec, solution_root: Path, student: Path, absent=()) -> None:
     """ValueError naming the first leak: a path of ``absent`` (known second implementations) present
-    in ``student``, or a unit of a .py file or notebook matching a listed function's solution."""
+    in ``student``, or a unit of a .py file or notebook matching a listed function's solution. The
+    visible graded tests under ``.coursework/`` (``coursework check``) are not scanned: they are named
+    after the graded functions and hold calls and inputs, no solution."""
     for rel in absent:
         if (student / rel).exists():
             raise ValueError(f"leak check: {rel} (a second implementation of graded maths) is in the student copy")
@@ -187,6 +191,8 @@ def check_student_tree(spec, solution_root: Path, student: Path, absent=()) -> N
         stubbed[f.path] = stubbed.get(f.path, frozenset()) | {f.function}
     for path in sorted(student.rglob("*")):
         rel = path.relative_to(student).as_posix()
+        if rel.startswith(f"{LOCAL_CHECKS}/"):
+            continue
         if path.suffix == ".py":
             leaks = find_leaks(ast.parse(path.read_text(encoding="utf-8"), filename=rel), rel, sols,
                                skip=stubbed.get(rel, frozenset()))

@@ -203,9 +203,10 @@ def test_student_copy_has_stubs_and_nothing_it_should_not(built, name):
                 answer = source.split("### BEGIN SOLUTION\n")[1].split("### END SOLUTION")[0].strip()
                 assert answer and answer not in texts[rel], f"{rel} keeps a reference answer"
 
-    # No hidden test: neither its name nor the graded tests' code.
+    # No hidden test: neither its name nor its code; the visible tests' code only in .coursework/ (for `check`).
+    outside = "\n".join(text for rel, text in texts.items() if not rel.startswith(".coursework/"))
     for t in spec.tests:
-        assert f"def {t.name}(check" not in everything, f"graded test {t.name}'s code is in the student copy"
+        assert f"def {t.name}(check" not in (everything if t.hidden else outside), f"graded test {t.name}'s code leaked"
         if t.hidden:
             assert t.name not in everything, f"hidden test {t.name} is named in the student copy"
 
