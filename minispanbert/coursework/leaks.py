@@ -147,12 +147,11 @@ def find_leaks(tree, where: str, sols: list[Solution], *, skip: frozenset = froz
         if name in names:
             leaks.append((label, f"{where}: {label} is a second implementation of {names[name].name} (same name)"))
             continue
-        whole = fingerprint(body, local)
         statements = {fingerprint([s], local) for s in _statements(body) if _arithmetic(s) >= MIN_ARITHMETIC}
         ops = operations(body)
         for sol in sols:
             copied = statements & sol.statements.keys()
-            if whole == sol.body:
+            if ops == sol.operations and fingerprint(body, local) == sol.body:  # equal bodies: equal operations first
                 leaks.append((label, f"{where}: {label} has the body of {sol.name}"))
             elif copied:
                 leaks.append((label, f"{where}: {label} holds {sol.name}'s statement `{sol.statements[min(copied)]}`"))
