@@ -219,8 +219,10 @@ def _bound_names(node) -> set[str]:
 
 
 def record_references(spec) -> dict:
-    """Run every graded test on this checkout in record mode -> {key: array}."""
+    """Run every graded test on this checkout in record mode, then with each known wrong variant standing
+    in (checks/misconceptions.py) -> {key: array}."""
     from minispanbert.coursework.checks.harness import Check, Fail  # instructor material: absent from student copies
+    from minispanbert.coursework.checks.misconceptions import record_variants
     tests = importlib.import_module(f"{__package__}.checks.{spec.checks}").TESTS
     unknown = [t.name for t in spec.tests if t.name not in tests]
     if unknown:
@@ -234,6 +236,7 @@ def record_references(spec) -> dict:
                              "checkout, not from a student copy") from None
         except Fail as exc:
             raise ValueError(f"the solution fails its own graded test {t.name}: {exc}") from None
+    record_variants(spec.checks, tests, refs)
     return refs
 
 

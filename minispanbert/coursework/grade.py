@@ -12,8 +12,9 @@ Tests run in a sandbox: the grading process (checks/runner.py) holds the referen
 each test runs the submission in a confined child process of its own (checks/sandbox.py) under a
 time limit, with what it prints capped, and everything it started is killed when it ends. A file
 that imports torch, jax or autograd scores 0 on every test covering it, a test whose process dies or
-hangs scores 0 with the reason, and results.json is written whatever happens. Its ``output`` (shown
-to students at once) totals the visible tests only.
+hangs scores 0 with the reason, and results.json is written whatever happens. A test scores its
+points times the share of its graded values that matched (harness.judge: every failing value listed,
+a known misconception named); its ``output`` (shown to students at once) totals the visible tests only.
 """
 from __future__ import annotations
 
@@ -195,13 +196,23 @@ def write_failure_results(out, message: str) -> None:
     write_text_atomic(out, json.dumps(failure_report(message), indent=1) + "\n")
 
 
+def test_score(points: float, result: dict) -> float:
+    """A test's points times the share of its graded values that matched (the runner's ``fraction``;
+    a result without one, such as a blocked import, is all or nothing), rounded to 1e-4."""
+    if result["passed"]:
+        return float(points)
+    fraction = result.get("fraction", 0.0)
+    fraction = min(max(float(fraction), 0.0), 1.0) if isinstance(fraction, (int, float)) else 0.0
+    return round(points * fraction, 4)
+
+
 def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
     """Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)."""
     tests = []
     for number, t in enumerate(spec.tests, start=1):
         r = results[t.name]
         output = r["message"] + (f"\n\nprinted output:\n{r['output']}" if r.get("output") else "")
-        tests.append({"name": t.name, "number": str(number), "score": t.points if r["passed"] else 0.0,
+        tests.append({"name": t.name, "number": str(number), "score": test_score(t.points, r),
                       "max_score": t.points, "status": "passed" if r["passed"] else "failed",
                       "output": output, "output_format": "text", "visibility": t.visibility,
                       "tags": [c.split(":")[1] for c in t.covers]})

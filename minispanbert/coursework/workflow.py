@@ -36,6 +36,8 @@ from minispanbert.engine.runs.atomic import check_output_file, staged_folder, te
 LOCAL_CHECKS = ".coursework"  # in the student copy: the visible tests, their references, their assignment file
 REPORTS_MARKER = ".coursework-reports"  # a reports folder grade-all wrote (and so may replace)
 KIT_ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout (or bundle base/) this kit runs from
+MISCONCEPTIONS_MODULE = "misconceptions"  # checks/misconceptions.py: the known wrong variants, never shipped
+VARIANT_MARK = "@"  # as checks/harness.py: "<test>/<what>@<variant>", a wrong variant's recorded output
 GRADE_SLACK_S = 60.0  # a submission's grading process: start-up and copying, on top of its tests' limits
 
 
@@ -113,9 +115,10 @@ def visible_assignment_toml(spec) -> str:
 
 def write_local_checks(spec, checks_dir: Path, refs: dict, student: Path) -> None:
     """Write ``student/.coursework/``: ``assignment.toml`` (visible tests), ``references.npz`` (their
-    references only) and ``grader/coursework_checks/`` (the kit's checks package: harness and runner
-    as they are, this assignment's tests module without its hidden tests, other assignments' modules
-    left out)."""
+    references only, without the recorded wrong variants) and ``grader/coursework_checks/`` (the kit's
+    checks package: harness and runner as they are, this assignment's tests module without its hidden
+    tests, other assignments' modules and the wrong variants left out). Local checks so score partial
+    credit but name no misconception."""
     visible = {t.name for t in spec.tests if not t.hidden}
     hidden = {t.name for t in spec.tests if t.hidden}
     local = student / LOCAL_CHECKS
@@ -123,13 +126,16 @@ def write_local_checks(spec, checks_dir: Path, refs: dict, student: Path) -> Non
     package.mkdir(parents=True)
     for source in sorted(checks_dir.glob("*.py")):
         text = source.read_text(encoding="utf-8")
+        if source.stem == MISCONCEPTIONS_MODULE:
+            continue  # the known wrong variants: code a student need not see
         if source.stem == spec.checks:
             text = visible_checks_source(text, hidden, where=f"checks/{source.name}")
         elif any(_defined_names(node) == {"TESTS"} for node in ast.parse(text).body):
             continue  # another assignment's graded tests
         (package / source.name).write_text(text, encoding="utf-8")
     (local / "assignment.toml").write_text(visible_assignment_toml(spec), encoding="utf-8")
-    np.savez(local / "references.npz", **{key: value for key, value in refs.items() if key.split("/")[0] in visible})
+    np.savez(local / "references.npz", **{key: value for key, value in refs.items()
+                                          if key.split("/")[0] in visible and VARIANT_MARK not in key})
 
 
 def check(root=".") -> tuple[dict, str]:

@@ -22,10 +22,18 @@ that a malicious child could satisfy without them (it can report any analytic/nu
 statistic, any condition): a test graded by them alone can be forged; close and equal cannot. A
 backward judged by :meth:`Check.derivative` is decided by its reference while the forward it
 differentiates matches its own; after a wrong forward, by self-consistency too.
+
+Feedback (:func:`judge`): a test scores the share of its graded values (its references, less the
+forward values a backward test only asks :meth:`Check.agrees` about) that match; a test that stopped
+early or failed a reference-free check scores 0. Every failing value is reported, and a failing value
+equal to the recorded output of a known wrong variant (key ``"<test>/<what>@<variant>"``, its sentence
+under ``"...#why"``; recorded at build time by the grader-only ``misconceptions`` module) names that
+misconception.
 """
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +41,9 @@ FORBIDDEN_MODULES = ("torch", "jax", "autograd")
 ZERO_REFERENCE = 1e-12  # a float64 reference this small is an exact zero plus rounding noise
 ZERO_TOLERANCE = 1e-9
 TOLERANCE_SUFFIX = "#rtol"  # "<test>/<what>#rtol": the tolerance close() was recorded with
+FORWARD_SUFFIX = "#forward"  # "<test>/<what>#forward": a value the test only asks agrees() about
+LISTED_FAILURES = 8  # failing values a message spells out in full (the rest by name)
+VARIANT_MARK, WHY_SUFFIX = "@", "#why"  # "<test>/<what>@<variant>" and its sentence "<...>#why"
 
 
 class Fail(AssertionError):
@@ -149,6 +160,8 @@ class Check:
         if self.collector is not None:
             self.collector.add("agrees", what, {"value": _as_array(value, what)}, rtol=rtol)
             return Pending(what)
+        if self.record:
+            self.refs[f"{self.name}/{what}{FORWARD_SUFFIX}"] = np.True_
         try:
             self.close(what, value, rtol=rtol)
         except Fail:
@@ -232,57 +245,157 @@ class Check:
             raise Fail(message)
 
 
+def matches(actual, expected, rtol: float | None) -> bool:
+    """Whether ``actual`` equals ``expected`` as :meth:`Check.close` (``rtol``) or :meth:`Check.equal`
+    (``rtol`` None) would judge it, nan and inf counting as equal where both have them (a recorded
+    wrong variant may overflow, as the submission that makes its mistake does)."""
+    from minispanbert.gradcheck import rel_error
+
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        return False
+    if rtol is None or actual.dtype.kind not in "fc" or expected.dtype.kind not in "fc":
+        return bool(np.array_equal(actual, expected))
+    finite = np.isfinite(expected)
+    if not np.array_equal(finite, np.isfinite(actual)) or not np.array_equal(
+            np.nan_to_num(expected[~finite]), np.nan_to_num(actual[~finite])):
+        return False
+    actual, expected = actual[finite], expected[finite]
+    if np.max(np.abs(expected), initial=0.0) < ZERO_REFERENCE:
+        return bool(np.max(np.abs(actual), initial=0.0) <= ZERO_TOLERANCE)
+    return bool(rel_error(actual, expected) <= rtol)
+
+
+def _metadata(key: str) -> bool:
+    return key.endswith((TOLERANCE_SUFFIX, FORWARD_SUFFIX, WHY_SUFFIX)) or VARIANT_MARK in key
+
+
 def reference_keys(refs: dict, test_name: str) -> list[str]:
-    """The ``what`` of every value ``test_name`` must produce (its close and equal references)."""
+    """The ``what`` of every value ``test_name`` must produce (its close, equal and agrees references)."""
     prefix = f"{test_name}/"
-    return [key[len(prefix):] for key in refs if key.startswith(prefix) and not key.endswith(TOLERANCE_SUFFIX)]
+    return [key[len(prefix):] for key in refs if key.startswith(prefix) and not _metadata(key)]
 
 
-def judge(test_name: str, records, refs: dict, stopped: str | None) -> str | None:
-    """Replay a sandboxed child's collected values against the references (compare mode) -> the
-    failure message a student reads, or None for a pass. ``records`` are (kind, what, arrays,
-    options) in the order the child made them; ``stopped`` is why the child's test ended early
-    (its own failure, an exception, a crash), None when it ran to the end. As in a test run in one
-    process, the first failing record wins, then ``stopped``; a test passes only when every
-    reference of the test was produced and matched. A record for a value the test has no reference
-    for is ignored, so is an unknown kind: a child cannot add passing checks, only fail its own."""
+def graded_keys(refs: dict, test_name: str) -> list[str]:
+    """The values ``test_name`` is scored on: its references less the forward values it only asks agrees() about."""
+    return [what for what in reference_keys(refs, test_name) if f"{test_name}/{what}{FORWARD_SUFFIX}" not in refs]
+
+
+def misconception(refs: dict, test_name: str, what: str, actual, rtol: float | None) -> str | None:
+    """The sentence of the first recorded wrong variant of ``test_name``'s ``what`` that ``actual`` equals."""
+    prefix = f"{test_name}/{what}{VARIANT_MARK}"
+    for key in refs:
+        if key.startswith(prefix) and not key.endswith(WHY_SUFFIX) and matches(actual, refs[key], rtol):
+            return str(refs[f"{key}{WHY_SUFFIX}"])
+    return None
+
+
+class Verdict(NamedTuple):
+    """What :func:`judge` decides: the share of the test's points earned, and the message (None: full marks)."""
+
+    fraction: float
+    message: str | None
+
+
+def _judged_value(kind, arrays, options, agreements):
+    """The value a failing record compared with its reference (None when it compared with none)."""
+    if kind in ("close", "equal"):
+        return arrays["value"]
+    if kind == "close_if" and agreements.get(options.get("forward"), False):
+        return arrays["value"]
+    if kind == "derivative" and agreements.get(options.get("forward"), False):
+        return arrays["analytic"]
+    return None
+
+
+def judge(test_name: str, records, refs: dict, stopped: str | None) -> Verdict:
+    """Replay a sandboxed child's collected values against the references (compare mode) -> a
+    :class:`Verdict`. ``records`` are (kind, what, arrays, options) in the order the child made them;
+    ``stopped`` is why the child's test ended early (its own failure, an exception, a crash), None
+    when it ran to the end. Each graded value (:func:`graded_keys`) is judged on its own: the test
+    earns the share of them that were produced and matched (a backward value after its forward's
+    agreement is decided, as before). It earns 0 when ``stopped`` is set or a check that needs no
+    reference (gradient, within, a close on a forward-only value) failed: such a condition is the
+    whole test's. The message lists every failure in record order (the first eight in full, a hint
+    shared by several once), each with the misconception its value matches. A record for a value the test has no reference for is ignored, so is an unknown
+    kind: a child cannot add passing checks, only fail its own."""
     check = Check(test_name, refs, record=False)
     expected = set(reference_keys(refs, test_name))
-    produced, agreements = set(), {}
+    parts = graded_keys(refs, test_name)
+    failures: dict[str, str] = {}  # graded value -> its first failure, in record order
+    conditions: list[str] = []  # failed checks that are the whole test's
+    judged, agreements, shown_hints = set(), {}, set()
     for kind, what, arrays, options in records:
         hint = str(options.get("hint", ""))
         try:
             if kind in ("close", "equal") and what in expected:
+                judged.add(what)
                 if kind == "close":
                     check.close(what, arrays["value"], rtol=float(options.get("rtol", 1e-7)), hint=hint)
                 else:
                     check.equal(what, arrays["value"], hint=hint)
-                produced.add(what)
             elif kind == "agrees" and what in expected:
+                judged.add(what)
                 agreements[what] = check.agrees(what, arrays["value"])
-                produced.add(what)
             elif kind == "close_if" and what in expected:
+                judged.add(what)
                 if agreements.get(options.get("forward"), False):
                     check.close(what, arrays["value"], hint=hint)
-                produced.add(what)
             elif kind == "derivative" and what in expected:
+                judged.add(what)
                 check.decide_derivative(what, _as_array(arrays["analytic"], what), _as_array(arrays["numeric"], what),
                                         forward_agrees=agreements.get(options.get("forward"), False),
                                         rtol=float(options["rtol"]), tol=float(options["tol"]), hint=hint)
-                produced.add(what)
             elif kind == "gradient":
                 Check.compare_gradient(what, _as_array(arrays["analytic"], what), _as_array(arrays["numeric"], what),
                                        tol=float(options["tol"]), hint=hint)
             elif kind == "within":
                 check.within(what, float(options["value"]), float(options["low"]), float(options["high"]),
                              why=str(options["why"]), hint=hint)
+            continue
         except Fail as exc:
-            return str(exc)
+            message = str(exc)
+            try:
+                actual = _judged_value(kind, arrays, options, agreements)
+                rtol = None if kind == "equal" else float(refs.get(f"{test_name}/{what}{TOLERANCE_SUFFIX}", 1e-7))
+                why = None if actual is None else misconception(refs, test_name, what, actual, rtol)
+            except (KeyError, TypeError, ValueError, OSError):
+                why = None
+            if why:
+                message += f"\n  {what} matches a known mistake: {why}"
         except (KeyError, TypeError, ValueError) as exc:
-            return f"{what}: the test process returned an unreadable {kind} record ({type(exc).__name__})"
-    if stopped is not None:
-        return stopped
-    missing = sorted(expected - produced)
-    if missing:
-        return f"the test process reported no value for {', '.join(missing)}: nothing to compare with the reference"
-    return None
+            message = f"{what}: the test process returned an unreadable {kind} record ({type(exc).__name__})"
+        if hint and hint in shown_hints:  # said once, for the first value it explains
+            message = message.replace(f" {hint}", "", 1)
+        shown_hints.add(hint)
+        if what in parts and kind != "gradient" and kind != "within":
+            failures.setdefault(what, message)
+        else:
+            conditions.append(message)
+    passed = [what for what in parts if what in judged and what not in failures]
+    missing = sorted(set(parts) - judged)
+    whole_test = conditions + ([stopped] if stopped is not None else [])
+    listed = list(failures.values())
+    if len(listed) > LISTED_FAILURES:
+        rest = ", ".join(list(failures)[LISTED_FAILURES:])
+        listed[LISTED_FAILURES:] = [f"and {len(failures) - LISTED_FAILURES} more values fail: "
+                                    f"{rest if len(rest) <= 300 else rest[:300] + '...'}"]
+    items = listed + whole_test
+    if missing and stopped is None:
+        items.append(f"the test process reported no value for {', '.join(missing)}: nothing to compare with the "
+                     "reference")
+    if not items:
+        return Verdict(1.0, None)
+    fraction = 0.0 if whole_test else len(passed) / len(parts)
+    if not passed and len(items) == 1:
+        return Verdict(fraction, items[0])
+    if not parts:
+        return Verdict(fraction, "\n".join(items))
+    head = f"{len(passed)} of {len(parts)} values match the reference"
+    if fraction:
+        head += f" (partial credit, {len(passed)}/{len(parts)} of the points):"
+    elif passed:
+        head += ", but the test scores 0: it stopped early or failed a check that concerns the whole test:"
+    else:
+        head += ":"
+    return Verdict(fraction, head + "\n" + "\n".join("- " + item for item in items))

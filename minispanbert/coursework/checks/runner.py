@@ -1,6 +1,7 @@
 """The trusted grading process: run an assignment's graded tests on a submission in the sandbox
 (checks/sandbox.py), judge what each returns against the references, and write one JSON line per
-test (``{"name", "passed", "message", "output"}``) once every test process is gone.
+test (``{"name", "passed", "fraction", "message", "output"}``: ``fraction`` is the share of the test's
+points earned, harness.judge) once every test process is gone.
 
     python -m coursework_checks.runner --module a1 --refs AUTOGRADER/references.npz \\
         --root SUBMISSION_COPY --work DIR --time-limit 10 --tests '["test_a", "test_b"]'
@@ -205,9 +206,10 @@ def grade_test(zygote_box: list, index: int, name: str, source: str, *, args, re
             reason = f"the test process ended unexpectedly (status {reply['status'] if reply else 'unknown'})"
         stopped = (f"{reason}: did your code call os._exit(), crash the interpreter or exhaust the memory? "
                    "Output before it ended is shown below.")
-    message = judge(name, records, refs, stopped)
+    verdict = judge(name, records, refs, stopped)
     shutil.rmtree(scratch, ignore_errors=True)  # a child may have left folders it made unwritable
-    return {"name": name, "passed": message is None, "message": message or "passed", "output": output}
+    return {"name": name, "passed": verdict.message is None, "fraction": verdict.fraction,
+            "message": verdict.message or "passed", "output": output}
 
 
 def main(argv=None) -> int:
