@@ -5,6 +5,9 @@ autograder) listing what students write and how it is graded.
     checks                    the module of minispanbert/coursework/checks/ holding the graded tests
     time_limit                seconds per graded test (default 10)
     notebooks                 notebooks whose exercises belong to this assignment (listed for students)
+    graded_notebooks          those of ``notebooks`` whose autograded test cells (nbgrader metadata
+                              ``grade: true``, ``points: N``) score points (notebook_grading.py)
+    notebook_time_limit       seconds for running each graded notebook, all its cells (default 60)
     student_tests             public tests students can run on their copy
     [[functions]]             name = "package.module:function", task = what to implement (the stub's message)
     [[tests]]                 name (a test in the checks module), points, covers = listed functions it
@@ -70,6 +73,8 @@ class Assignment:
     checks: str
     time_limit: float
     notebooks: tuple[str, ...]
+    graded_notebooks: tuple[str, ...]
+    notebook_time_limit: float
     student_tests: tuple[str, ...]
     functions: tuple[Function, ...]
     tests: tuple[Test, ...]
@@ -116,8 +121,10 @@ def load(name_or_path) -> Assignment:
         assignment = Assignment(
             id=data["id"], title=data["title"], summary=data.get("summary", "").strip(), checks=data["checks"],
             time_limit=float(data.get("time_limit", 10)), notebooks=tuple(data.get("notebooks", ())),
+            graded_notebooks=tuple(data.get("graded_notebooks", ())),
+            notebook_time_limit=float(data.get("notebook_time_limit", 60)),
             student_tests=tuple(data.get("student_tests", ())), functions=functions, tests=tests)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where}: missing or malformed field {exc}") from None
     names = {f.name for f in functions}
     for f in functions:
@@ -131,6 +138,13 @@ def load(name_or_path) -> Assignment:
             raise ValueError(f"{where}: test {t.name!r} must cover listed functions; unknown {unknown}")
         if t.points <= 0:
             raise ValueError(f"{where}: test {t.name!r} must be worth > 0 points")
+    if not isinstance(data.get("graded_notebooks", []), list):
+        raise ValueError(f"{where}: graded_notebooks must be a list of notebook paths, e.g. [\"notebooks/a.ipynb\"]")
+    for rel in assignment.graded_notebooks:
+        if rel not in assignment.notebooks:
+            raise ValueError(f"{where}: graded notebook {rel!r} is not in notebooks; list it there too")
+    if assignment.graded_notebooks and not assignment.notebook_time_limit > 0:
+        raise ValueError(f"{where}: notebook_time_limit must be > 0 seconds")
     if len({t.name for t in tests}) != len(tests):
         raise ValueError(f"{where}: two tests share a name")
     return assignment

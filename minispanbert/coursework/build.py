@@ -41,6 +41,7 @@ import numpy as np
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import failure_report
 from minispanbert.coursework.leaks import check_student_tree, find_leaks, solutions
+from minispanbert.coursework.notebook_grading import released_grade_cells, write_grade_cells
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import HINTS, stub_message, stub_source
 from minispanbert.coursework.workflow import LOCAL_CHECKS, write_local_checks
@@ -72,6 +73,7 @@ CORE = ("minispanbert/__init__.py", "minispanbert/backend.py", "minispanbert/con
         "minispanbert/keyed_random.py", "minispanbert/masking.py", "minispanbert/optim.py", "minispanbert/train.py",
         "minispanbert/layers/", "minispanbert/model/", "minispanbert/data/", "minispanbert/coursework/")
 REQUIREMENTS = ("numpy", "scipy", "tokenizers")
+NOTEBOOK_REQUIREMENTS = ("nbclient", "ipykernel", "matplotlib")  # running graded notebooks (notebook_grading.py)
 CHECKS_PACKAGE = "coursework_checks"
 
 
@@ -240,13 +242,18 @@ def record_references(spec) -> dict:
     return refs
 
 
-def _student_guide(spec) -> str:
+def _student_guide(spec, grade_cells: dict) -> str:
     lines = [f"# {spec.id}: {spec.title}", "", spec.summary, "", "## What to implement", ""]
     for f in spec.functions:
         lines.append(f"- `{f.path}`: `{f.function}` -- {f.task}")
     if spec.notebooks:
         lines += ["", "## Notebooks", "", "Work through these; their exercise cells say `# YOUR CODE HERE`:", ""]
         lines += [f"- `{nb}`" for nb in spec.notebooks]
+    for rel, cells in grade_cells.items():
+        lines += ["", f"`{rel}` earns points too: its autograded test cells "
+                  f"({', '.join(c['grade_id'] for c in cells)}; {sum(c['points'] for c in cells):g} points)",
+                  "must run without an error when the autograder runs the notebook from top to bottom. Submit it",
+                  "with your code; edits to a test cell change nothing (the autograder runs its own copy)."]
     visible = [t for t in spec.tests if not t.hidden]
     hidden = [t for t in spec.tests if t.hidden]
     lines += ["", "## Check your work", "",
@@ -295,7 +302,7 @@ def write_student(spec, root: Path, files: list[str], dest: Path, hints: str = "
         else:
             shutil.copyfile(src, target)
         shutil.copymode(src, target)
-    (dest / "ASSIGNMENT.md").write_text(_student_guide(spec), encoding="utf-8")
+    (dest / "ASSIGNMENT.md").write_text(_student_guide(spec, released_grade_cells(spec, dest)), encoding="utf-8")
     manifest = {"assignment": spec.id, "title": spec.title, "files": spec.files, "notebooks": list(spec.notebooks),
                 "functions": {f.name: stub_message(f.name, f.task) for f in spec.functions}}
     (dest / "coursework.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -401,15 +408,15 @@ def run_autograder_script() -> str:
     return RUN_AUTOGRADER.replace("FAILURE_TEMPLATE", shlex.quote(template.replace("@MESSAGE@", "%s") + "\\n"))
 
 
-def requirements() -> tuple[str, str]:
+def requirements(spec) -> tuple[str, str]:
     """requirements.txt (the versions that recorded the references) and requirements-ranges.txt (the
     versions pyproject.toml accepts: setup.sh's fallback where the recorded ones do not install,
-    e.g. NumPy 2.4 on Python 3.10)."""
-    project = assignments.read_toml(project_root() / "pyproject.toml", "project file")
-    declared = {re.match(r"[A-Za-z0-9._-]+", dep).group().lower(): dep
-                for dep in project.get("project", {}).get("dependencies", [])}
+    e.g. NumPy 2.4 on Python 3.10); with what runs notebooks when ``spec`` grades some."""
+    project = assignments.read_toml(project_root() / "pyproject.toml", "project file").get("project", {})
+    declared = {re.match(r"[A-Za-z0-9._-]+", dep).group().lower(): dep for dep in
+                project.get("dependencies", []) + project.get("optional-dependencies", {}).get("notebooks", [])}
     pinned, ranges = [], []
-    for name in REQUIREMENTS:
+    for name in REQUIREMENTS + (NOTEBOOK_REQUIREMENTS if spec.graded_notebooks else ()):
         try:
             pinned.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -426,7 +433,8 @@ def write_autograder(spec, toml_path: Path, student: Path, dest: Path, refs: dic
         shutil.copyfile(source, checks / source.name)
     shutil.copyfile(toml_path, dest / "assignment.toml")
     np.savez(dest / "references.npz", **refs)
-    pinned, ranges = requirements()
+    write_grade_cells(spec, student, dest)
+    pinned, ranges = requirements(spec)
     (dest / "requirements.txt").write_text(pinned, encoding="utf-8")
     (dest / "requirements-ranges.txt").write_text(ranges, encoding="utf-8")
     for name, text in (("run_autograder", run_autograder_script()), ("setup.sh", SETUP_SH)):

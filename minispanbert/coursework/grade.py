@@ -31,6 +31,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from minispanbert.coursework import assignment as assignments
+from minispanbert.coursework import notebook_grading
 from minispanbert.engine.runs.atomic import write_text_atomic
 
 FORBIDDEN_MODULES = ("torch", "jax", "autograd")  # as checks/harness.py; the runner blocks them too
@@ -174,7 +175,10 @@ def grade(submission, autograder, *, out=None) -> dict:
                 results[t.name] = {"name": t.name, "passed": False, "message": why, "output": ""}
         results.update(run_tests([t.name for t in spec.tests if t.name not in results], spec,
                                  project=project, autograder=autograder, work=work))
-    report = results_json(spec, results, notes, time.monotonic() - started)
+        # after the graded tests: the notebook's kernel runs student code outside their sandbox
+        notebook_tests = notebook_grading.grade_notebooks(spec, Path(submission), autograder=autograder,
+                                                          project=project, work=work)
+    report = results_json(spec, results, notes, time.monotonic() - started, notebook_tests)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,8 +210,9 @@ def test_score(points: float, result: dict) -> float:
     return round(points * fraction, 4)
 
 
-def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
-    """Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)."""
+def results_json(spec, results: dict, notes: list[str], seconds: float, extra_tests=()) -> dict:
+    """Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/);
+    ``extra_tests`` (notebook cells' tests, notebook_grading.py) follow the graded functions' tests."""
     tests = []
     for number, t in enumerate(spec.tests, start=1):
         r = results[t.name]
@@ -216,6 +221,7 @@ def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
                       "max_score": t.points, "status": "passed" if r["passed"] else "failed",
                       "output": output, "output_format": "text", "visibility": t.visibility,
                       "tags": [c.split(":")[1] for c in t.covers]})
+    tests += [{**test, "number": str(len(tests) + number)} for number, test in enumerate(extra_tests, start=1)]
     score = float(sum(t["score"] for t in tests))
     shown = [t for t in tests if t["visibility"] == "visible"]
     total = f"score {sum(t['score'] for t in shown):g} / {sum(t['max_score'] for t in shown):g}"
@@ -226,7 +232,8 @@ def results_json(spec, results: dict, notes: list[str], seconds: float) -> dict:
     header = [f"{spec.id}: {spec.title}", total] + [f"note: {n}" for n in notes]
     return {"score": score, "execution_time": round(seconds, 2), "output": "\n".join(header),
             "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden",
-            "extra_data": {"assignment": spec.id, "max_score": spec.max_score}, "tests": tests}
+            "extra_data": {"assignment": spec.id, "max_score": float(sum(t["max_score"] for t in tests))},
+            "tests": tests}
 
 
 def summary(report: dict, *, show_hidden: bool = True) -> str:

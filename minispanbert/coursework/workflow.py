@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from minispanbert.coursework import assignment as assignments
+from minispanbert.coursework import notebook_grading
 from minispanbert.coursework.grade import CHECKS_PACKAGE, check_autograder, grade
 from minispanbert.engine.runs.atomic import check_output_file, staged_folder, temp_file, write_text_atomic
 
@@ -284,7 +285,8 @@ def grade_all(submissions, autograder, csv_path, *, reports=None, jobs=None) -> 
     jobs = jobs or os.cpu_count() or 1
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: grade at least one submission at a time (--jobs 1 or more)")
-    timeout = spec.time_limit * len(spec.tests) + GRADE_SLACK_S
+    timeout = (spec.time_limit * len(spec.tests) + GRADE_SLACK_S
+               + notebook_grading.process_limit(spec) * len(spec.graded_notebooks))
     with tempfile.TemporaryDirectory(prefix="coursework-grade-all-") as tmp:
         def one(item):
             index, (student, path) = item

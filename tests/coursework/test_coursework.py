@@ -147,7 +147,14 @@ def solution_submission(spec, dest: Path, patch=None) -> Path:
 
 
 def failed(report) -> set[str]:
-    return {t["name"] for t in report["tests"] if t["status"] != "passed"}
+    """The graded functions' failed tests (a notebook's test cells, notebook_grading.py, aside)."""
+    return {t["name"] for t in report["tests"] if t["status"] != "passed" and "notebook" not in t["tags"]}
+
+
+def notebook_tests(autograder: Path) -> int:
+    """How many notebook test cells the autograder grades (test_notebook_points.py tests them)."""
+    path = autograder / "grade_cells.json"
+    return sum(len(cells) for cells in json.loads(path.read_text()).values()) if path.is_file() else 0
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -242,7 +249,8 @@ def test_grading_with_relative_paths_as_the_readme_types_them(built, tmp_path):
                               timeout=120)
     run = readme_grade("hw1/autograder")
     assert run.returncode == 0, run.stderr
-    assert f"score 0 / {assignments.load('A1').max_score:g}" in run.stdout and run.stdout.count("FAIL ") == len(assignments.load("A1").tests)
+    assert f"score 0 / {assignments.load('A1').max_score:g}" in run.stdout
+    assert run.stdout.count("FAIL ") == len(assignments.load("A1").tests) + notebook_tests(built("A1") / "autograder")
     assert "NotImplementedError" in run.stdout and "grader stopped" not in run.stdout
     assert "coursework_checks" not in run.stdout
     run = readme_grade("hw1")
@@ -266,7 +274,7 @@ def test_a_grading_process_that_cannot_start_says_so_on_every_test(built, tmp_pa
     report = grade(built("A1") / "student", autograder)
     validate_gradescope(report)
     assert report["score"] == 0
-    for test in report["tests"]:
+    for test in report["tests"][:len(assignments.load("A1").tests)]:  # the notebook's cell is graded apart
         assert test["output"].startswith("the grading process failed before any test ran (exit code 1: "
                                          "ModuleNotFoundError: No module named 'numpy_not_here')"), test["output"]
 
@@ -277,12 +285,13 @@ def test_untouched_student_copy_scores_zero_naming_each_stub(built, name, tmp_pa
     assert coursework_main(["grade", str(built(name) / "student"), "--autograder", str(built(name) / "autograder"),
                             "--out", str(tmp_path / "results.json")]) == 0
     summary = capsys.readouterr().out
-    assert f"score 0 / {spec.max_score:g}" in summary and summary.count("FAIL ") == len(spec.tests)
+    assert f"score 0 / {spec.max_score:g}" in summary
+    assert summary.count("FAIL ") == len(spec.tests) + notebook_tests(built(name) / "autograder")
     report = json.loads((tmp_path / "results.json").read_text())
     validate_gradescope(report)
     assert report["score"] == 0
     listed = {f.name for f in spec.functions}
-    for test in report["tests"]:
+    for test in report["tests"][:len(spec.tests)]:
         assert test["output"].startswith("NotImplementedError: "), test
         named = test["output"].split()[1].rstrip(":")
         assert named in listed, test["output"]
@@ -557,8 +566,8 @@ def test_gradescope_bundle_installs_and_always_writes_results_json(gradescope):
     for rel in spec.files:  # the untouched stubs, as the student copy has them
         shutil.copyfile(root / "source" / "base" / rel, submission / rel)
     report = run_autograder(root, env)
-    assert report["score"] == 0 and len(report["tests"]) == len(spec.tests)
-    assert all(t["output"].startswith("NotImplementedError: ") for t in report["tests"])
+    assert report["score"] == 0 and len(report["tests"]) == len(spec.tests) + notebook_tests(root / "source")
+    assert all(t["output"].startswith("NotImplementedError: ") for t in report["tests"][:len(spec.tests)])
 
     report = run_autograder(root, env, AUTOGRADER_TIMEOUT_S="0.05")
     assert report["score"] == 0 and report["tests"] == []
