@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .harness import Check, graded
+from .harness import Check, at_scale, graded
 
 TESTS: dict = {}
 test = graded(TESTS)
@@ -204,19 +204,26 @@ def sbo_targets(check: Check):
         check.equal(what, np.asarray(value).astype(np.int64), hint=hint)
 
 
-def _sbo_setup():
+# At scale (harness.at_scale) the models have 128 hidden units: ~1e5 parameters (plus dh for the SBO head), whose
+# centred differences take (measured, one core, float64) ~400 s for the SBO head and ~450 s for the pretraining
+# loss, 20 times the 20 s a test may run; the analytic float32 backward takes a few milliseconds.
+AT_SCALE = {"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512, "sbo_position_dim": 32}
+
+
+def _sbo_setup(hidden=8, position_dim=6):
     from minispanbert.config import ModelConfig
     from minispanbert.model.names import WORD_EMBEDDINGS
     from minispanbert.model.sbo_head import init_sbo_head_params
 
     rng = np.random.default_rng(6)
-    config = ModelConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=16, max_position_embeddings=16, sbo_max_targets=4, sbo_position_dim=6)
+    config = ModelConfig(vocab_size=30, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16, max_position_embeddings=16, sbo_max_targets=4,
+                         sbo_position_dim=position_dim)
     params = init_sbo_head_params(config, rng)
     params = {name: value + rng.normal(size=value.shape) * 0.3 for name, value in params.items()}
-    params[WORD_EMBEDDINGS] = rng.normal(size=(30, 8))
+    params[WORD_EMBEDDINGS] = rng.normal(size=(30, hidden))
     B, T = 2, 7
-    h = rng.normal(size=(B, T, 8))
+    h = rng.normal(size=(B, T, hidden))
     spans = [(0, 2, 4), (1, 1, 2)]  # (row, s, e)
     left = np.array([b * T + s - 1 for b, s, e in spans for _ in range(s, e + 1)])
     right = np.array([b * T + e + 1 for b, s, e in spans for _ in range(s, e + 1)])
@@ -265,6 +272,24 @@ def sbo_head_backward(check: Check):
                                     "parameter and the decoder's share of the word embeddings")
         check.derivative(name, grads[name], lambda: forward(params, h, left, right, rel_pos, xp=np)[0],
                          params[name], dlogits, forward_agrees=ok, rtol=1e-6, hint=SBO_HINT)
+    _sbo_head_at_scale(check)
+
+
+def _sbo_head_at_scale(check, *, judged=True):
+    """The SBO head on 4 x 64 positions of 128 features, every fourth a left boundary (float32); its
+    gradients compared when ``judged``."""
+    params, _, _, _, _, _, rng = _sbo_setup(AT_SCALE["hidden_size"], AT_SCALE["sbo_position_dim"])
+    params = {name: value.astype(np.float32) for name, value in params.items()}
+    h = rng.normal(size=(4, 64, AT_SCALE["hidden_size"])).astype(np.float32)
+    left = np.arange(0, h.shape[0] * h.shape[1], 4)
+    logits, cache = check.function(SBO + "sbo_head_forward")(params, h, left, left + 2, np.arange(left.size) % 4,
+                                                             xp=np)
+    result = check.function(SBO + "sbo_head_backward")(rng.normal(size=np.shape(logits)).astype(np.float32),
+                                                       cache, xp=np)
+    check.expect(isinstance(result, tuple) and len(result) == 2, "sbo_head_backward must return (dh, grads)")
+    dh, grads = result
+    judged_grads = {"dh": dh, **{name: grads.get(name) for name in sorted(params)}} if judged else {}
+    at_scale(check, "logits", logits, judged_grads)
 
 
 @test
@@ -280,19 +305,20 @@ def sbo_head_backward_sparsity(check: Check):
     table = np.asarray(grads["cls.sbo.position_embeddings.weight"])
     unused = np.setdiff1d(np.arange(table.shape[0]), rel_pos)
     check.expect(np.all(table[unused] == 0), "rows of the position table that no target uses got gradient.")
+    _sbo_head_at_scale(check, judged=False)  # run only: this test judges sparsity, not the values
 
 
-def _pretraining_setup():
+def _pretraining_setup(dtype="float64", **sizes):
     from minispanbert.config import ModelConfig
     from minispanbert.masking import PretrainingBatch
     from minispanbert.model.spanbert_loss import init_pretraining_params
 
-    config = ModelConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=16, max_position_embeddings=16, sbo_max_targets=4, sbo_position_dim=6,
+    sizes = {"hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16, "sbo_position_dim": 6, **sizes}
+    config = ModelConfig(vocab_size=30, num_hidden_layers=1, max_position_embeddings=16, sbo_max_targets=4, **sizes,
                          hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, layer_norm_eps=0.05)
-    params = init_pretraining_params(config, seed=7, xp=np, dtype="float64")
+    params = init_pretraining_params(config, seed=7, xp=np, dtype=dtype)
     rng = np.random.default_rng(7)
-    params = {name: value + rng.normal(size=value.shape) * 0.2 for name, value in params.items()}
+    params = {name: value + rng.normal(size=value.shape).astype(dtype) * 0.2 for name, value in params.items()}
     original = np.array([[2, 11, 12, 13, 14, 15, 16, 3], [2, 21, 22, 23, 24, 3, 0, 0]])
     input_ids = original.copy()
     input_ids[0, 2:5] = [4, 4, 4]  # span 2..4 of row 0, all [MASK]
@@ -312,6 +338,7 @@ LOSS_HINT = ("L = mean cross-entropy over the masked tokens (MLM) + sbo_weight *
              "targets, each term averaged over its own count (5 MLM and 4 SBO targets here); both heads use "
              "config.layer_norm_eps (0.05 here).")
 SBO_WEIGHT, TERM_SCALES = 0.6, {"mlm": 0.3, "sbo": 1.7}
+ZERO_GRADIENTS = ("attention.self.key.bias",)  # zero in exact arithmetic (softmax ignores q.bk): float32 noise
 
 
 def _dropout_rng():
@@ -381,6 +408,13 @@ def _pretraining_gradients(check, config, params, batch, options, *, hint, term_
         check.close_if(ok, name, grads[name], rtol=1e-6, hint=hint)
     for name in ("bert.embeddings.word_embeddings.weight", "cls.sbo.position_embeddings.weight", "cls.predictions.bias"):
         check.derivative(name, grads[name], scaled_loss, params[name], forward_agrees=ok, rtol=1e-6, hint=hint)
+    config, params, batch = _pretraining_setup("float32", **AT_SCALE)
+    out, cache = forward(params, batch, config, xp=np, rng=_dropout_rng() if options.get("train") else None,
+                         **options)
+    grads = backward(cache, xp=np, term_scales=term_scales) if term_scales else backward(cache, xp=np)
+    check.expect(isinstance(grads, dict), "pretraining_backward must return {parameter name: gradient}")
+    at_scale(check, "loss", out.loss,
+             {name: grads.get(name) for name in sorted(params) if not name.endswith(ZERO_GRADIENTS)})
 
 
 @test

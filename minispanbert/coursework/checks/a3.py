@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .harness import Check, graded
+from .harness import Check, at_scale, graded
 
 TESTS: dict = {}
 test = graded(TESTS)
@@ -132,16 +132,25 @@ def clip_grad_norm_small(check: Check):
                  "gradients whose global norm is below max_norm must not change.")
 
 
-def _qa_setup():
+# At scale (harness.at_scale): the QA head on 24 x 128 positions of 128 features, the QA model with 128 hidden
+# units (~2e5 parameters). Their centred differences take (measured, one core, float64) ~200 s and ~250 s, 10
+# times the 20 s a test may run; the analytic float32 backward takes a few milliseconds.
+AT_SCALE = {"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}
+# Gradients zero in exact arithmetic, float32 noise at scale: the key bias (softmax ignores q.bk), the head's bias
+# and the last LayerNorm's beta (each adds one constant to every start or end logit, which the softmax ignores).
+ZERO_GRADIENTS = ("attention.self.key.bias", "qa_outputs.bias", "layer.0.output.LayerNorm.bias")
+
+
+def _qa_setup(dtype="float64", **sizes):
     from minispanbert.config import ModelConfig
     from minispanbert.finetune.qa_head import init_qa_params
 
-    config = ModelConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=16, max_position_embeddings=16, hidden_dropout_prob=0.2,
-                         attention_probs_dropout_prob=0.2)  # used only by the tests that train
-    params = init_qa_params(config, seed=703, xp=np, dtype="float64")
+    sizes = {"hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16, **sizes}
+    config = ModelConfig(vocab_size=20, num_hidden_layers=1, max_position_embeddings=16, **sizes,
+                         hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)  # used only by the tests that train
+    params = init_qa_params(config, seed=703, xp=np, dtype=dtype)
     rng = np.random.default_rng(703)
-    params = {name: value + rng.normal(size=value.shape) * 0.2 for name, value in params.items()}
+    params = {name: value + rng.normal(size=value.shape).astype(dtype) * 0.2 for name, value in params.items()}
     arrays = {"input_ids": rng.integers(5, 20, size=(3, 7)), "token_type_ids": np.zeros((3, 7), np.int64),
               "attention_mask": np.ones((3, 7), np.int64),
               "start_positions": np.array([2, 0, 9]), "end_positions": np.array([4, 0, 5])}  # 9 >= T: ignored
@@ -177,6 +186,15 @@ def qa_head_backward(check: Check):
     for name in params:
         check.expect(name in grads, f"grads has no entry {name!r}")
         check.derivative(name, grads[name], both, params[name], dboth, forward_agrees=ok, hint=hint)
+    h, dstart, dend, weight, bias = (value.astype(np.float32) for value in (
+        rng.normal(size=(24, 128, 128)), rng.normal(size=(24, 128)), rng.normal(size=(24, 128)),
+        rng.normal(size=(2, 128)), rng.normal(size=2)))
+    start, end, cache = forward({"qa_outputs.weight": weight, "qa_outputs.bias": bias}, h, xp=np)
+    result = check.function(QA + "qa_head_backward")(dstart, dend, cache, xp=np)
+    check.expect(isinstance(result, tuple) and len(result) == 2, "qa_head_backward must return (dh, grads)")
+    dh, grads = result
+    at_scale(check, "start and end logits", np.stack([start, end], axis=-1),
+             {"dh": dh, **{name: grads.get(name) for name in ("qa_outputs.weight", "qa_outputs.bias")}})
 
 
 QA_LOSS_HINT = ("L = (CE(start_logits, start_positions) + CE(end_logits, end_positions)) / 2, each CE a mean "
@@ -236,6 +254,12 @@ def _qa_gradients(check, *, train, term_scales, hint):
         check.close_if(ok, name, grads[name], rtol=1e-6, hint=hint)
     for name in ("qa_outputs.weight", "bert.embeddings.word_embeddings.weight"):
         check.derivative(name, grads[name], scaled_loss, params[name], forward_agrees=ok, rtol=1e-6, hint=hint)
+    config, params, arrays = _qa_setup("float32", **AT_SCALE)
+    out, cache = forward(params, arrays, config, xp=np, train=train, rng=_dropout_rng() if train else None)
+    grads = backward(cache, xp=np, term_scales=term_scales) if term_scales else backward(cache, xp=np)
+    check.expect(isinstance(grads, dict), "qa_backward must return {parameter name: gradient}")
+    at_scale(check, "loss", out.loss,
+             {name: grads.get(name) for name in sorted(params) if not name.endswith(ZERO_GRADIENTS)})
 
 
 def _decode_setup(seed):

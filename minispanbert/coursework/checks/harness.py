@@ -270,6 +270,30 @@ def _metadata(key: str) -> bool:
     return key.endswith((TOLERANCE_SUFFIX, FORWARD_SUFFIX, WHY_SUFFIX)) or VARIANT_MARK in key
 
 
+# Every graded backward is also run once at scale in float32 (:func:`at_scale`). Honest float32 gradients match
+# the float32 reference to rounding: at most 2e-6 in rel_error over A1-A3's functions (4e-7 for A1's layers),
+# measured against float64, so 1e-4 leaves 50x; centred differences in float32 are off by 1e-3 or more.
+FLOAT32_RTOL = 1e-4
+# The forward output at scale agrees when within 1e-6 (float32 rounding of an honest forward is ~1e-7): a forward
+# mistake that moves the loss by less than 1e-4 (eps ignored in the SBO head) can move the gradients by more, and
+# is charged by its forward's own test only.
+FLOAT32_FORWARD_RTOL = 1e-6
+AT_SCALE_HINT = ("this input has about 1e5 elements, in float32: an analytic backward takes milliseconds, one "
+                 "computed by finite differences (2 forward passes per element) takes minutes and is inexact in "
+                 "float32; write the derivative by hand.")
+
+
+def at_scale(check: Check, forward_what: str, forward_value, gradients: dict) -> None:
+    """Judge a backward run on a large float32 input: ``gradients`` {what: value} against their float32
+    references while the forward output ``forward_value`` agrees with its own (a wrong forward is
+    charged by its own test). The size is the point: a backward computed by centred differences of the
+    forward (gradcheck.numerical_gradient, or a loop of one's own) needs 2 forward passes per element,
+    far beyond the test's time limit, and numerical_gradient refuses float32 outright."""
+    ok = check.agrees(f"{forward_what} (float32, at scale)", forward_value, rtol=FLOAT32_FORWARD_RTOL)
+    for what, value in gradients.items():
+        check.close_if(ok, f"{what} (float32, at scale)", value, rtol=FLOAT32_RTOL, hint=AT_SCALE_HINT)
+
+
 def reference_keys(refs: dict, test_name: str) -> list[str]:
     """The ``what`` of every value ``test_name`` must produce (its close, equal and agrees references)."""
     prefix = f"{test_name}/"
