@@ -89,3 +89,18 @@ def gpu_xp():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """{shipped assignment id: its coursework build folder}, each built once per session on first use
+    (tests/coursework/: the builds are read, never changed, by the tests that share them)."""
+    from minispanbert.coursework.build import build
+
+    folders = {}
+
+    def get(name):
+        if name not in folders:
+            folders[name] = build(name, tmp_path_factory.mktemp("coursework") / name)
+        return folders[name]
+    return get

@@ -121,18 +121,6 @@ def validate_gradescope(report: dict) -> None:
         assert abs(report["score"] - sum(t["score"] for t in report["tests"])) < 1e-9
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """{assignment id: build folder}, each built once per session on first use."""
-    folders = {}
-
-    def get(name):
-        if name not in folders:
-            folders[name] = build(name, tmp_path_factory.mktemp("coursework") / name)
-        return folders[name]
-    return get
-
-
 def solution_submission(spec, dest: Path, patch=None) -> Path:
     """A folder with the solution's files of ``spec``, optionally one text replaced (a planted bug)."""
     for rel in spec.files:

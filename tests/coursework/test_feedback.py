@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from test_coursework import built, solution_submission  # noqa: F401 -- built is a fixture
+from test_coursework import solution_submission
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.checks.harness import judge
@@ -97,7 +97,7 @@ def planted(spec, dest, patches):
 
 
 @pytest.mark.parametrize("name", ["A1", "A2", "A3"])
-def test_planted_misconceptions_are_named_on_exactly_their_values_with_partial_credit(built, name, tmp_path):  # noqa: F811
+def test_planted_misconceptions_are_named_on_exactly_their_values_with_partial_credit(built, name, tmp_path):
     spec = assignments.load(name)
     autograder = built(name) / "autograder"
     points = {t.name: t.points for t in spec.tests}
@@ -129,7 +129,7 @@ def test_at_least_12_misconceptions_are_covered_by_a_planted_submission():
     assert covered == registered and len(covered) >= 12
 
 
-def test_the_student_copy_has_no_variant_code_outputs_or_sentences(built):  # noqa: F811
+def test_the_student_copy_has_no_variant_code_outputs_or_sentences(built):
     student = built("A1") / "student"
     local = student / ".coursework"
     assert not list(local.rglob("misconceptions.py"))
@@ -175,7 +175,7 @@ def test_judge_gives_nothing_when_the_test_stopped_or_a_whole_test_check_failed(
     assert judge("t", [rec("close", "b", [4.0])] + right, REFS, None)[0] == pytest.approx(2 / 3)
 
 
-def test_a_value_equal_to_the_solution_is_never_stored_as_a_variant(built):  # noqa: F811
+def test_a_value_equal_to_the_solution_is_never_stored_as_a_variant(built):
     with np.load(built("A1") / "autograder" / "references.npz", allow_pickle=False) as refs:
         variants = [key for key in refs.files if "@" in key and not key.endswith("#why")]
         assert "layernorm_forward/y with eps=0.1@eps-outside-sqrt" in variants

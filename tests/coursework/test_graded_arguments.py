@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_coursework import built, failed, solution_submission  # noqa: F401 -- built is a fixture
+from test_coursework import failed, solution_submission
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import grade
@@ -146,7 +146,7 @@ def grade_all(build_of, tmp_path, name, cases):
 
 
 @pytest.mark.parametrize("name", ["A1", "A2", "A3"])
-def test_each_planted_mistake_loses_exactly_its_tests_points_and_correct_variants_none(built, name, tmp_path):  # noqa: F811
+def test_each_planted_mistake_loses_exactly_its_tests_points_and_correct_variants_none(built, name, tmp_path):
     cases = {**MISTAKES[name], **{case: (*v, set()) for case, v in VARIANTS.get(name, {}).items()}}
     spec, graded = grade_all(built, tmp_path, name, cases)
     wrong = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from minispanbert.coursework import assignment as assignments
-from minispanbert.coursework.build import build, project_root
+from minispanbert.coursework.build import project_root
 from minispanbert.coursework.grade import grade
 
 ROOT = project_root()
@@ -32,8 +32,8 @@ SPEC = assignments.load("A1")
 
 
 @pytest.fixture(scope="module")
-def a1(tmp_path_factory):
-    return build("A1", tmp_path_factory.mktemp("sandbox") / "A1")
+def a1(built):
+    return built("A1")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_coursework import built, failed, solution_submission  # noqa: F401 -- built is a fixture
+from test_coursework import failed, solution_submission
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import grade
@@ -154,7 +154,7 @@ def covering(spec, function) -> set[str]:
     return {t.name for t in spec.tests if function in t.covers}
 
 
-def grade_stubs(built, tmp_path, name, *, upcast, time_limit=None):  # noqa: F811
+def grade_stubs(built, tmp_path, name, *, upcast, time_limit=None):
     """[(function, report)] for each numerical-gradient stub of assignment ``name``, two gradings at a time."""
     spec = assignments.load(name)
     autograder = built(name) / "autograder"
@@ -177,7 +177,7 @@ def grade_stubs(built, tmp_path, name, *, upcast, time_limit=None):  # noqa: F81
 
 
 @pytest.mark.parametrize("name", ["A1", "A2", "A3"])
-def test_a_backward_returning_numerical_gradient_scores_zero_for_its_function(built, name, tmp_path):  # noqa: F811
+def test_a_backward_returning_numerical_gradient_scores_zero_for_its_function(built, name, tmp_path):
     spec, graded = grade_stubs(built, tmp_path, name, upcast=False)
     wrong = {}
     for function, report in graded:

@@ -28,8 +28,8 @@ if subprocess.run(["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "pypro
 
 
 @pytest.fixture(scope="module")
-def a1(tmp_path_factory):
-    return build("A1", tmp_path_factory.mktemp("a1") / "A1")
+def a1(built):
+    return built("A1")
 
 
 def leak_in(spec, source: str) -> list:
