@@ -40,7 +40,7 @@ import numpy as np
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.grade import failure_report
-from minispanbert.coursework.leaks import check_student_tree, find_leaks, solutions
+from minispanbert.coursework.leaks import check_student_tree, file_leaks, find_leaks, solutions
 from minispanbert.coursework.notebook_grading import released_grade_cells, write_grade_cells
 from minispanbert.coursework.notebooks import release_notebook
 from minispanbert.coursework.stubs import HINTS, stub_message, stub_source
@@ -173,7 +173,7 @@ def _leaking_and_dependent(spec, root: Path, tracked: set[str], chosen: set[str]
     sols = solutions(spec, root)
     stubbed = {f.path for f in spec.functions}
     out = {rel for rel in chosen if rel.startswith("minispanbert/") and rel.endswith(".py") and rel not in stubbed
-           and rel not in required and find_leaks(ast.parse((root / rel).read_text(encoding="utf-8")), rel, sols)}
+           and rel not in required and file_leaks((root / rel).read_text(encoding="utf-8"), rel, sols)}
     while out:
         more = {rel for rel in chosen - out - required if rel.startswith("minispanbert/") and rel.endswith(".py")
                 and imported_files(ast.parse((root / rel).read_text(encoding="utf-8")), rel, tracked) & out}

@@ -163,6 +163,17 @@ def find_leaks(tree, where: str, sols: list[Solution], *, skip: frozenset = froz
     return leaks
 
 
+_FILE_LEAKS: dict = {}  # one build scans the checkout's modules and then their copies: mostly the same text
+
+
+def file_leaks(source: str, where: str, sols: list[Solution], *, skip: frozenset = frozenset()) -> list:
+    """:func:`find_leaks` of a module's source, remembered for the rest of the process."""
+    key = (where, source, tuple((sol.name, sol.body) for sol in sols), skip)
+    if key not in _FILE_LEAKS:
+        _FILE_LEAKS[key] = find_leaks(ast.parse(source, filename=where), where, sols, skip=skip)
+    return _FILE_LEAKS[key]
+
+
 def notebook_cells(text: str):
     """(cell index, parsed code) of a notebook's code cells that parse (IPython magics dropped)."""
     for index, cell in enumerate(json.loads(text).get("cells", [])):
@@ -193,8 +204,7 @@ def check_student_tree(spec, solution_root: Path, student: Path, absent=()) -> N
         if rel.startswith(f"{LOCAL_CHECKS}/"):
             continue
         if path.suffix == ".py":
-            leaks = find_leaks(ast.parse(path.read_text(encoding="utf-8"), filename=rel), rel, sols,
-                               skip=stubbed.get(rel, frozenset()))
+            leaks = file_leaks(path.read_text(encoding="utf-8"), rel, sols, skip=stubbed.get(rel, frozenset()))
         elif path.suffix == ".ipynb":
             leaks = [leak for index, tree in notebook_cells(path.read_text(encoding="utf-8"))
                      for leak in find_leaks(tree, f"{rel} cell {index}", sols)]

@@ -28,8 +28,9 @@ if subprocess.run(["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "pypro
 
 
 @pytest.fixture(scope="module")
-def a1(built):
-    return built("A1")
+def a1(tmp_path_factory):
+    """A build of its own: these tests import from its student copy (and so write bytecode there)."""
+    return build("A1", tmp_path_factory.mktemp("a1") / "A1")
 
 
 def leak_in(spec, source: str) -> list:
