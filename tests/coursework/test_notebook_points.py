@@ -11,7 +11,6 @@ cores: the runner's imports, the kernel's start, the notebook's cells).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import shutil
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sandbox import alive, tree_digest  # the sandbox tests' process and folder checks
 
 from minispanbert.coursework import assignment as assignments
 from minispanbert.coursework.build import build, project_root
@@ -94,31 +94,6 @@ def grade_notebook(a1: Path, tmp_path: Path, notebook: dict, spec=SPEC) -> dict:
     tests = grade_notebooks(spec, submission, autograder=a1 / "autograder", project=project, work=tmp_path / "work")
     assert [t["name"] for t in tests] == [TEST_NAME]
     return tests[0]
-
-
-def alive(marker: str) -> list[str]:
-    """Command lines of the living (not zombie) processes whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
-def tree_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode() + oct(path.stat().st_mode).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_the_solution_notebook_earns_the_cells_points_in_the_whole_grading(a1, tmp_path):
