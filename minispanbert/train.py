@@ -167,9 +167,9 @@ def train_step(model, batch, opt_state, *, lr: float, cfg: TrainConfig, decay_ma
     """One optimizer step: forward and backward, clip the global gradient norm, AdamW (§5).
     Returns the output and the norm before clipping, both still on the device."""
     out, grads = forward_backward(model, batch, dropout_rng)
-    grad_norm = optim.clip_grad_norm(grads, cfg.max_grad_norm, xp=model.xp)
-    optim.adamw_update(model.params, grads, opt_state, lr=lr, betas=betas, eps=eps, weight_decay=cfg.weight_decay,
-                       decay_mask=decay_mask, xp=model.xp)
+    grad_norm = optim.clip_and_step(model.params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
+                                    weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=model.xp,
+                                    betas=betas, eps=eps)  # clip_grad_norm, then adamw_update
     return out, grad_norm
 
 

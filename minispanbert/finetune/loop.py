@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minispanbert import optim
 from minispanbert.backend import BACKENDS, check_dtype, get_backend, synchronize
 from minispanbert.config import ModelConfig
 from minispanbert.engine import kernels
@@ -60,7 +61,7 @@ from minispanbert.finetune.recipes import TASKS, take
 from minispanbert.interop.pretrained import TOKENIZER_FILE, load_pretrained_encoder
 from minispanbert.interop.tokenizer import read_tokenizer_json
 from minispanbert.keyed_random import dropout_random
-from minispanbert.optim import adamw_init, clip_and_step, linear_warmup_decay, no_decay_mask
+from minispanbert.optim import adamw_init, linear_warmup_decay, no_decay_mask
 
 PLOT_FILE = "finetune.png"
 # Settings a --resume must share with the saved run (the rest, e.g. --steps or --eval-every, may change).
@@ -386,7 +387,7 @@ def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
                              "lower --lr or use --dtype float64")
         if grads is None:
             grads = task.backward(cache, xp=xp)
-        grad_norm = clip_and_step(params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
+        grad_norm = optim.clip_and_step(params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
                                   weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
         history.append(loss)
         append_metrics(run_dir.path / METRICS_FILE, dict(split="train", step=step + 1, loss=loss, lr=lr, grad_norm=float(grad_norm)))

@@ -11,7 +11,7 @@ import pytest
 from minispanbert import optim
 from minispanbert.engine import kernels
 from minispanbert.engine.kernels import cpu as fused_cpu
-from minispanbert.engine.kernels.adamw import adamw_update as in_place_adamw
+from minispanbert.engine.kernels.adamw import clip_and_step as in_place_clip_and_step
 from minispanbert.engine.kernels.cpu import cross_entropy as cpu_cross_entropy
 from minispanbert.engine.kernels.cpu import gelu as cpu_gelu
 from minispanbert.engine.kernels.cpu import layernorm as cpu_layernorm
@@ -91,23 +91,27 @@ def test_cross_entropy_matches_the_plain_op(rng):
     assert loss == 0 and not cpu_cross_entropy.cross_entropy_backward(dloss, cache, xp=np).any()
 
 
-def test_numba_adamw_equals_the_in_place_update_bit_for_bit_over_several_steps(rng, monkeypatch):
+def test_numba_adamw_equals_the_numpy_work_items_bit_for_bit_over_several_steps(rng, monkeypatch):
+    """The compiled item loop (cpu/adamw.py, on whenever numba is installed) against the NumPy item,
+    clipping included: the same float32 operations in the same order give the same bits."""
     params = {"w": rng.standard_normal((37, 5)).astype(np.float32), "b.bias": rng.standard_normal(5).astype(np.float32)}
     mask = optim.no_decay_mask(params)
     runs = {}
-    for switch in ("1", "0"):
-        monkeypatch.setenv(fused_cpu.ENV_VAR, switch)
+    for have_numba in (True, False):
+        monkeypatch.setattr(fused_cpu, "_HAVE_NUMBA", have_numba)
         p = {k: v.copy() for k, v in params.items()}
         state = optim.adamw_init(p, xp=np)
         for step in range(3):
             grads = {k: np.random.default_rng(step).standard_normal(v.shape).astype(np.float32) for k, v in p.items()}
-            in_place_adamw(p, grads, state, lr=1e-2, weight_decay=0.1, decay_mask=mask, xp=np)
-        runs[switch] = (p, state)
-    for k in params:  # the same float32 operations in the same order: bit for bit the NumPy in-place update
-        np.testing.assert_array_equal(runs["1"][0][k], runs["0"][0][k])
-        np.testing.assert_array_equal(runs["1"][1].m[k], runs["0"][1].m[k])
-        np.testing.assert_array_equal(runs["1"][1].v[k], runs["0"][1].v[k])
-    assert not np.allclose(runs["1"][0]["w"], params["w"])  # it moved
+            in_place_clip_and_step(p, grads, state, lr=1e-2, max_grad_norm=1.0, weight_decay=0.1, decay_mask=mask,
+                                   xp=np)
+        runs[have_numba] = (p, state, grads)
+    for k in params:
+        for numba_run, numpy_run in zip(runs[True], runs[False]):
+            np.testing.assert_array_equal(numba_run[k] if isinstance(numba_run, dict) else numba_run.m[k],
+                                          numpy_run[k] if isinstance(numpy_run, dict) else numpy_run.m[k])
+        np.testing.assert_array_equal(runs[True][1].v[k], runs[False][1].v[k])
+    assert not np.allclose(runs[True][0]["w"], params["w"])  # it moved
 
 
 def test_dispatch_float32_only_and_plain_ops_without_numba(monkeypatch):

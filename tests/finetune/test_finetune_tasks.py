@@ -11,6 +11,7 @@ import pytest
 import minispanbert.finetune.loop as finetune
 from minispanbert.config import ModelConfig
 from minispanbert.data import train_tokenizer
+from minispanbert.engine.kernels import adamw as installed_optimizer
 from minispanbert.engine.runs.checkpoint import load_checkpoint, save_checkpoint
 from minispanbert.finetune.loop import main as finetune_main
 from minispanbert.model.spanbert_loss import init_pretraining_params
@@ -87,7 +88,7 @@ def test_resume_continues_an_interrupted_run_bit_for_bit(checkpoint, files, tmp_
             "--steps", "6", "--batch-size", "4", "--save-every", "2"]  # dropout on: the masks must be redrawn alike
     straight = finetune_main([*args, "--out", str(tmp_path / "straight")])
 
-    real_step, calls = finetune.clip_and_step, []
+    real_step, calls = installed_optimizer.clip_and_step, []  # what the command runs
 
     def interrupted_step(*a, **k):
         calls.append(1)
@@ -95,10 +96,10 @@ def test_resume_continues_an_interrupted_run_bit_for_bit(checkpoint, files, tmp_
             raise KeyboardInterrupt
         return real_step(*a, **k)
 
-    monkeypatch.setattr(finetune, "clip_and_step", interrupted_step)
+    monkeypatch.setattr(installed_optimizer, "clip_and_step", interrupted_step)
     with pytest.raises(SystemExit, match="interrupted"):
         finetune_main([*args, "--out", str(tmp_path / "resumed")])
-    monkeypatch.setattr(finetune, "clip_and_step", real_step)
+    monkeypatch.setattr(installed_optimizer, "clip_and_step", real_step)
     assert load_checkpoint(tmp_path / "resumed", xp=np).step == 2
     resumed = finetune_main([*args, "--resume", str(tmp_path / "resumed")])
     assert resumed["train_losses"] == straight["train_losses"][2:]

@@ -273,7 +273,7 @@ class OpProfiler:
 
     Wrapped: every ``*_forward`` / ``*_backward`` function found in the loaded ``minispanbert.layers.*``
     and ``minispanbert.model.*`` modules and in ``minispanbert.train``, plus ``scatter_add``, ``erf``,
-    ``clip_grad_norm`` and ``adamw_update`` wherever they were imported. The names are replaced in
+    ``clip_grad_norm``, ``adamw_update`` and ``clip_and_step`` wherever they were imported. The names are replaced in
     every module that imported them (``from x import f`` binds a name per module) and restored on
     exit. Nested calls are subtracted from their caller, so ``self_time`` is exclusive: a matmul
     written inline in ``self_attention_forward`` counts there, the ``linear_forward`` it calls does not.
@@ -281,7 +281,7 @@ class OpProfiler:
     than a timed one; only the shares are meant to be read.
     """
 
-    EXTRA = ("scatter_add", "erf", "clip_grad_norm", "adamw_update")
+    EXTRA = ("scatter_add", "erf", "clip_grad_norm", "adamw_update", "clip_and_step")
 
     def __init__(self, xp, now=time.perf_counter):
         self.xp, self.now = xp, now

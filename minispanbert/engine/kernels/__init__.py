@@ -11,7 +11,7 @@ everywhere else:
     layers.layernorm.layernorm_*          cuda/layernorm.py          cpu/layernorm.py  (*)
     layers.softmax.softmax_*              cuda/softmax.py            cpu/softmax.py    (*)
     layers.cross_entropy.cross_entropy_*  cuda/cross_entropy.py      cpu/cross_entropy.py (*)
-    optim.adamw_update                    adamw.py (in place)        adamw.py (in place, on the threads; (*) one pass)
+    optim.clip_and_step, adamw_update     adamw.py (in place)        adamw.py (two passes, cache-sized items on the threads)
 
 (*) numba kernels, only with ``MINISPANBERT_FUSED_CPU=1`` (see cpu/__init__.py). float64 arrays
 always take the reference op. The core calls these ops through their modules
@@ -66,7 +66,7 @@ def _dispatcher(reference, cuda_kernel, cpu_kernel, deciding_arrays):
 def install() -> list:
     """Put the dispatchers and the in-place AdamW in place of the reference ops. Returns what
     :func:`uninstall` needs to put the references back."""
-    from minispanbert.engine.kernels.adamw import adamw_update
+    from minispanbert.engine.kernels import adamw
 
     replaced = []
     for module, name, deciding_arrays in REPLACEABLE:
@@ -75,8 +75,9 @@ def install() -> list:
         replaced.append((module, name, reference))
         setattr(module, name, _dispatcher(reference, getattr(cuda_module, name), getattr(cpu_module, name),
                                           deciding_arrays))
-    replaced.append((optim, "adamw_update", optim.adamw_update))
-    optim.adamw_update = adamw_update
+    for name in ("clip_and_step", "adamw_update"):
+        replaced.append((optim, name, getattr(optim, name)))
+        setattr(optim, name, getattr(adamw, name))
     return replaced
 
 

@@ -33,7 +33,9 @@ from __future__ import annotations
 import numpy as np
 
 from minispanbert.engine.parallel.distributed import slice_batch
-from minispanbert.engine.parallel.threads import map_threads
+from minispanbert.engine.parallel.threads import map_threads, part_of, work_items
+
+SUM_CHUNK = 1 << 18  # elements per piece of the gradients' sum
 
 
 def shard_slices(rows: int, shards: int) -> list[slice]:
@@ -114,12 +116,14 @@ def run_shards(parts: list, slices: list[slice], dropout_rng, *, forward, counts
 
 
 def sum_gradients(grads: list[dict]) -> dict:
-    """The shards' gradient dicts added into the first one, a parameter per thread at a time."""
+    """The shards' gradient dicts added into the first one, in cache-sized pieces shared among the threads."""
     total = grads[0]
 
-    def add_shards(name):
+    def add_shards(item):
+        name, part = item
+        into = part_of(total[name], part)
         for other in grads[1:]:
-            total[name] += other[name]
+            into += part_of(other[name], part)
 
-    map_threads(add_shards, sorted(total, key=lambda n: -total[n].size))  # biggest first: balanced threads
+    map_threads(add_shards, work_items(grads, SUM_CHUNK))
     return total

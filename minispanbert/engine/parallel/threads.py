@@ -6,6 +6,7 @@ them from Python.
     cpu_threads_set(n, ...)    the same for a with-block only
     map_threads(fn, items)     [fn(item) ...] on cpu_threads() threads
     parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads
+    work_items(dicts, chunk)   (name, slice) pieces of same-keyed dicts of arrays, for map_threads
 
 Why threads help NumPy at all: a ufunc and a GEMM release the GIL while they loop, so Python threads
 calling NumPy run side by side; without them, only BLAS uses more than one core.
@@ -127,3 +128,22 @@ def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
     map_threads(fn, parts)
 
 
+
+
+def work_items(dicts: list, chunk: int) -> list:
+    """(name, part) pairs covering every array of the same-keyed ``dicts`` once, in sorted-name order:
+    ``part`` a slice of at most ``chunk`` elements of the flattened arrays, or None where one of them
+    is strided (that name is one item, done whole). Fixed by the arrays alone, not the thread count."""
+    items = []
+    for name in sorted(dicts[0]):
+        if not all(d[name].flags.c_contiguous for d in dicts):
+            items.append((name, None))
+            continue
+        size = dicts[0][name].size
+        items += [(name, slice(start, min(start + chunk, size))) for start in range(0, max(size, 1), chunk)]
+    return items
+
+
+def part_of(a, part):
+    """The elements of ``a`` in a work item's ``part``: a view, through which writes reach ``a``."""
+    return a if part is None else a.reshape(-1)[part]

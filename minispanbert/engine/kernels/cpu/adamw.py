@@ -1,40 +1,58 @@
-"""Fused CPU AdamW update of one parameter (plain version and equations: optim.adamw_update).
+"""The AdamW update of one work item in one loop (plain version and equations: optim.adamw_update;
+the work items and the clipping: engine/kernels/adamw.py).
 
-The plain update is about a dozen whole-array passes through a scratch buffer; here one loop over
-the elements, shared among the threads, reads w, g, m, v once and writes w, m, v once:
+The NumPy item is about a dozen passes through a scratch buffer; this loop reads g, w, m, v once,
+writes them once and keeps every intermediate in registers, where the compiler vectorises it:
 
-    w <- w * decay_factor                          decay_factor = 1 - lr * wd
+    g <- g * grad_scale                             the clipping coefficient (1: no clipping)
     m <- b1 m + (1 - b1) g
     v <- b2 v + (1 - b2) g^2
-    w <- w - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps),   step_size = lr / (1 - b1^t)
+    w <- w * decay_factor - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-Every operation is the plain update's float32 operation, with the same float32 constants and in the
-same order (and no fused multiply-add), so the result is bit for bit the plain one: a run can switch
-between the two paths, e.g. when a resumed run's arrays are laid out differently, and stay exact.
+Every operation is the NumPy item's float32 operation, with the same float32 constants and in the
+same order (no fused multiply-add), so the result is bit for bit the NumPy one. Unlike the other
+kernels here it is serial and releases the GIL (``nogil``): the threads that share the work items
+run it side by side, so numba starts no thread pool of its own and it is on whenever numba is
+installed (``MINISPANBERT_FUSED_CPU`` does not switch it).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from minispanbert.engine.kernels.cpu import cpu_kernel, prange
+from minispanbert.engine.kernels import cpu as numba_kernels
 
 
-@cpu_kernel
-def _update(w, g, m, v, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
-            minus_step_size):
-    for i in prange(w.size):
-        gi = g[i]
-        mi = m[i] * beta1 + gi * one_minus_beta1          # m *= b1; work = g * (1 - b1); m += work
-        vi = v[i] * beta2 + (gi * gi) * one_minus_beta2   # v *= b2; work = g * g; work *= 1 - b2; v += work
-        m[i] = mi
-        v[i] = vi
-        denominator = np.sqrt(vi) / bias_correction2_sqrt + eps
-        w[i] = w[i] * decay_factor + (mi / denominator) * minus_step_size
+def applies(*arrays) -> bool:
+    """numba is installed and the arrays are float32, 1-D and contiguous (a work item's views)."""
+    return numba_kernels._HAVE_NUMBA and all(a.dtype == np.float32 and a.ndim == 1 and a.flags.c_contiguous
+                                             for a in arrays)
 
 
-def adamw_update_one(w, g, m, v, *, decay_factor, beta1, beta2, bias_correction2_sqrt, eps, step_size):
-    """Update the C-contiguous float32 ``w``, ``m``, ``v`` in place from the gradient ``g``. The
-    Python-float settings become float32 exactly as NumPy casts them in the plain update."""
+@functools.cache
+def _compiled():
+    import numba
+
+    @numba.njit(nogil=True, error_model="numpy", cache=True)  # numpy error model: x / 0 is inf, no check
+    def update(w, g, m, v, grad_scale, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2,
+               bias_correction2_sqrt, eps, minus_step_size):
+        for i in range(w.size):
+            gi = g[i] * grad_scale                            # g *= coef
+            g[i] = gi
+            mi = m[i] * beta1 + gi * one_minus_beta1          # m *= b1; work = g * (1 - b1); m += work
+            vi = v[i] * beta2 + (gi * gi) * one_minus_beta2   # v *= b2; work = g * g; work *= 1 - b2; v += work
+            m[i] = mi
+            v[i] = vi
+            denominator = np.sqrt(vi) / bias_correction2_sqrt + eps
+            w[i] = w[i] * decay_factor + (mi / denominator) * minus_step_size
+
+    return update
+
+
+def adamw_update_item(w, g, m, v, *, grad_scale, decay_factor, beta1, beta2, bias_correction2_sqrt, eps, step_size):
+    """Update the float32 ``g`` (scaled), ``w``, ``m``, ``v`` in place. The Python-float settings
+    become float32 exactly as NumPy casts them in the NumPy item."""
     f = np.float32
-    _update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(decay_factor), f(beta1), f(1.0 - beta1),
-            f(beta2), f(1.0 - beta2), f(bias_correction2_sqrt), f(eps), f(-step_size))
+    _compiled()(w, g, m, v, f(grad_scale), f(decay_factor), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2),
+                f(bias_correction2_sqrt), f(eps), f(-step_size))
