@@ -34,6 +34,7 @@ from minispanbert.backend import BACKENDS, backend_name, check_dtype, get_backen
 from minispanbert.config import PRESETS, ModelConfig, preset
 from minispanbert.data import read_corpus, split_documents
 from minispanbert.engine import kernels
+from minispanbert.engine.allocator import keep_freed_memory
 from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.engine.datasets import resolve_default_corpus
 from minispanbert.engine.parallel import shards
@@ -690,6 +691,7 @@ def parse_args(argv=None) -> RunConfig:
 
 def main(argv=None) -> None:
     cfg = parse_args(argv)
+    keep_freed_memory()
     run_or_exit(lambda: run(cfg))
 
 

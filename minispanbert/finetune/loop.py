@@ -39,6 +39,7 @@ from minispanbert import optim
 from minispanbert.backend import BACKENDS, check_dtype, get_backend, synchronize
 from minispanbert.config import ModelConfig
 from minispanbert.engine import kernels
+from minispanbert.engine.allocator import keep_freed_memory
 from minispanbert.engine.cli import Parser, run_or_exit
 from minispanbert.engine.parallel.shards import task_forward_backward
 from minispanbert.engine.parallel.threads import cpu_threads, cpu_threads_set
@@ -475,6 +476,7 @@ def main(argv=None, *, task: str | None = None) -> dict:
     parser = build_parser(**({} if task is None else dict(prog="python -m minispanbert.finetune_qa", tasks=(task,))))
     args = vars(parser.parse_args(argv))
     cfg = FinetuneConfig(**({"task": task} if task else {}), **args)
+    keep_freed_memory()
     return run_or_exit(lambda: run(cfg))
 
 

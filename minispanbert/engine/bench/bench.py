@@ -76,6 +76,7 @@ from minispanbert.backend import BACKENDS, backend_name, get_backend, synchroniz
 from minispanbert.config import PRESETS
 from minispanbert.data import CLS_ID, SEP_ID, unigram_distribution
 from minispanbert.engine import kernels
+from minispanbert.engine.allocator import keep_freed_memory
 from minispanbert.engine.cli import Parser
 from minispanbert.engine.parallel.distributed import World
 from minispanbert.engine.parallel.threads import BLAS_THREAD_VARS, cpu_threads, cpu_threads_set, set_cpu_threads
@@ -760,6 +761,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()  # in both engines' processes: the same allocator for PyTorch
     if args.json:  # try the folder before the benchmark runs (leaving any existing file as it is)
         _write_json(args.json, None)
     try:
