@@ -150,6 +150,18 @@ def test_parallel_for_inside_a_worker_runs_serially_on_that_thread(three_threads
     assert not thread_pool.in_worker_thread()
 
 
+def test_map_dealt_returns_each_items_result_in_order_from_one_pool_call_per_thread(three_threads, monkeypatch):
+    """Seven items on three threads: every result in its item's place, from one map_threads call of
+    three groups (items 0, 3, 6 | 1, 4 | 2, 5), each group's items run on one thread."""
+    calls, seen, map_threads = [], [], thread_pool.map_threads
+    monkeypatch.setattr(thread_pool, "map_threads", lambda fn, items: calls.append(list(items)) or map_threads(fn, calls[-1]))
+    results = thread_pool.map_dealt(lambda i: seen.append((i, threading.get_ident())) or i * i, range(7))
+    assert results == [i * i for i in range(7)]
+    assert calls == [[0, 1, 2]] and sorted(i for i, _ in seen) == list(range(7))
+    thread_of_group = {i % 3: ident for i, ident in seen}
+    assert all(ident == thread_of_group[i % 3] for i, ident in seen)
+
+
 def test_threads_flag_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="--threads must be at least 1"):
         RunConfig(threads=0).validate()

@@ -32,7 +32,7 @@ import threading
 import numpy as np
 
 from minispanbert.engine.kernels.cpu import adamw as numba_adamw
-from minispanbert.engine.parallel.threads import map_threads, part_of, work_items
+from minispanbert.engine.parallel.threads import map_dealt, part_of, work_items
 from minispanbert.optim import CLIP_NORM_EPS, check_adamw_arguments, check_shapes
 
 CHUNK = 1 << 18  # elements per work item: 1 MiB of float32 per array, so an item's five arrays stay in cache
@@ -57,7 +57,7 @@ def clip_and_step(params: dict, grads: dict, state, *, lr: float, max_grad_norm:
     check_adamw_arguments(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                           decay_mask=decay_mask)
     items = work_items([grads], CHUNK)
-    squares = map_threads(lambda item: _sum_of_squares(grads, item), items)
+    squares = map_dealt(lambda item: _sum_of_squares(grads, item), items)
     total_norm = math.sqrt(math.fsum(squares))
     coef = min(max_grad_norm / (total_norm + CLIP_NORM_EPS), 1.0)  # inf norm: 0; nan: nan, as the textbook's
     _step(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decay_mask=decay_mask,
@@ -121,7 +121,7 @@ def _step(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask, gra
         w += work
 
     if xp is np:
-        map_threads(update, work_items([params, grads, state.m, state.v], CHUNK))
+        map_dealt(update, work_items([params, grads, state.m, state.v], CHUNK))
     else:  # CuPy: each parameter whole, one kernel per operation
         for name in params:
             update((name, None))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from minispanbert.engine.parallel.distributed import slice_batch
-from minispanbert.engine.parallel.threads import map_threads, part_of, work_items
+from minispanbert.engine.parallel.threads import map_dealt, map_threads, part_of, work_items
 
 SUM_CHUNK = 1 << 18  # elements per piece of the gradients' sum
 
@@ -125,5 +125,5 @@ def sum_gradients(grads: list[dict]) -> dict:
         for other in grads[1:]:
             into += part_of(other[name], part)
 
-    map_threads(add_shards, work_items(grads, SUM_CHUNK))
+    map_dealt(add_shards, work_items(grads, SUM_CHUNK))
     return total

@@ -6,7 +6,8 @@ them from Python.
     cpu_threads_set(n, ...)    the same for a with-block only
     map_threads(fn, items)     [fn(item) ...] on cpu_threads() threads
     parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads
-    work_items(dicts, chunk)   (name, slice) pieces of same-keyed dicts of arrays, for map_threads
+    work_items(dicts, chunk)   (name, slice) pieces of same-keyed dicts of arrays
+    map_dealt(fn, items)       [fn(item) ...], the items dealt round-robin to cpu_threads() threads
 
 Why threads help NumPy at all: a ufunc and a GEMM release the GIL while they loop, so Python threads
 calling NumPy run side by side; without them, only BLAS uses more than one core.
@@ -128,6 +129,19 @@ def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
     map_threads(fn, parts)
 
 
+
+
+def map_dealt(fn, items) -> list:
+    """``[fn(item) for item in items]``, the items dealt round-robin into one group per thread and
+    each group run as ONE call on its thread: many small items cost two thread hand-offs, not one
+    each, and dealing spreads a large array's consecutive pieces over all the threads."""
+    items = list(items)
+    threads = max(1, min(cpu_threads(), len(items)))
+    groups = map_threads(lambda k: [fn(item) for item in items[k::threads]], range(threads))
+    results = [None] * len(items)
+    for k, group in enumerate(groups):
+        results[k::threads] = group
+    return results
 
 
 def work_items(dicts: list, chunk: int) -> list:
