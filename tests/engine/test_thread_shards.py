@@ -154,7 +154,12 @@ def test_map_dealt_returns_each_items_result_in_order_from_one_pool_call_per_thr
     """Seven items on three threads: every result in its item's place, from one map_threads call of
     three groups (items 0, 3, 6 | 1, 4 | 2, 5), each group's items run on one thread."""
     calls, seen, map_threads = [], [], thread_pool.map_threads
-    monkeypatch.setattr(thread_pool, "map_threads", lambda fn, items: calls.append(list(items)) or map_threads(fn, calls[-1]))
+
+    def counted_map_threads(fn, items):
+        calls.append(list(items))
+        return map_threads(fn, calls[-1])
+
+    monkeypatch.setattr(thread_pool, "map_threads", counted_map_threads)
     results = thread_pool.map_dealt(lambda i: seen.append((i, threading.get_ident())) or i * i, range(7))
     assert results == [i * i for i in range(7)]
     assert calls == [[0, 1, 2]] and sorted(i for i, _ in seen) == list(range(7))
