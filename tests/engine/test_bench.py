@@ -104,6 +104,38 @@ def test_threads_flag_sets_numpys_blas_threads_in_the_running_process():
         set_cpu_threads(before)
 
 
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw amx_bf16 amx_tile
+bugs\t\t: spectre_v1
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw amx_bf16 amx_tile
+"""
+
+
+def test_cpu_model_and_widest_isa_come_from_cpuinfo():
+    assert bench.cpu_from_cpuinfo(INTEL_CPUINFO) == {
+        "model": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", "isa": "AMX"}
+    no_amx = INTEL_CPUINFO.replace(" amx_tile", "")
+    assert bench.cpu_from_cpuinfo(no_amx)["isa"] == "AVX-512"  # amx_bf16 alone is not the tile unit
+    epyc = "model name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: sse2 avx avx2 fma\n"
+    assert bench.cpu_from_cpuinfo(epyc) == {"model": "AMD EPYC 7B13 64-Core Processor", "isa": "AVX2"}
+    assert bench.cpu_from_cpuinfo("flags\t: sse2 avx\n") == {"model": None, "isa": "below AVX2"}
+    assert bench.cpu_from_cpuinfo("Features\t: fp asimd\nCPU part\t: 0xd0c\n") == {"model": None, "isa": None}
+
+
+def test_table_names_the_cpu_threads_torch_date_and_command(monkeypatch):
+    monkeypatch.setattr(bench, "machine_cpu", lambda: {"model": "Some CPU", "isa": "AVX2"})
+    argv = ["--table", "--threads", "2"]
+    line = bench.table_provenance(bench.parse_args(argv), argv)
+    assert line.startswith("CPU Some CPU (AVX2), 2 threads, PyTorch ")
+    assert line.endswith(": python -m minispanbert.bench --table --threads 2")
+    assert str(__import__("datetime").date.today()) in line
+
+
 def test_bad_flags_are_one_line_errors():
     with pytest.raises(SystemExit, match="error: --compare-torch runs without dropout"):
         bench.main(SMALL_RUN + ["--compare-torch", "--dropout", "0.1"])

@@ -57,11 +57,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import functools
 import importlib
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -178,6 +182,35 @@ def measure_peak_gflops(xp, *, now=time.perf_counter, repeats: int = 5) -> float
         synchronize(xp)
         best = min(best, now() - start)
     return 2 * n**3 / best / 1e9
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+ISA_FLAGS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))  # /proc/cpuinfo flag, name; widest first
+
+
+def cpu_from_cpuinfo(text: str) -> dict:
+    """The text of /proc/cpuinfo -> {"model": its first ``model name``, "isa": the widest vector ISA
+    its first ``flags`` line names (AMX, AVX-512, AVX2, else "below AVX2")}; None for a line it lacks."""
+    fields = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    flags = fields["flags"].split() if "flags" in fields else None
+    isa = None if flags is None else next((name for flag, name in ISA_FLAGS if flag in flags), "below AVX2")
+    return {"model": fields.get("model name") or None, "isa": isa}
+
+
+def machine_cpu() -> dict:
+    """{"model", "isa"} of this machine's CPU from /proc/cpuinfo (Linux); elsewhere the model is
+    ``platform.processor()`` and the ISA "unknown"."""
+    try:
+        cpu = cpu_from_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
+    except OSError:
+        cpu = {"model": None, "isa": None}
+    return {"model": cpu["model"] or platform.processor() or "unknown", "isa": cpu["isa"] or "unknown"}
 
 
 # --------------------------------------------------------------------------- threads and memory
@@ -537,7 +570,8 @@ def run_benchmark(args) -> dict:
         peak = measure_peak_gflops(xp, now=now)
     achieved = flops["total"] / (step_ms / 1e3) / 1e9
     return {
-        "engine": "minispanbert", "pid": os.getpid(), "backend": cfg.backend, "device": device_description(xp), "preset": cfg.preset,
+        "engine": "minispanbert", "pid": os.getpid(), "backend": cfg.backend, "device": device_description(xp),
+        "cpu": machine_cpu(), "preset": cfg.preset,
         "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "masking": cfg.masking, "dtype": cfg.dtype,
         "dropout": model_config.hidden_dropout_prob, "steps": cfg.steps, "warmup_steps": args.warmup_steps,
         "threads": threads, "split_batch": split, "clock": args.clock, "parameters": model.num_parameters(),
@@ -672,6 +706,7 @@ def format_report(r: dict) -> str:
     lines = [
         f"minispanbert bench: {r['backend']} on {r['device']}, {r['threads']} threads"
         + (" (the batch split over them, 1 BLAS thread each)" if r["split_batch"] else " (BLAS; torch)"),
+        f"CPU: {r['cpu']['model']}, widest vector ISA {r['cpu']['isa']}",
         f"preset {r['preset']} ({r['parameters']:,} parameters), batch {r['batch_size']} x seq {r['seq_len']}, "
         f"{r['masking']} masking: {r['mlm_targets']} MLM / {r['sbo_targets']} SBO targets, {r['dtype']}, "
         f"dropout {r['dropout']}",
@@ -758,13 +793,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def table_provenance(args, argv: list[str]) -> str:
+    """The line above a --table: the CPU, its ISA, the threads, PyTorch's version, the date and the
+    command, so a table pasted into the README says where it came from."""
+    cpu = machine_cpu()
+    try:
+        torch_version = importlib.metadata.version("torch")  # the version without importing torch
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return (f"CPU {cpu['model']} ({cpu['isa']}), {args.threads or cpu_threads()} threads, PyTorch {torch_version}, "
+            f"{datetime.date.today().isoformat()}: python -m minispanbert.bench {shlex.join(argv)}")
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.json:  # try the folder before the benchmark runs (leaving any existing file as it is)
         _write_json(args.json, None)
     try:
         if args.table:
-            print(TABLE_HEADER, flush=True)
+            print(table_provenance(args, argv), TABLE_HEADER, sep="\n\n", flush=True)
             result = run_table(args)
         else:
             with kernels.installed():  # the speed of the command-line tools, not of the reference ops
