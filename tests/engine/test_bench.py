@@ -136,6 +136,27 @@ def test_table_names_the_cpu_threads_torch_date_and_command(monkeypatch):
     assert str(__import__("datetime").date.today()) in line
 
 
+def test_the_peak_gemm_runs_blas_on_every_thread_the_split_step_uses(monkeypatch):
+    """A split batch runs one-thread BLAS per shard; the peak it is measured against must be BLAS on
+    all the threads, or MFU compares two cores' work with one core's peak."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real_peak = bench.measure_peak_gflops
+
+    def recording_peak(xp, **kwargs):
+        seen.append([pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"])
+        return real_peak(xp, **kwargs)
+
+    monkeypatch.setattr(bench, "measure_peak_gflops", recording_peak)
+    before = cpu_threads()
+    try:
+        result = bench.main(SMALL_RUN + ["--threads", "2", "--steps", "1", "--warmup-steps", "0"])
+    finally:
+        set_cpu_threads(before)
+    assert result["split_batch"] and seen and all(set(counts) == {2} for counts in seen), seen
+    assert result["peak_blas_threads"] == 2
+
+
 def test_bad_flags_are_one_line_errors():
     with pytest.raises(SystemExit, match="error: --compare-torch runs without dropout"):
         bench.main(SMALL_RUN + ["--compare-torch", "--dropout", "0.1"])

@@ -566,7 +566,10 @@ def run_benchmark(args) -> dict:
     step_ms = median_ms(rows_arr[:, 0])
     flops = training_flops(model_config, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                            mlm_targets=mlm_targets, sbo_targets=sbo_targets)
-    with cpu_threads_set(threads) if split else contextlib.nullcontext():  # the peak of all the threads' cores
+    # The peak of every core the step computes on: with a split batch the step runs `threads` one-thread
+    # BLAS side by side, so its peak is BLAS on all `threads` (the 1-thread BLAS of the shards would halve it).
+    peak_threads = threads if cfg.backend == "numpy" else None
+    with cpu_threads_set(threads, blas_threads=threads) if split else contextlib.nullcontext():
         peak = measure_peak_gflops(xp, now=now)
     achieved = flops["total"] / (step_ms / 1e3) / 1e9
     return {
@@ -582,6 +585,7 @@ def run_benchmark(args) -> dict:
         "optimizer_ms": median_ms(rows_arr[:, 3]),
         "losses": our_losses,
         "flops_per_step": flops, "achieved_gflops": achieved, "peak_gflops_measured": peak,
+        "peak_blas_threads": peak_threads,
         "mfu": achieved / peak,
         "profile_step_ms": 1e3 * profiled_seconds, "profile": profiler.top(profiled_seconds),
         "host_peak_rss_bytes": host_peak_rss_bytes(), "device_pool_peak_bytes": pool_peak.peak,
@@ -718,7 +722,8 @@ def format_report(r: dict) -> str:
         f"{f['attention'] / 1e9:.2f}, MLM head {f['mlm_head'] / 1e9:.2f}, SBO head {f['sbo_head'] / 1e9:.2f}): "
         f"{r['achieved_gflops']:.1f} GFLOP/s achieved",
         f"MFU {100 * r['mfu']:.1f}% of {r['peak_gflops_measured']:.1f} GFLOP/s measured with a "
-        f"{PEAK_GEMM_SIZE[r['backend']]}^3 float32 GEMM on this backend",
+        f"{PEAK_GEMM_SIZE[r['backend']]}^3 float32 GEMM on this backend"
+        + (f", BLAS on {r['peak_blas_threads']} threads" if r["peak_blas_threads"] else ""),
         f"peak memory: host RSS {_mib(r['host_peak_rss_bytes'])}, device pool {_mib(r['device_pool_peak_bytes'])}",
         f"per-op self time in one profiled step ({r['profile_step_ms']:.1f} ms, timers on, one thread, unsplit):",
     ]
