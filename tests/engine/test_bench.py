@@ -29,7 +29,7 @@ def test_smoke_run_reports_every_field(smoke, capsys):
     result, saved = smoke
     for key in ("step_ms", "tokens_per_s", "forward_ms", "backward_ms", "optimizer_ms", "achieved_gflops",
                 "peak_gflops_measured", "mfu", "profile", "host_peak_rss_bytes", "flops_per_step",
-                "mlm_targets", "sbo_targets", "threads"):
+                "mlm_targets", "sbo_targets", "threads", "task", "cpu", "peak_blas_threads"):
         assert key in saved, key
     assert saved["tokens_per_step"] == 2 * 32
     assert len(saved["step_ms_all"]) == 2
@@ -205,6 +205,28 @@ def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(
     assert t["optimizer"] in ("fused AdamW", "foreach AdamW")
     out = capsys.readouterr().out
     assert "ratio ours/torch" in out and "each engine in a fresh process" in out
+
+
+
+def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path):
+    """The SST-2 row: our fine-tuning step (the task's forward/backward on 2 shards, clip_and_step) and
+    the PyTorch sequence-classification twin, each run as --compare-torch runs its processes (flags
+    from engine_argv, weights and batch from the handoff files), on the same weights and batch."""
+    pytest.importorskip("torch")
+    args = bench.parse_args(["--task", "sst2", "--preset", "tiny", "--batch-size", "4", "--seq-len", "16",
+                             "--steps", "1", "--warmup-steps", "1", "--compare-torch"])
+    work = bench.workload_for(args)
+    bench.write_handoff(tmp_path, work.params(np), work.batch())
+    child = bench.engine_argv(args, 2) + ["--handoff", str(tmp_path)]
+    before = cpu_threads()
+    try:
+        ours = bench.main(child + ["--engine", "numpy"])
+    finally:
+        set_cpu_threads(before)
+    twin = bench.main(child + ["--engine", "torch"])
+    assert ours["task"] == "sst2" and ours["split_batch"] and ours["labels"] == 2
+    assert ours["losses"][0] == pytest.approx(twin["losses"][0], rel=bench.LOSS_RTOL)
+    assert ours["losses"][1] == pytest.approx(twin["losses"][1], rel=1e-3)  # after one identical update
 
 
 def test_handoff_files_round_trip(tmp_path):
