@@ -29,7 +29,7 @@ def test_smoke_run_reports_every_field(smoke, capsys):
     result, saved = smoke
     for key in ("step_ms", "tokens_per_s", "forward_ms", "backward_ms", "optimizer_ms", "achieved_gflops",
                 "peak_gflops_measured", "mfu", "profile", "host_peak_rss_bytes", "flops_per_step",
-                "mlm_targets", "sbo_targets", "threads", "task", "cpu", "peak_blas_threads"):
+                "mlm_targets", "sbo_targets", "threads", "task", "cpu", "peak_blas_threads", "torch_compiled"):
         assert key in saved, key
     assert saved["tokens_per_step"] == 2 * 32
     assert len(saved["step_ms_all"]) == 2
@@ -187,13 +187,28 @@ def test_compare_torch_without_torch_says_skipped(monkeypatch, capsys):
     assert "skipped" in capsys.readouterr().out
 
 
-def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(capsys):
-    """The fair yardstick: two rounds, each engine in a fresh process (never this one), on the same
-    weights and batch read from files; the losses agree, so both ran the same computation."""
+def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(capsys, monkeypatch):
+    """The fair yardstick: two rounds, each engine in a fresh process (never this one), the order of
+    the engines rotating, on the same weights and batch read from files; the losses agree, so both
+    ran the same computation. Here the torch.compile process fails (as on a machine without a C++
+    compiler; compiling for real takes minutes): the report says so in one line, tries it once, and
+    the eager columns stand."""
     import os
 
     pytest.importorskip("torch")
+    real_run, started = bench.run_engine_process, []
+
+    def compile_fails(engine, *args, **kwargs):
+        started.append(engine)
+        if engine == "torch-compile":
+            raise ValueError("the torch-compile benchmark process failed: error: did not compile: "
+                             "RuntimeError: no C++ compiler")
+        return real_run(engine, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_engine_process", compile_fails)
     result = bench.main(SMALL_RUN + ["--compare-torch", "--steps", "1", "--rounds", "2"])
+    assert started == ["numpy", "torch", "torch-compile", "torch", "numpy"]
+    assert result["torch_compiled"] == {"skipped": "did not compile: RuntimeError: no C++ compiler"}
     t = result["torch"]
     assert t["losses_agree"], (t["first_loss_ours"], t["first_loss_torch"])
     # the same weights, batch and AdamW steps: the second step (after one identical update) agrees too
@@ -205,7 +220,35 @@ def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(
     assert t["optimizer"] in ("fused AdamW", "foreach AdamW")
     out = capsys.readouterr().out
     assert "ratio ours/torch" in out and "each engine in a fresh process" in out
+    assert "torch.compile: did not compile: RuntimeError: no C++ compiler" in out
+    cells = [cell.strip() for cell in bench.format_table_row(result).split("|")[1:-1]]
+    assert len(cells) == bench.TABLE_HEADER.splitlines()[0].count("|") - 1
+    assert float(cells[4].replace(",", "")) == pytest.approx(t["tokens_per_s"], abs=1)  # eager tok/s
+    assert cells[7] == "True" and cells[8] == "did not compile: RuntimeError: no C++ compiler" and cells[9] == ""
 
+
+def test_torch_compile_failures_are_one_line(tmp_path, monkeypatch):
+    """The torch.compile child: an error from the compiled code (inductor's come at the first call)
+    ends the process with "did not compile: <type>: <first line>"; a process past its time says so."""
+    import subprocess
+
+    torch = pytest.importorskip("torch")
+
+    def compile_that_fails(fn):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("CppCompileError: C++ compile error\nCommand: g++ /tmp/x.cpp -o x.so")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails)
+    args = bench.parse_args(SMALL_RUN + ["--compare-torch"])
+    work = bench.workload_for(args)
+    bench.write_handoff(tmp_path, work.params(np), work.batch())
+    child = bench.engine_argv(args, torch.get_num_threads()) + ["--handoff", str(tmp_path)]
+    one_line = r"^error: did not compile: RuntimeError: CppCompileError: C\+\+ compile error$"
+    with pytest.raises(SystemExit, match=one_line):
+        bench.main(child + ["--engine", "torch-compile"])
+    assert bench.compile_failure(subprocess.TimeoutExpired(["python"], 600)) == \
+        "did not compile: no result within --process-timeout 600 s"
 
 
 def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path):

@@ -19,13 +19,16 @@ reports what a reader needs to judge the engine's speed:
 * the CPU: its model and widest vector ISA (AMX, AVX-512, AVX2; from /proc/cpuinfo);
 * ``--compare-torch``: the fair yardstick. The same weights, batch and optimizer in PyTorch eager
   (fp32, :mod:`minispanbert.engine.bench.torch_reference`: fused AdamW, scaled_dot_product_attention),
-  each engine in a FRESH PROCESS of its own (``--engine numpy|torch``, internal), the weights
+  and the same twin under ``torch.compile`` (inductor; ``--no-compile`` leaves it out), each engine
+  in a FRESH PROCESS of its own (``--engine numpy|torch|torch-compile``, internal), the weights
   handed over as a safetensors file and the batch as an npz, every thread pool of the child set to
   the same count (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS, torch.set_num_threads), ``--rounds`` rounds
-  alternating which engine goes first; each process warms up and then times its steps; the report
-  pools each engine's timed steps (median) and lists every round's ratio. Running both in one
-  process was unfair to PyTorch: OpenBLAS's spinning threads and PyTorch's OpenMP pool fought over
-  the same cores. Both first-step losses are printed and checked.
+  rotating which engine goes first; each process warms up and then times its steps (torch.compile
+  compiles in its warm-up, and a recompile among the timed steps fails it); the report pools each
+  engine's timed steps (median) and lists every round's ratio. A twin that does not compile on the
+  machine is one line, "did not compile: ...", and the rest of the report stands. Running the
+  engines in one process was unfair to PyTorch: OpenBLAS's spinning threads and PyTorch's OpenMP
+  pool fought over the same cores. The first-step losses are printed and checked.
 * ``--table``: the README's CPU table as Markdown (pretraining tiny 16, mini 16, small 8 at seq 128;
   the SST-2 fine-tuning step on minilm-shape, batch 32, seq 64), one --compare-torch per row,
   below a line naming the CPU, ISA, threads, PyTorch version, date and command: one command
@@ -534,6 +537,17 @@ def torch_device(torch, backend: str):
     return "cuda" if torch.cuda.is_available() else None
 
 
+@contextlib.contextmanager
+def compile_failures_in_one_line():
+    """Inside, any exception (inductor's, a missing C++ compiler, a recompile that ``torch._dynamo``'s
+    ``error_on_recompile`` refused) becomes the ValueError "did not compile: <type>: <its first line>"."""
+    try:
+        yield
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or ["(no message)"])[0]
+        raise ValueError(f"did not compile: {type(exc).__name__}: {first_line}"[:300]) from None
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -541,11 +555,14 @@ def median_ms(seconds) -> float:
     return 1e3 * float(np.median(seconds))
 
 
-def run_steps(step, warmup_steps: int, steps: int):
+def run_steps(step, warmup_steps: int, steps: int, *, before_timing=lambda: None):
     """``step(index)`` -> (loss, *seconds) for the warm-up and then the timed steps -> (every step's
-    loss, every step's seconds as a row: the first ``warmup_steps`` rows are the warm-up's)."""
+    loss, every step's seconds as a row: the first ``warmup_steps`` rows are the warm-up's);
+    ``before_timing()`` runs between the two."""
     losses, rows = [], []
     for index in range(warmup_steps + steps):
+        if index == warmup_steps:
+            before_timing()
         loss, *seconds = step(index)
         losses.append(loss)
         rows.append(seconds)
@@ -595,9 +612,19 @@ def read_handoff(directory: Path, *, xp, batch_type=PretrainingBatch):
     return params, batch
 
 
+COMPILE_WARMUP_STEPS = 3  # at least: step 1 compiles forward and backward, the later ones show it holds
+
+
 def run_torch_engine(args) -> dict:
-    """The PyTorch twin alone, in this process (``--engine torch``, started by --compare-torch): the
-    same flags, weights and batch (``--handoff``), warm-up, then the timed steps."""
+    """A PyTorch twin alone, in this process (``--engine torch|torch-compile``, started by
+    --compare-torch): the same flags, weights and batch (``--handoff``), warm-up, then the timed steps.
+
+    ``torch-compile`` applies ``torch.compile`` to the twin's forward and loss
+    (``TorchTrainStep.compile``); compiling happens in the first warm-up step (at least
+    ``COMPILE_WARMUP_STEPS`` of them), and the timed steps run with ``torch._dynamo``'s
+    ``error_on_recompile``, so a compile that would land among them fails the run instead. Any
+    failure (no C++ compiler, an inductor error) is one line, "did not compile: ...".
+    """
     work = workload_for(args)
     if args.handoff is None:
         raise ValueError(f"--engine {args.engine} needs --handoff DIR (written by --compare-torch)")
@@ -614,12 +641,22 @@ def run_torch_engine(args) -> dict:
     stepper = TorchStepper(torch, train_step, torch_batch, device=device, now=CLOCKS[args.clock])
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
-    losses, rows = run_steps(stepper.step, args.warmup_steps, args.steps)
-    seconds = [row[0] for row in rows[args.warmup_steps:]]
+    compiled = args.engine == "torch-compile"
+    warmup_steps = max(args.warmup_steps, COMPILE_WARMUP_STEPS) if compiled else args.warmup_steps
+
+    def forbid_recompiles():
+        if compiled:
+            torch._dynamo.config.error_on_recompile = True
+
+    with compile_failures_in_one_line() if compiled else contextlib.nullcontext():
+        if compiled:
+            train_step.compile()
+        losses, rows = run_steps(stepper.step, warmup_steps, args.steps, before_timing=forbid_recompiles)
+    seconds = [row[0] for row in rows[warmup_steps:]]
     return {
         "engine": args.engine, "pid": os.getpid(), "version": torch.__version__, "device": device,
         "threads": torch.get_num_threads(), "optimizer": train_step.optimizer_kind,
-        "warmup_steps": args.warmup_steps,
+        "warmup_steps": warmup_steps, "compile_seconds": rows[0][0] if compiled else None,
         "step_ms": median_ms(seconds), "step_ms_all": [1e3 * s for s in seconds], "losses": losses,
         "host_peak_rss_bytes": host_peak_rss_bytes(),
         "device_peak_reserved_bytes": torch.cuda.max_memory_reserved() if device != "cpu" else None,
@@ -677,7 +714,7 @@ def run_benchmark(args) -> dict:
         "mfu": achieved / peak,
         "profile_step_ms": 1e3 * profiled_seconds, "profile": profiler.top(profiled_seconds),
         "host_peak_rss_bytes": host_peak_rss_bytes(), "device_pool_peak_bytes": pool_peak.peak,
-        "torch": None,
+        "torch": None, "torch_compiled": None,
     }
 
 
@@ -712,6 +749,14 @@ def run_engine_process(engine: str, argv: list[str], handoff: Path, threads: int
     return json.loads(report.read_text())
 
 
+def compile_failure(exc: Exception) -> str:
+    """The one line a --table cell and the report give a torch-compile process that failed."""
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"did not compile: no result within --process-timeout {exc.timeout:g} s"
+    message = str(exc).split(": ", 1)[-1].removeprefix("error: ")  # the child's own line
+    return message if message.startswith("did not compile") else f"did not compile: {message}"
+
+
 def twin_summary(result: dict, ours_runs: list[dict], twin_runs: list[dict]) -> dict:
     """A PyTorch twin's numbers over all its processes beside ours (``result``, pooled): the median
     over every timed step, the ratio, each round's ratio and whether the first-step losses agree."""
@@ -722,6 +767,7 @@ def twin_summary(result: dict, ours_runs: list[dict], twin_runs: list[dict]) -> 
     return {
         "version": t["version"], "device": t["device"], "threads": t["threads"], "optimizer": t["optimizer"],
         "warmup_steps": t["warmup_steps"],
+        **({"compile_seconds": [run["compile_seconds"] for run in twin_runs]} if t["compile_seconds"] else {}),
         "step_ms": twin_ms, "step_ms_all": twin_all, "tokens_per_s": result["tokens_per_step"] / (twin_ms / 1e3),
         "losses": t["losses"], "first_loss_ours": first_ours, "first_loss_torch": first_twin,
         "losses_agree": bool(abs(first_ours - first_twin) <= LOSS_RTOL * abs(first_twin)),
@@ -735,10 +781,12 @@ def twin_summary(result: dict, ours_runs: list[dict], twin_runs: list[dict]) -> 
 
 
 def run_comparison(args) -> dict:
-    """``--compare-torch``: each engine in its own process, ``--rounds`` times, alternating which
-    goes first, on the same weights and batch handed over as files. Our report is the first
-    round's (its profile, FLOPs, memory) with the step times of all rounds pooled; the ratio is
-    the median over all timed steps of each engine, and each round's ratio is listed too."""
+    """``--compare-torch``: each engine in its own process (ours, the PyTorch eager twin and, unless
+    --no-compile, the twin under torch.compile), ``--rounds`` times, the order rotating each round, on
+    the same weights and batch handed over as files. Our report is the first round's (its profile,
+    FLOPs, memory) with the step times of all rounds pooled; each ratio is the median over all timed
+    steps of each engine, and each round's ratio is listed too. A torch.compile that fails is one
+    line in the report (``torch_compiled``: {"skipped": ...}); the rest stands."""
     work = workload_for(args)
     threads = args.threads or cpu_threads()
     if args.clock == "cpu" and (args.backend != "numpy" or threads != 1):
@@ -751,15 +799,22 @@ def run_comparison(args) -> dict:
         result = run_benchmark(argparse.Namespace(**{**vars(args), "compare_torch": False}))
         result["torch"] = {"skipped": skipped}
         return result
-    engines = ("numpy", "torch")
-    runs = {engine: [] for engine in engines}
+    engines = ("numpy", "torch", "torch-compile") if args.compile else ("numpy", "torch")
+    runs, compile_failed = {engine: [] for engine in engines}, None
     with tempfile.TemporaryDirectory(prefix="minispanbert-bench-") as tmp:
         handoff = Path(tmp)
         write_handoff(handoff, work.params(np), work.batch())
         for index in range(args.rounds):
-            for engine in engines if index % 2 == 0 else engines[::-1]:
-                runs[engine].append(run_engine_process(engine, engine_argv(args, threads), handoff, threads,
-                                                       args.process_timeout))
+            for engine in engines[index % len(engines):] + engines[:index % len(engines)]:
+                if engine == "torch-compile" and compile_failed:
+                    continue
+                try:
+                    runs[engine].append(run_engine_process(engine, engine_argv(args, threads), handoff, threads,
+                                                           args.process_timeout))
+                except (ValueError, subprocess.TimeoutExpired) as exc:
+                    if engine != "torch-compile":
+                        raise
+                    compile_failed = compile_failure(exc)
     ours_runs = runs["numpy"]
     result = dict(ours_runs[0])
     ours_all = [ms for run in ours_runs for ms in run["step_ms_all"]]
@@ -770,10 +825,14 @@ def run_comparison(args) -> dict:
     result["torch"] = twin_summary(result, ours_runs, runs["torch"])
     result["torch"]["method"] = (
         f"each engine in a fresh process (python -m minispanbert.bench --engine "
-        f"{'|'.join(engines)}), {args.rounds} rounds alternating which runs first, the same weights (safetensors) "
+        f"{'|'.join(engines)}), {args.rounds} rounds rotating which runs first, the same weights (safetensors) "
         f"and batch (npz) read from files, {threads} threads in all (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS"
         f"={threads}, torch.set_num_threads({threads})), {args.warmup_steps} warm-up"
-        f" + {args.steps} timed steps per process, {args.clock} clock, median over all timed steps")
+        + (f" (torch.compile: at least {COMPILE_WARMUP_STEPS})" if args.compile else "")
+        + f" + {args.steps} timed steps per process, {args.clock} clock, median over all timed steps")
+    if args.compile:
+        result["torch_compiled"] = ({"skipped": compile_failed} if compile_failed else
+                                    twin_summary(result, ours_runs, runs["torch-compile"]))
     return result
 
 
@@ -789,7 +848,7 @@ TABLE_ROWS = (  # task, preset, batch, seq, timed steps per process
 
 def run_table(args) -> list[dict]:
     """``--table``: --compare-torch for each row of the README's CPU table (the flags' threads,
-    clock and rounds) -> one comparison report per row."""
+    clock, rounds and --compile) -> one comparison report per row."""
     rows = []
     for task, preset_name, batch_size, seq_len, steps in TABLE_ROWS:
         row_args = argparse.Namespace(**{**vars(args), "task": task, "preset": preset_name, "batch_size": batch_size,
@@ -822,14 +881,18 @@ def workload_line(r: dict) -> str:
 
 
 def twin_lines(t: dict) -> list[str]:
-    """The report's lines for the PyTorch twin's summary."""
+    """The report's lines for one PyTorch twin's summary (eager, or under torch.compile)."""
+    compiled = "compile_seconds" in t
+    how, name = ("under torch.compile (inductor)", "torch.compile") if compiled else ("eager", "torch eager")
+    compiling = (f"; compiling step {', '.join(f'{s:.0f}' for s in t['compile_seconds'])} s, "
+                 f"{t['warmup_steps']} warm-up steps" if compiled else "")
     return [
-        f"PyTorch {t['version']} eager on {t['device']}, {t['threads']} threads, {t['optimizer']}: "
+        f"PyTorch {t['version']} {how} on {t['device']}, {t['threads']} threads, {t['optimizer']}: "
         f"{t['step_ms']:.1f} ms = {t['tokens_per_s']:,.0f} tokens/s; peak host RSS {_mib(t['host_peak_rss_bytes'])}, "
-        f"device reserved {_mib(t['device_peak_reserved_bytes'])}",
-        f"first-step loss: ours {t['first_loss_ours']:.6f}, torch eager {t['first_loss_torch']:.6f} -> "
+        f"device reserved {_mib(t['device_peak_reserved_bytes'])}{compiling}",
+        f"first-step loss: ours {t['first_loss_ours']:.6f}, {name} {t['first_loss_torch']:.6f} -> "
         f"{'agree' if t['losses_agree'] else 'DISAGREE'} (rtol {LOSS_RTOL:g})",
-        f"ratio ours/torch eager (tokens/s): {t['ratio_ours_over_torch']:.2f}x "
+        f"ratio ours/{name} (tokens/s): {t['ratio_ours_over_torch']:.2f}x "
         f"(per round: {', '.join(f'{x:.2f}' for x in t['round_ratios'])})",
     ]
 
@@ -856,17 +919,19 @@ def format_report(r: dict) -> str:
         f"per-op self time in one profiled step ({r['profile_step_ms']:.1f} ms, timers on, one thread, unsplit):",
     ]
     lines += [f"  {row['op']:<34} {row['ms']:8.2f} ms {100 * row['share']:5.1f}%  x{row['calls']}" for row in r["profile"]]
-    t = r["torch"]
+    t, c = r["torch"], r["torch_compiled"]
     if t and "skipped" in t:
         lines.append(t["skipped"])
     elif t:
         lines += twin_lines(t)
+        lines += [f"torch.compile: {c['skipped']}"] if c and "skipped" in c else twin_lines(c) if c else []
         lines.append(f"how: {t['method']}")
     return "\n".join(lines)
 
 
 TABLE_HEADER = ("| preset (batch) | threads | clock | minispanbert tok/s | PyTorch eager tok/s | ratio | "
-                "per-round ratios | losses agree |\n|---|---|---|---|---|---|---|---|")
+                "per-round ratios | losses agree | torch.compile tok/s | ratio vs compiled |\n"
+                "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def threads_cell(r: dict) -> str:
@@ -879,14 +944,24 @@ def row_cell(r: dict) -> str:
     return f"{r['preset']} ({r['batch_size']})"
 
 
+def compiled_cells(c: dict | None) -> str:
+    """The torch.compile columns: tokens/s and our ratio, or why there are none."""
+    if c is None:
+        return "not run (--no-compile) | |"
+    if "skipped" in c:
+        return f"{c['skipped'].replace('|', '/')} | |"
+    return f"{c['tokens_per_s']:,.0f} | {c['ratio_ours_over_torch']:.2f} |"
+
+
 def format_table_row(r: dict) -> str:
     """One Markdown row of the CPU table from a --compare-torch report."""
     t = r["torch"]
     ours = f"| {row_cell(r)} | {threads_cell(r)} | {r['clock']} | {r['tokens_per_s']:,.0f} |"
     if "skipped" in t:
-        return f"{ours} skipped | | | |"
+        return f"{ours} skipped | | | | | |"
     rounds = " ".join(f"{x:.2f}" for x in t["round_ratios"])
-    return f"{ours} {t['tokens_per_s']:,.0f} | {t['ratio_ours_over_torch']:.2f} | {rounds} | {t['losses_agree']} |"
+    return (f"{ours} {t['tokens_per_s']:,.0f} | {t['ratio_ours_over_torch']:.2f} | {rounds} | {t['losses_agree']} | "
+            f"{compiled_cells(r['torch_compiled'])}")
 
 
 # --------------------------------------------------------------------------- command line
@@ -916,13 +991,17 @@ def parse_args(argv=None):
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time (NumPy, 1 thread; for shared machines)")
     p.add_argument("--compare-torch", action="store_true",
-                   help="also time PyTorch eager on the same weights and batch, each engine in its own process")
+                   help="also time PyTorch eager (and torch.compile) on the same weights and batch, each engine in "
+                        "its own process")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="--compare-torch and --table: also the PyTorch twin under torch.compile (inductor), compiled "
+                        "in its warm-up; --no-compile skips it (compiling takes minutes on a few cores)")
     p.add_argument("--rounds", type=int, default=3,
-                   help="--compare-torch: processes per engine, alternating which engine runs first")
+                   help="--compare-torch: processes per engine, the order of the engines rotating each round")
     p.add_argument("--table", action="store_true",
                    help="the README's CPU table: --compare-torch for tiny (16), mini (16), small (8) at seq 128 and "
                         "the SST-2 fine-tuning step on minilm-shape (32) at seq 64")
-    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
+    p.add_argument("--engine", choices=("numpy", "torch", "torch-compile"), default="numpy",
                    help=argparse.SUPPRESS)  # a child of --compare-torch
     p.add_argument("--handoff", default=None, help=argparse.SUPPRESS)  # the folder with the weights and batch files
     p.add_argument("--process-timeout", type=float, default=1800, help=argparse.SUPPRESS)

@@ -411,6 +411,13 @@ class TorchTrainStep:
         self.optimizer.step()
         return {k: v.item() for k, v in parts.items()}  # .item() waits for the device: honest timings
 
+    def compile(self) -> None:
+        """Apply ``torch.compile`` (default backend, inductor) to the forward and loss: the first
+        calls after this compile them (their backward too), the later ones run the compiled code.
+        Clipping and AdamW stay eager (AdamW is fused already). A machine where inductor cannot
+        build (no C++ compiler, ...) raises from the first call, not from here."""
+        self.loss = self.torch.compile(self.loss)
+
     def numpy_params(self) -> dict:
         """The current parameters as host NumPy arrays, keyed like the engine's."""
         return {name: p.detach().cpu().numpy().copy() for name, p in self.model.named_parameters()}
