@@ -29,7 +29,7 @@ def test_smoke_run_reports_every_field(smoke, capsys):
     result, saved = smoke
     for key in ("step_ms", "tokens_per_s", "forward_ms", "backward_ms", "optimizer_ms", "achieved_gflops",
                 "peak_gflops_measured", "mfu", "profile", "host_peak_rss_bytes", "flops_per_step",
-                "mlm_targets", "sbo_targets", "threads"):
+                "mlm_targets", "sbo_targets", "threads", "task", "cpu", "peak_blas_threads", "torch_compiled"):
         assert key in saved, key
     assert saved["tokens_per_step"] == 2 * 32
     assert len(saved["step_ms_all"]) == 2
@@ -104,6 +104,59 @@ def test_threads_flag_sets_numpys_blas_threads_in_the_running_process():
         set_cpu_threads(before)
 
 
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw amx_bf16 amx_tile
+bugs\t\t: spectre_v1
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw amx_bf16 amx_tile
+"""
+
+
+def test_cpu_model_and_widest_isa_come_from_cpuinfo():
+    assert bench.cpu_from_cpuinfo(INTEL_CPUINFO) == {
+        "model": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", "isa": "AMX"}
+    no_amx = INTEL_CPUINFO.replace(" amx_tile", "")
+    assert bench.cpu_from_cpuinfo(no_amx)["isa"] == "AVX-512"  # amx_bf16 alone is not the tile unit
+    epyc = "model name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: sse2 avx avx2 fma\n"
+    assert bench.cpu_from_cpuinfo(epyc) == {"model": "AMD EPYC 7B13 64-Core Processor", "isa": "AVX2"}
+    assert bench.cpu_from_cpuinfo("flags\t: sse2 avx\n") == {"model": None, "isa": "below AVX2"}
+    assert bench.cpu_from_cpuinfo("Features\t: fp asimd\nCPU part\t: 0xd0c\n") == {"model": None, "isa": None}
+
+
+def test_table_names_the_cpu_threads_torch_date_and_command(monkeypatch):
+    monkeypatch.setattr(bench, "machine_cpu", lambda: {"model": "Some CPU", "isa": "AVX2"})
+    argv = ["--table", "--threads", "2"]
+    line = bench.table_provenance(bench.parse_args(argv), argv)
+    assert line.startswith("CPU Some CPU (AVX2), 2 threads, PyTorch ")
+    assert line.endswith(": python -m minispanbert.bench --table --threads 2")
+    assert str(__import__("datetime").date.today()) in line
+
+
+def test_the_peak_gemm_runs_blas_on_every_thread_the_split_step_uses(monkeypatch):
+    """A split batch runs one-thread BLAS per shard; the peak it is measured against must be BLAS on
+    all the threads, or MFU compares two cores' work with one core's peak."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real_peak = bench.measure_peak_gflops
+
+    def recording_peak(xp, **kwargs):
+        seen.append([pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"])
+        return real_peak(xp, **kwargs)
+
+    monkeypatch.setattr(bench, "measure_peak_gflops", recording_peak)
+    before = cpu_threads()
+    try:
+        result = bench.main(SMALL_RUN + ["--threads", "2", "--steps", "1", "--warmup-steps", "0"])
+    finally:
+        set_cpu_threads(before)
+    assert result["split_batch"] and seen and all(set(counts) == {2} for counts in seen), seen
+    assert result["peak_blas_threads"] == 2
+
+
 def test_bad_flags_are_one_line_errors():
     with pytest.raises(SystemExit, match="error: --compare-torch runs without dropout"):
         bench.main(SMALL_RUN + ["--compare-torch", "--dropout", "0.1"])
@@ -134,13 +187,28 @@ def test_compare_torch_without_torch_says_skipped(monkeypatch, capsys):
     assert "skipped" in capsys.readouterr().out
 
 
-def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(capsys):
-    """The fair yardstick: two rounds, each engine in a fresh process (never this one), on the same
-    weights and batch read from files; the losses agree, so both ran the same computation."""
+def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(capsys, monkeypatch):
+    """The fair yardstick: two rounds, each engine in a fresh process (never this one), the order of
+    the engines rotating, on the same weights and batch read from files; the losses agree, so both
+    ran the same computation. Here the torch.compile process fails (as on a machine without a C++
+    compiler; compiling for real takes minutes): the report says so in one line, tries it once, and
+    the eager columns stand."""
     import os
 
     pytest.importorskip("torch")
+    real_run, started = bench.run_engine_process, []
+
+    def compile_fails(engine, *args, **kwargs):
+        started.append(engine)
+        if engine == "torch-compile":
+            raise ValueError("the torch-compile benchmark process failed: error: did not compile: "
+                             "RuntimeError: no C++ compiler")
+        return real_run(engine, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_engine_process", compile_fails)
     result = bench.main(SMALL_RUN + ["--compare-torch", "--steps", "1", "--rounds", "2"])
+    assert started == ["numpy", "torch", "torch-compile", "torch", "numpy"]
+    assert result["torch_compiled"] == {"skipped": "did not compile: RuntimeError: no C++ compiler"}
     t = result["torch"]
     assert t["losses_agree"], (t["first_loss_ours"], t["first_loss_torch"])
     # the same weights, batch and AdamW steps: the second step (after one identical update) agrees too
@@ -152,6 +220,56 @@ def test_compare_torch_runs_each_engine_in_its_own_process_and_the_losses_agree(
     assert t["optimizer"] in ("fused AdamW", "foreach AdamW")
     out = capsys.readouterr().out
     assert "ratio ours/torch" in out and "each engine in a fresh process" in out
+    assert "torch.compile: did not compile: RuntimeError: no C++ compiler" in out
+    cells = [cell.strip() for cell in bench.format_table_row(result).split("|")[1:-1]]
+    assert len(cells) == bench.TABLE_HEADER.splitlines()[0].count("|") - 1
+    assert float(cells[4].replace(",", "")) == pytest.approx(t["tokens_per_s"], abs=1)  # eager tok/s
+    assert cells[7] == "True" and cells[8] == "did not compile: RuntimeError: no C++ compiler" and cells[9] == ""
+
+
+def test_torch_compile_failures_are_one_line(tmp_path, monkeypatch):
+    """The torch.compile child: an error from the compiled code (inductor's come at the first call)
+    ends the process with "did not compile: <type>: <first line>"; a process past its time says so."""
+    import subprocess
+
+    torch = pytest.importorskip("torch")
+
+    def compile_that_fails(fn):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("CppCompileError: C++ compile error\nCommand: g++ /tmp/x.cpp -o x.so")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails)
+    args = bench.parse_args(SMALL_RUN + ["--compare-torch"])
+    work = bench.workload_for(args)
+    bench.write_handoff(tmp_path, work.params(np), work.batch())
+    child = bench.engine_argv(args, torch.get_num_threads()) + ["--handoff", str(tmp_path)]
+    one_line = r"^error: did not compile: RuntimeError: CppCompileError: C\+\+ compile error$"
+    with pytest.raises(SystemExit, match=one_line):
+        bench.main(child + ["--engine", "torch-compile"])
+    assert bench.compile_failure(subprocess.TimeoutExpired(["python"], 600)) == \
+        "did not compile: no result within --process-timeout 600 s"
+
+
+def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path):
+    """The SST-2 row: our fine-tuning step (the task's forward/backward on 2 shards, clip_and_step) and
+    the PyTorch sequence-classification twin, each run as --compare-torch runs its processes (flags
+    from engine_argv, weights and batch from the handoff files), on the same weights and batch."""
+    pytest.importorskip("torch")
+    args = bench.parse_args(["--task", "sst2", "--preset", "tiny", "--batch-size", "4", "--seq-len", "16",
+                             "--steps", "1", "--warmup-steps", "1", "--compare-torch"])
+    work = bench.workload_for(args)
+    bench.write_handoff(tmp_path, work.params(np), work.batch())
+    child = bench.engine_argv(args, 2) + ["--handoff", str(tmp_path)]
+    before = cpu_threads()
+    try:
+        ours = bench.main(child + ["--engine", "numpy"])
+    finally:
+        set_cpu_threads(before)
+    twin = bench.main(child + ["--engine", "torch"])
+    assert ours["task"] == "sst2" and ours["split_batch"] and ours["labels"] == 2
+    assert ours["losses"][0] == pytest.approx(twin["losses"][0], rel=bench.LOSS_RTOL)
+    assert ours["losses"][1] == pytest.approx(twin["losses"][1], rel=1e-3)  # after one identical update
 
 
 def test_handoff_files_round_trip(tmp_path):

@@ -11,6 +11,12 @@ flat parameter dict (Hugging Face names, weights (out, in)):
     SBO head     logits = T_2(T_1([h_{s-1}; h_{e+1}; p_{i-s}])) E^T + b_sbo       T_k = LayerNorm(gelu(Linear))
     loss         F.cross_entropy(MLM, ignore_index=-100) + w * F.cross_entropy(SBO)   (mean reductions)
 
+Sentence classification (the fine-tuning row of the benchmark, :func:`build_sequence_classifier`)
+puts Hugging Face ``BertForSequenceClassification``'s head on the same encoder modules:
+
+    pooler       p = tanh(W_p h[:, 0] + b_p)                                     bert.pooler.dense
+    classifier   logits = W_c p + b_c;  loss = F.cross_entropy(logits, labels)   classifier
+
 Nothing here calls the NumPy layers, so agreement between the two is evidence that both are right.
 The module hierarchy mirrors Hugging Face ``BertForPreTraining`` (plus ``cls.sbo`` for SBO), so
 ``model.named_parameters()`` yields exactly our parameter names; the MLM and SBO decoders have no
@@ -30,6 +36,7 @@ parameters it did not reach get zero gradients (the engine's ``pretraining_backw
 """
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -133,6 +140,28 @@ def _module_classes(torch):
             self.embeddings = Embeddings(c)
             self.encoder = Encoder(c)
 
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            """(B, T) long tensors -> final hidden states (B, T, H)."""
+            h = self.embeddings(input_ids, token_type_ids)
+            # additive mask (B, 1, 1, T): 0 at real keys, the most negative float at padded keys
+            mask_bias = (1.0 - attention_mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min
+            for layer in self.encoder.layer:
+                h = layer(h, mask_bias)
+            return h
+
+    class Pooler(nn.Module):                           # bert.pooler: tanh(dense(h[:, 0])), BERT's "C" vector
+        def __init__(self, c):
+            super().__init__()
+            self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+        def forward(self, h):
+            return torch.tanh(self.dense(h[:, 0]))
+
+    class BertWithPooler(Bert):
+        def __init__(self, c):
+            super().__init__(c)
+            self.pooler = Pooler(c)
+
     class Transform(nn.Module):                        # LN(gelu(dense(x))): MLM transform, each SBO MLP layer
         def __init__(self, in_features, c):
             super().__init__()
@@ -172,12 +201,7 @@ def _module_classes(torch):
 
         def encode(self, input_ids, token_type_ids, attention_mask):
             """(B, T) long tensors -> final hidden states (B, T, H)."""
-            h = self.bert.embeddings(input_ids, token_type_ids)
-            # additive mask (B, 1, 1, T): 0 at real keys, the most negative float at padded keys
-            mask_bias = (1.0 - attention_mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min
-            for layer in self.bert.encoder.layer:
-                h = layer(h, mask_bias)
-            return h
+            return self.bert(input_ids, token_type_ids, attention_mask)
 
         def decode(self, y, bias):
             """Tied decoder: y (N, H) -> logits y E^T + bias (N, V)."""
@@ -197,7 +221,21 @@ def _module_classes(torch):
                 y = transform(y)
             return self.decode(y, sbo.bias)
 
-    return TorchSpanBert
+    class TorchSequenceClassifier(nn.Module):
+        """Encoder + pooler + linear classifier (Hugging Face ``BertForSequenceClassification``):
+        logits = classifier(tanh(pooler(h[:, 0]))); ``named_parameters()`` gives our names."""
+
+        def __init__(self, c, num_labels):
+            super().__init__()
+            self.config = c
+            self.bert = BertWithPooler(c)
+            self.classifier = nn.Linear(c.hidden_size, num_labels)
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            """(B, T) long tensors -> logits (B, C)."""
+            return self.classifier(self.bert.pooler(self.bert(input_ids, token_type_ids, attention_mask)))
+
+    return TorchSpanBert, TorchSequenceClassifier
 
 
 def build_reference(torch, params: dict, config, *, dtype="float64", device="cpu"):
@@ -209,12 +247,29 @@ def build_reference(torch, params: dict, config, *, dtype="float64", device="cpu
     ``mlm_logits(h, positions)`` and ``sbo_logits(h, left, right, rel_pos)``; use
     :func:`reference_loss` for the pretraining loss. Dropout in ``config`` is ignored (eval mode).
     """
-    model = _module_classes(torch)(config)
+    model = _module_classes(torch)[0](config)
+    return _with_params(torch, model, params, dtype, device, "init_pretraining_params")
+
+
+def build_sequence_classifier(torch, params: dict, config, *, dtype="float64", device="cpu"):
+    """A TorchSequenceClassifier holding copies of ``params`` (the encoder's ``bert.*``,
+    ``bert.pooler.dense.*`` and ``classifier.*``; C labels from ``classifier.weight``), as
+    :func:`build_reference` builds the pretraining model; ``model(input_ids, token_type_ids,
+    attention_mask)`` gives the logits. Dropout in ``config`` is ignored (eval mode)."""
+    if "classifier.weight" not in params:
+        raise ValueError("parameters lack classifier.weight: build them with init_sequence_classification_params")
+    model = _module_classes(torch)[1](config, int(params["classifier.weight"].shape[0]))
+    return _with_params(torch, model, params, dtype, device, "init_sequence_classification_params")
+
+
+def _with_params(torch, model, params: dict, dtype, device, init_name: str):
+    """``model`` in ``dtype`` on ``device`` with its parameters copied from ``params`` (exactly its
+    names and shapes, else a ValueError naming ``init_name``, the function that builds them), in eval mode."""
     names = dict(model.named_parameters())
     missing, unexpected = sorted(names.keys() - params.keys()), sorted(params.keys() - names.keys())
     if missing or unexpected:
         raise ValueError(f"parameters do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                         "build them with init_pretraining_params for the same config")
+                         f"build them with {init_name} for the same config")
     model.to(device=device, dtype=torch_dtype(torch, dtype))
     with torch.no_grad():
         for name, tensor in names.items():
@@ -305,26 +360,63 @@ def reference_gradients(torch, params: dict, batch, config, *, dtype="float64", 
     return {k: v.item() for k, v in parts.items()}, grads
 
 
-class TorchTrainStep:
-    """One PyTorch eager training step per call: forward, backward, optional global-norm clipping,
-    ``torch.optim.AdamW`` step. Made by :func:`torch_train_step_factory`; ``model`` and
-    ``optimizer`` are the live torch objects."""
+def to_torch_classification_batch(torch, arrays: dict, config, *, device="cpu"):
+    """Host arrays of a sentence-classification batch (input_ids, attention_mask (B, T), optional
+    token_type_ids (absent: zeros), labels (B,) class ids or IGNORE_INDEX), ids checked against
+    ``config`` -> a SimpleNamespace of long tensors on ``device``. An already converted batch passes
+    through unchanged."""
+    if isinstance(arrays, SimpleNamespace):
+        return arrays
+    ids = np.asarray(arrays["input_ids"])
+    if ids.shape[1] > config.max_position_embeddings:
+        raise ValueError(f"sequence length {ids.shape[1]} exceeds max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
+        raise ValueError(f"input_ids must lie in [0, {config.vocab_size}) for this config, "
+                         f"got [{ids.min()}, {ids.max()}]")
+    host = dict(input_ids=ids, attention_mask=arrays["attention_mask"], labels=arrays["labels"],
+                token_type_ids=arrays.get("token_type_ids", np.zeros_like(ids)))
+    return SimpleNamespace(**{k: torch.as_tensor(np.asarray(v, dtype=np.int64), device=device)
+                              for k, v in host.items()})
 
-    def __init__(self, torch, model, optimizer, *, sbo_weight, max_grad_norm):
-        self.torch, self.model, self.optimizer = torch, model, optimizer
-        self.sbo_weight, self.max_grad_norm = sbo_weight, max_grad_norm
+
+def classification_loss(torch, model, batch) -> dict:
+    """Mean cross-entropy of a :func:`build_sequence_classifier` model over the batch's counted labels
+    (IGNORE_INDEX rows skipped, as the engine's ``sequence_classification_forward``) -> dict(loss) of a
+    0-d tensor on the autograd graph. ``batch``: host arrays or :func:`to_torch_classification_batch`'s."""
+    b = to_torch_classification_batch(torch, batch, model.config, device=model.classifier.weight.device)
+    logits = model(b.input_ids, b.token_type_ids, b.attention_mask)
+    return dict(loss=torch.nn.functional.cross_entropy(logits, b.labels, ignore_index=IGNORE_INDEX))
+
+
+class TorchTrainStep:
+    """One PyTorch eager training step per call: forward and loss (``loss(batch)`` -> dict of 0-d
+    tensors, "loss" among them), backward, optional global-norm clipping, ``torch.optim.AdamW``
+    step. Made by :func:`torch_train_step_factory` or :func:`torch_classification_step_factory`;
+    ``model`` and ``optimizer`` are the live torch objects."""
+
+    def __init__(self, torch, model, optimizer, loss, *, max_grad_norm):
+        self.torch, self.model, self.optimizer, self.loss = torch, model, optimizer, loss
+        self.max_grad_norm = max_grad_norm
 
     def __call__(self, batch) -> dict:
-        """batch (host, or from :func:`to_torch_batch` to convert once) -> loss parts as floats."""
+        """batch (host, or converted once by the factory's converter) -> loss parts as floats."""
         torch = self.torch
         self.optimizer.zero_grad(set_to_none=True)
-        parts = reference_loss(torch, self.model, batch, sbo_weight=self.sbo_weight)
+        parts = self.loss(batch)
         parts["loss"].backward()
         _fill_missing_grads(torch, self.model)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm, foreach=True)
         self.optimizer.step()
         return {k: v.item() for k, v in parts.items()}  # .item() waits for the device: honest timings
+
+    def compile(self) -> None:
+        """Apply ``torch.compile`` (default backend, inductor) to the forward and loss: the first
+        calls after this compile them (their backward too), the later ones run the compiled code.
+        Clipping and AdamW stay eager (AdamW is fused already). A machine where inductor cannot
+        build (no C++ compiler, ...) raises from the first call, not from here."""
+        self.loss = self.torch.compile(self.loss)
 
     def numpy_params(self) -> dict:
         """The current parameters as host NumPy arrays, keyed like the engine's."""
@@ -345,11 +437,30 @@ def torch_train_step_factory(torch, params: dict, config, *, lr, betas=(0.9, 0.9
     torch has no fused kernel for the device), clipping uses the foreach norm, attention is
     ``scaled_dot_product_attention`` (its fused CPU/GPU kernels in float32; in float64, which the
     cross-checks use, PyTorch runs its exact math path), and the batch is converted once by
-    :func:`to_torch_batch`. ``optimizer_kind`` names the optimizer chosen. For a fair CPU comparison set ``torch.set_num_threads`` to the
-    NumPy BLAS thread count first, and keep in mind that this step never applies dropout while
-    the engine's training step does (a few elementwise passes more for the engine).
+    :func:`to_torch_batch`. ``optimizer_kind`` names the optimizer chosen. For a fair CPU comparison set
+    ``torch.set_num_threads`` to the NumPy BLAS thread count first, and keep in mind that this step never
+    applies dropout while the engine's training step does (a few elementwise passes more for the engine).
     """
     model = build_reference(torch, params, config, dtype=dtype, device=device)
+    loss = functools.partial(reference_loss, torch, model, sbo_weight=sbo_weight)
+    return _train_step(torch, model, loss, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                       decay_mask=decay_mask, max_grad_norm=max_grad_norm)
+
+
+def torch_classification_step_factory(torch, params: dict, config, *, lr, betas=(0.9, 0.999), eps=1e-8,
+                                      weight_decay=0.01, decay_mask=None, max_grad_norm=None,
+                                      dtype="float32", device="cpu") -> TorchTrainStep:
+    """:func:`torch_train_step_factory` for sentence classification (:func:`build_sequence_classifier`,
+    :func:`classification_loss`; batches converted once by :func:`to_torch_classification_batch`):
+    the fine-tuning step of ``python -m minispanbert.finetune sst2`` in PyTorch eager."""
+    model = build_sequence_classifier(torch, params, config, dtype=dtype, device=device)
+    loss = functools.partial(classification_loss, torch, model)
+    return _train_step(torch, model, loss, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                       decay_mask=decay_mask, max_grad_norm=max_grad_norm)
+
+
+def _train_step(torch, model, loss, *, lr, betas, eps, weight_decay, decay_mask, max_grad_norm) -> TorchTrainStep:
+    """The factories' shared part: the decay groups, the fastest AdamW this torch has, the step."""
     named = dict(model.named_parameters())
     decay = {name: True for name in named} if decay_mask is None else decay_mask
     if decay.keys() != named.keys():
@@ -361,6 +472,6 @@ def torch_train_step_factory(torch, params: dict, config, *, lr, betas=(0.9, 0.9
         optimizer, kind = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True), "fused AdamW"
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device/dtype without the fused kernel
         optimizer, kind = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True), "foreach AdamW"
-    step = TorchTrainStep(torch, model, optimizer, sbo_weight=sbo_weight, max_grad_norm=max_grad_norm)
+    step = TorchTrainStep(torch, model, optimizer, loss, max_grad_norm=max_grad_norm)
     step.optimizer_kind = kind
     return step
