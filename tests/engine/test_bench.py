@@ -11,6 +11,7 @@ from scipy.special import erf as scipy_erf
 from minispanbert.backend import erf
 from minispanbert.config import ModelConfig
 from minispanbert.engine.bench import bench
+from minispanbert.engine.kernels import adamw as installed_optimizer
 from minispanbert.engine.parallel.threads import cpu_threads, set_cpu_threads
 from minispanbert.layers import attention, linear
 
@@ -251,7 +252,7 @@ def test_torch_compile_failures_are_one_line(tmp_path, monkeypatch):
         "did not compile: no result within --process-timeout 600 s"
 
 
-def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path):
+def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path, monkeypatch):
     """The SST-2 row: our fine-tuning step (the task's forward/backward on 2 shards, clip_and_step) and
     the PyTorch sequence-classification twin, each run as --compare-torch runs its processes (flags
     from engine_argv, weights and batch from the handoff files), on the same weights and batch."""
@@ -261,13 +262,15 @@ def test_finetuning_step_and_its_torch_twin_start_from_the_same_loss(tmp_path):
     work = bench.workload_for(args)
     bench.write_handoff(tmp_path, work.params(np), work.batch())
     child = bench.engine_argv(args, 2) + ["--handoff", str(tmp_path)]
-    before = cpu_threads()
+    before, kernel_steps, kernel = cpu_threads(), [], installed_optimizer.clip_and_step
+    monkeypatch.setattr(installed_optimizer, "clip_and_step", lambda *a, **k: kernel_steps.append(1) or kernel(*a, **k))
     try:
         ours = bench.main(child + ["--engine", "numpy"])
     finally:
         set_cpu_threads(before)
     twin = bench.main(child + ["--engine", "torch"])
     assert ours["task"] == "sst2" and ours["split_batch"] and ours["labels"] == 2
+    assert len(kernel_steps) >= 2  # the command's optimizer phase (engine/kernels/adamw.py), not the textbook's
     assert ours["losses"][0] == pytest.approx(twin["losses"][0], rel=bench.LOSS_RTOL)
     assert ours["losses"][1] == pytest.approx(twin["losses"][1], rel=1e-3)  # after one identical update
 
