@@ -92,7 +92,7 @@ def _step(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask, gra
         name, part = item
         w, g, m, v = (part_of(a[name], part) for a in (params, grads, state.m, state.v))
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
-        if numba_adamw.applies(w, g, m, v):  # the same operations in one compiled loop
+        if numba_adamw.applies(xp, w, g, m, v):  # the same operations in one compiled loop
             numba_adamw.adamw_update_item(w, g, m, v, grad_scale=grad_scale, decay_factor=1.0 - lr * decay,
                                           beta1=beta1, beta2=beta2, bias_correction2_sqrt=bias_correction2_sqrt,
                                           eps=eps, step_size=step_size)

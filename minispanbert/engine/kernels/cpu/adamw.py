@@ -24,9 +24,9 @@ import numpy as np
 from minispanbert.engine.kernels import cpu as numba_kernels
 
 
-def applies(*arrays) -> bool:
-    """numba is installed and the arrays are float32, 1-D and contiguous (a work item's views)."""
-    return numba_kernels._HAVE_NUMBA and all(a.dtype == np.float32 and a.ndim == 1 and a.flags.c_contiguous
+def applies(xp, *arrays) -> bool:
+    """NumPy, numba installed, and the arrays float32, 1-D and contiguous (a work item's views)."""
+    return xp is np and numba_kernels._HAVE_NUMBA and all(a.dtype == np.float32 and a.ndim == 1 and a.flags.c_contiguous
                                              for a in arrays)
 
 
