@@ -10,6 +10,7 @@ import pytest
 
 from minispanbert import optim
 from minispanbert.engine import kernels
+from minispanbert.engine.kernels import adamw as installed_optimizer
 from minispanbert.engine.kernels import cpu as fused_cpu
 from minispanbert.engine.kernels.adamw import clip_and_step as in_place_clip_and_step
 from minispanbert.engine.kernels.cpu import cross_entropy as cpu_cross_entropy
@@ -92,11 +93,12 @@ def test_cross_entropy_matches_the_plain_op(rng):
 
 
 def test_numba_adamw_equals_the_numpy_work_items_bit_for_bit_over_several_steps(rng, monkeypatch):
-    """The compiled item loop (cpu/adamw.py, on whenever numba is installed) against the NumPy item,
+    """The compiled item loop (cpu/adamw.py, on for large models when numba is installed) against the NumPy item,
     clipping included: the same float32 operations in the same order give the same bits."""
     params = {"w": rng.standard_normal((37, 5)).astype(np.float32), "b.bias": rng.standard_normal(5).astype(np.float32)}
     mask = optim.no_decay_mask(params)
     runs = {}
+    monkeypatch.setattr(installed_optimizer, "COMPILED_LOOP_MIN_PARAMETERS", 0)  # the loop for these few too
     for have_numba in (True, False):
         monkeypatch.setattr(fused_cpu, "_HAVE_NUMBA", have_numba)
         p = {k: v.copy() for k, v in params.items()}

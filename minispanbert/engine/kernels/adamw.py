@@ -12,8 +12,8 @@ and
     pass 2   per item, while it is in the core's cache:  g *= coef, then the AdamW update below
 
 so memory sees w, g, m, v read about once and w, m, v (and the scaled g) written once. With numba
-installed, a float32 item's pass 2 is one compiled loop (``cpu/adamw.py``), bit for bit the NumPy
-one. The arithmetic per element, in this order:
+installed and at least ``COMPILED_LOOP_MIN_PARAMETERS`` parameters, a float32 item's pass 2 is one
+compiled loop (``cpu/adamw.py``), bit for bit the NumPy one. The arithmetic per element, in this order:
 
     w <- w * (1 - lr * wd)                             (skipped when wd = 0)
     m <- b1 m + (1 - b1) g
@@ -36,6 +36,9 @@ from minispanbert.engine.parallel.threads import map_dealt, part_of, work_items
 from minispanbert.optim import CLIP_NORM_EPS, check_adamw_arguments, check_shapes
 
 CHUNK = 1 << 18  # elements per work item: 1 MiB of float32 per array, so an item's five arrays stay in cache
+# Below this many parameters the NumPy items run: importing numba and loading its loop cost a process
+# about a second, more than the loop saves over a short run of a small model (tiny: 1.6 M, ~1 ms a step).
+COMPILED_LOOP_MIN_PARAMETERS = 1 << 22
 _scratch = threading.local()  # .buffers: dtype -> one CHUNK-long work array per thread
 
 
@@ -87,12 +90,13 @@ def _step(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask, gra
     bias_correction2_sqrt = math.sqrt(1.0 - beta2**state.t)
     for name, w in params.items():
         check_shapes(name, w, grads[name], state.m[name])
+    compiled_loop = sum(w.size for w in params.values()) >= COMPILED_LOOP_MIN_PARAMETERS
 
     def update(item):
         name, part = item
         w, g, m, v = (part_of(a[name], part) for a in (params, grads, state.m, state.v))
         decay = weight_decay if decay_mask is None or decay_mask[name] else 0.0
-        if numba_adamw.applies(xp, w, g, m, v):  # the same operations in one compiled loop
+        if compiled_loop and numba_adamw.applies(xp, w, g, m, v):  # the same operations in one compiled loop
             numba_adamw.adamw_update_item(w, g, m, v, grad_scale=grad_scale, decay_factor=1.0 - lr * decay,
                                           beta1=beta1, beta2=beta2, bias_correction2_sqrt=bias_correction2_sqrt,
                                           eps=eps, step_size=step_size)

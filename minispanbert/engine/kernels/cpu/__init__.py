@@ -1,5 +1,5 @@
 """Fused CPU kernels (numba, ``parallel=True``): GeLU, LayerNorm, softmax, cross-entropy; and AdamW's
-serial item loop (``adamw.py``, on whenever numba is installed: it starts no thread pool).
+serial item loop (``adamw.py``, on for large models when numba is installed: it starts no thread pool).
 
 Why: a plain op in ``minispanbert/layers`` is a handful of NumPy whole-array expressions. Each is a
 separate pass through memory, allocates a temporary, and runs on ONE core (a ufunc loop is

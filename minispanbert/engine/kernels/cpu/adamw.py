@@ -13,7 +13,8 @@ Every operation is the NumPy item's float32 operation, with the same float32 con
 same order (no fused multiply-add), so the result is bit for bit the NumPy one. Unlike the other
 kernels here it is serial and releases the GIL (``nogil``): the threads that share the work items
 run it side by side, so numba starts no thread pool of its own and it is on whenever numba is
-installed (``MINISPANBERT_FUSED_CPU`` does not switch it).
+installed and the model is large enough (``engine/kernels/adamw.py``; ``MINISPANBERT_FUSED_CPU`` does
+not switch it).
 """
 from __future__ import annotations
 
