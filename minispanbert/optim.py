@@ -169,10 +169,7 @@ def clip_grad_norm(grads: dict, max_norm: float, *, xp):
     ``float()`` on it only when logging. A non-finite norm (inf/nan gradients) is returned as is
     and the gradients become nan or 0; the caller decides whether to skip the step.
     """
-    if not grads:
-        raise ValueError("clip_grad_norm got no gradients: pass the dict returned by the backward pass")
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be positive, got {max_norm}: use e.g. 1.0 (SpanBERT), or skip clipping")
+    check_clipping_arguments(grads, max_norm)
     sum_of_squares = None
     for name in sorted(grads):  # one fixed order: every rank and every thread split get the same bits
         flat = grads[name].reshape(-1)  # a view for contiguous arrays; vdot is one BLAS dot, no g**2 temporary
@@ -204,6 +201,14 @@ def clip_and_step(params: dict, grads: dict, state: AdamWState, *, lr: float, ma
     adamw_update(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                  decay_mask=decay_mask, xp=xp)
     return grad_norm
+
+
+def check_clipping_arguments(grads: dict, max_norm: float) -> None:
+    """One-line errors for clipping nothing or to a norm that is not positive."""
+    if not grads:
+        raise ValueError("clip_grad_norm got no gradients: pass the dict returned by the backward pass")
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}: use e.g. 1.0 (SpanBERT), or skip clipping")
 
 
 def check_adamw_arguments(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask) -> None:

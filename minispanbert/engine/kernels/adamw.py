@@ -31,9 +31,10 @@ import threading
 
 import numpy as np
 
+from minispanbert import optim
 from minispanbert.engine.kernels.cpu import adamw as numba_adamw
 from minispanbert.engine.parallel.threads import map_dealt, part_of, work_items
-from minispanbert.optim import CLIP_NORM_EPS, check_adamw_arguments, check_shapes
+from minispanbert.optim import CLIP_NORM_EPS, check_adamw_arguments, check_clipping_arguments, check_shapes
 
 CHUNK = 1 << 18  # elements per work item: 1 MiB of float32 per array, so an item's five arrays stay in cache
 # Below this many parameters the NumPy items run: importing numba and loading its loop cost a process
@@ -47,16 +48,11 @@ def clip_and_step(params: dict, grads: dict, state, *, lr: float, max_grad_norm:
     """``optim.clip_and_step``'s contract and result: the gradients clipped in place to global norm
     ``max_grad_norm``, then one AdamW step in place; returns the norm before clipping (0-d array)."""
     if xp is not np:  # CuPy: the textbook clipping, then the in-place AdamW (one kernel launch per op)
-        from minispanbert import optim
-
-        grad_norm = optim.clip_grad_norm(grads, max_grad_norm, xp=xp)
+        grad_norm = optim.clip_grad_norm(grads, max_grad_norm, xp=xp)  # through the module: what is in place
         adamw_update(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                      decay_mask=decay_mask, xp=xp)
         return grad_norm
-    if not grads:
-        raise ValueError("clip_grad_norm got no gradients: pass the dict returned by the backward pass")
-    if not max_grad_norm > 0:
-        raise ValueError(f"max_norm must be positive, got {max_grad_norm}: use e.g. 1.0 (SpanBERT), or skip clipping")
+    check_clipping_arguments(grads, max_grad_norm)
     check_adamw_arguments(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                           decay_mask=decay_mask)
     items = work_items([grads], CHUNK)
