@@ -389,7 +389,7 @@ def _run(cfg: FinetuneConfig, run_dir, log) -> dict:
         if grads is None:
             grads = task.backward(cache, xp=xp)
         grad_norm = optim.clip_and_step(params, grads, opt_state, lr=lr, max_grad_norm=cfg.max_grad_norm,
-                                  weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
+                                        weight_decay=cfg.weight_decay, decay_mask=decay_mask, xp=xp)
         history.append(loss)
         append_metrics(run_dir.path / METRICS_FILE, dict(split="train", step=step + 1, loss=loss, lr=lr, grad_norm=float(grad_norm)))
         bar.set_postfix(loss=f"{loss:.3f}")

@@ -18,7 +18,7 @@ def test_adamw_on_a_parameter_split_among_threads_updates_every_element_once(mon
     here over whole arrays; a slice skipped or done twice would leave its elements off."""
     monkeypatch.setattr(thread_pool, "cpu_threads", lambda: threads)
     rng = np.random.default_rng(7)
-    w0 = rng.normal(size=(5, in_place.CHUNK // 2))
+    w0 = rng.normal(size=(5, thread_pool.WORK_ITEM_ELEMENTS // 2))
     params = {"big.weight": w0.copy()}
     state = optim.adamw_init(params, xp=np)
     w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
@@ -88,7 +88,7 @@ def test_installed_replaces_the_reference_ops_only_inside_the_block():
 def _model_like(rng, dtype):
     """Parameters of several sizes: one spans 2.5 work items, one is a strided (transposed) view."""
     shapes = {"dense.weight": (7, 5), "dense.bias": (7,), "LayerNorm.weight": (5,),
-              "table.weight": (5, in_place.CHUNK // 2)}
+              "table.weight": (5, thread_pool.WORK_ITEM_ELEMENTS // 2)}
     params = {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
     params["decoder.weight"] = rng.standard_normal((6, 4)).astype(dtype).T
     return params

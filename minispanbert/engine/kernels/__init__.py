@@ -11,7 +11,7 @@ everywhere else:
     layers.layernorm.layernorm_*          cuda/layernorm.py          cpu/layernorm.py  (*)
     layers.softmax.softmax_*              cuda/softmax.py            cpu/softmax.py    (*)
     layers.cross_entropy.cross_entropy_*  cuda/cross_entropy.py      cpu/cross_entropy.py (*)
-    optim.clip_and_step, adamw_update     adamw.py (in place)        adamw.py (two passes, cache-sized items on the threads)
+    optim.clip_and_step, adamw_update     adamw.py (in place)        adamw.py (two passes over cache-sized items)
 
 (*) numba kernels, only with ``MINISPANBERT_FUSED_CPU=1`` (see cpu/__init__.py). float64 arrays
 always take the reference op. The core calls these ops through their modules

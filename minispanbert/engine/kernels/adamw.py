@@ -5,8 +5,8 @@ The textbook versions (``optim.py``) are whole-array expressions: one pass for t
 one to scale by the clipping coefficient, about a dozen for AdamW (``m *= b1``, ``work = g * (1 - b1)``,
 ``m += work``, ...), each reading or writing all of a parameter. At 29.5 M parameters (the small
 preset) every pass moves 118 MB through memory. Here every parameter is cut into work items of at
-most ``CHUNK`` elements (a small parameter is one item), the items are shared among the CPU threads,
-and
+most ``threads.WORK_ITEM_ELEMENTS`` (2^18) elements (a small parameter is one item), the items are
+shared among the CPU threads, and
 
     pass 1   each item's sum of squares of g         ->  norm = sqrt(sum), coef = min(1, max_norm / (norm + 1e-6))
     pass 2   per item, while it is in the core's cache:  g *= coef, then the AdamW update below
@@ -33,14 +33,13 @@ import numpy as np
 
 from minispanbert import optim
 from minispanbert.engine.kernels.cpu import adamw as numba_adamw
-from minispanbert.engine.parallel.threads import map_dealt, part_of, work_items
+from minispanbert.engine.parallel.threads import WORK_ITEM_ELEMENTS, map_dealt, part_of, work_items
 from minispanbert.optim import CLIP_NORM_EPS, check_adamw_arguments, check_clipping_arguments, check_shapes
 
-CHUNK = 1 << 18  # elements per work item: 1 MiB of float32 per array, so an item's five arrays stay in cache
 # Below this many parameters the NumPy items run: importing numba and loading its loop cost a process
 # about a second, more than the loop saves over a short run of a small model (tiny: 1.6 M, ~1 ms a step).
 COMPILED_LOOP_MIN_PARAMETERS = 1 << 22
-_scratch = threading.local()  # .buffers: dtype -> one CHUNK-long work array per thread
+_scratch = threading.local()  # .buffers: dtype -> one work array of an item's length per thread
 
 
 def clip_and_step(params: dict, grads: dict, state, *, lr: float, max_grad_norm: float, weight_decay: float,
@@ -55,7 +54,7 @@ def clip_and_step(params: dict, grads: dict, state, *, lr: float, max_grad_norm:
     check_clipping_arguments(grads, max_grad_norm)
     check_adamw_arguments(params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                           decay_mask=decay_mask)
-    items = work_items([grads], CHUNK)
+    items = work_items([grads])
     squares = map_dealt(lambda item: _sum_of_squares(grads, item), items)
     total_norm = math.sqrt(math.fsum(squares))
     coef = min(max_grad_norm / (total_norm + CLIP_NORM_EPS), 1.0)  # inf norm: 0; nan: nan, as the textbook's
@@ -121,19 +120,19 @@ def _step(params, grads, state, *, lr, betas, eps, weight_decay, decay_mask, gra
         w += work
 
     if xp is np:
-        map_dealt(update, work_items([params, grads, state.m, state.v], CHUNK))
+        map_dealt(update, work_items([params, grads, state.m, state.v]))
     else:  # CuPy: each parameter whole, one kernel per operation
         for name in params:
             update((name, None))
 
 
 def _work_like(g, xp):
-    """A work array shaped like ``g``: on NumPy a view into this thread's CHUNK-long buffer (it stays
+    """A work array shaped like ``g``: on NumPy a view into this thread's item-long buffer (it stays
     in the core's cache from item to item), else a new array."""
-    if xp is not np or g.size > CHUNK or g.ndim != 1:
+    if xp is not np or g.size > WORK_ITEM_ELEMENTS or g.ndim != 1:
         return xp.empty_like(g)
     buffers = _scratch.__dict__.setdefault("buffers", {})
     buffer = buffers.get(g.dtype)
     if buffer is None:
-        buffer = buffers[g.dtype] = np.empty(CHUNK, dtype=g.dtype)
+        buffer = buffers[g.dtype] = np.empty(WORK_ITEM_ELEMENTS, dtype=g.dtype)
     return buffer[: g.size]

@@ -35,8 +35,6 @@ import numpy as np
 from minispanbert.engine.parallel.distributed import slice_batch
 from minispanbert.engine.parallel.threads import map_dealt, map_threads, part_of, work_items
 
-SUM_CHUNK = 1 << 18  # elements per piece of the gradients' sum
-
 
 def shard_slices(rows: int, shards: int) -> list[slice]:
     """``min(shards, rows)`` consecutive row slices of ``range(rows)``, sizes differing by at most one."""
@@ -125,5 +123,5 @@ def sum_gradients(grads: list[dict]) -> dict:
         for other in grads[1:]:
             into += part_of(other[name], part)
 
-    map_dealt(add_shards, work_items(grads, SUM_CHUNK))
+    map_dealt(add_shards, work_items(grads))
     return total

@@ -6,7 +6,7 @@ them from Python.
     cpu_threads_set(n, ...)    the same for a with-block only
     map_threads(fn, items)     [fn(item) ...] on cpu_threads() threads
     parallel_for(fn, n, ...)   fn(slice) over chunks of range(n), on cpu_threads() threads
-    work_items(dicts, chunk)   (name, slice) pieces of same-keyed dicts of arrays
+    work_items(dicts)          (name, slice) pieces of same-keyed dicts of arrays
     map_dealt(fn, items)       [fn(item) ...], the items dealt round-robin to cpu_threads() threads
 
 Why threads help NumPy at all: a ufunc and a GEMM release the GIL while they loop, so Python threads
@@ -25,6 +25,7 @@ import numpy as np
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
 
 
+WORK_ITEM_ELEMENTS = 1 << 18  # a work item: 1 MiB of float32 per array, so an item's few arrays stay in cache
 _threads_set = None  # the count given to set_cpu_threads, once it has been called
 _worker = threading.local()  # .busy: this thread is one of map_threads' workers
 
@@ -129,8 +130,6 @@ def parallel_for(fn, n: int, *, chunk: int, xp) -> None:
     map_threads(fn, parts)
 
 
-
-
 def map_dealt(fn, items) -> list:
     """``[fn(item) for item in items]``, the items dealt round-robin into one group per thread and
     each group run as ONE call on its thread: many small items cost two thread hand-offs, not one
@@ -144,7 +143,7 @@ def map_dealt(fn, items) -> list:
     return results
 
 
-def work_items(dicts: list, chunk: int) -> list:
+def work_items(dicts: list, chunk: int = WORK_ITEM_ELEMENTS) -> list:
     """(name, part) pairs covering every array of the same-keyed ``dicts`` once, in sorted-name order:
     ``part`` a slice of at most ``chunk`` elements of the flattened arrays, or None where one of them
     is strided (that name is one item, done whole). Fixed by the arrays alone, not the thread count."""
